@@ -1,0 +1,42 @@
+"""krait: a web server for Python sites, with a C networking core.
+
+The module globals below are the per-request API of the original Krait. They are reset by the
+worker before every dynamic request (a worker runs one request at a time, so they are safe).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+from krait._globals import get_full_path, set_content_type  # noqa: E402
+from krait.request import MultipartFormData, Request  # noqa: E402
+from krait.response import (  # noqa: E402
+    JsonResponse,
+    Response,
+    ResponseBadRequest,
+    ResponseNotFound,
+    ResponseRedirect,
+)
+
+#: The site root exactly as given on the command line (set by the server at start-up).
+site_root: str = ""
+#: The current request (a :class:`Request`), set before each dynamic request.
+request: Request | None = None
+#: Set to a :class:`Response` to replace the generated response.
+response: Response | None = None
+#: ``(name, value)`` pairs added to the response, generated or custom.
+extra_headers: list[tuple[str, str]] = []
+#: Named groups of the matching regex route (``{}`` for other routes).
+url_params: dict[str, str] = {}
+
+__all__ = [
+    "JsonResponse", "MultipartFormData", "Request", "Response", "ResponseBadRequest",
+    "ResponseNotFound", "ResponseRedirect", "config", "cookie", "extra_headers",
+    "get_full_path", "mvc", "request", "response", "set_content_type", "site_root", "url_params",
+]
+
+_content_type: Any = None
+
+from krait import config, cookie, mvc  # noqa: E402,F401  (krait.config and krait.mvc, as sites use them)

@@ -1,0 +1,98 @@
+"""The ``krait`` command: ``krait <site-root> [--host H] [--port P] [--workers N] ...``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """Bad arguments: one line on stderr and exit status 2."""
+        self.exit(2, f"krait: {message} (see krait --help)\n")
+
+
+def _port_spec(value: str) -> tuple[int | None, int | None]:
+    """``N`` (plain HTTP) or the original's ``HTTP/HTTPS`` form (``8080/``, ``/8443``)."""
+    def one(part: str) -> int | None:
+        if part == "":
+            return None
+        if not part.isdigit() or not 0 <= int(part) <= 65535:
+            raise argparse.ArgumentTypeError(f"invalid port {part!r}")
+        return int(part)
+
+    if "/" in value:
+        http, _, https = value.partition("/")
+        ports = one(http), one(https)
+        if ports == (None, None):
+            raise argparse.ArgumentTypeError("--port needs at least one port")
+        return ports
+    port = one(value)
+    if port is None:
+        raise argparse.ArgumentTypeError("invalid port ''")
+    return port, None
+
+
+_LIMIT_FLAGS = {
+    "max-request-line": ("max_request_line", int, "request line bytes (414 beyond)"),
+    "max-header-size": ("max_header_size", int, "header block bytes (431 beyond)"),
+    "max-header-fields": ("max_header_fields", int, "header fields (431 beyond)"),
+    "max-body-size": ("max_body_size", int, "request body bytes (413 beyond)"),
+    "header-timeout": ("header_timeout", float, "seconds to receive a request head (408)"),
+    "keepalive-timeout": ("keepalive_timeout", float, "idle keep-alive seconds"),
+    "worker-timeout": ("worker_timeout", float, "seconds a worker may take (504 beyond)"),
+    "max-queue": ("max_queue", int, "requests waiting for a worker (503 beyond)"),
+    "max-connections": ("max_connections", int, "open connections"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="krait", description="Serve a Krait site: static files from C, "
+                ".py scripts and .pyml templates from Python workers.")
+    p.add_argument("site_root", nargs="?", help="the site's folder")
+    p.add_argument("-r", "--site-root", dest="site_root_opt", help=argparse.SUPPRESS)
+    p.add_argument("--host", default="", help="address to listen on (default: all)")
+    p.add_argument("-p", "--port", type=_port_spec, default=(8080, None),
+                   help="port (default 8080), or HTTP/HTTPS like 8080/8443")
+    p.add_argument("--https-port", type=int, default=None, help="HTTPS port")
+    p.add_argument("-w", "--workers", type=int, default=0,
+                   help="Python worker processes (default: number of CPUs)")
+    p.add_argument("--access-log", default="-", metavar="FILE|-",
+                   help="access log file, '-' for stdout (default), 'off' for none")
+    p.add_argument("--debug", action="store_true", help="tracebacks on error pages")
+    p.add_argument("--reload", action="store_true",
+                   help="restart workers when a .py file under the site changes")
+    for flag, (_, kind, text) in _LIMIT_FLAGS.items():
+        p.add_argument(f"--{flag}", type=kind, default=None, help=text)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``krait`` console script and ``python -m krait``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    site_root = args.site_root or args.site_root_opt
+    if not site_root:
+        parser.error("the site root is required: krait <site-root>")
+    if args.workers < 0:
+        parser.error("--workers must be 0 (one per CPU) or more")
+    from krait.supervisor import Options, Supervisor
+
+    http_port, https_port = args.port
+    limits = {}
+    for flag, (name, _, _) in _LIMIT_FLAGS.items():
+        value = getattr(args, flag.replace("-", "_"))
+        if value is not None:
+            if value <= 0:
+                parser.error(f"--{flag} must be positive")
+            limits[name] = value
+    opts = Options(site_root=site_root, host=args.host, port=http_port,
+                   https_port=args.https_port or https_port, workers=args.workers,
+                   access_log=args.access_log, debug=args.debug, reload=args.reload,
+                   limits=limits)
+    return Supervisor(opts).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

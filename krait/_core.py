@@ -1,0 +1,109 @@
+"""The only importer of krait._native: the version handshake, error conversion, and the
+server handle with an explicit close()."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from krait import _native  # type: ignore[attr-defined]
+
+ffi = _native.ffi
+lib = _native.lib
+
+NATIVE_VERSION = 1
+if lib.krait_native_version() != NATIVE_VERSION:  # pragma: no cover - a broken install
+    raise ImportError(
+        f"krait._native is version {lib.krait_native_version()}, expected {NATIVE_VERSION}: "
+        "reinstall krait (pip install .)"
+    )
+
+
+class NativeError(OSError):
+    """A call into the C core failed."""
+
+
+def check(rc: int, err: Any = None) -> int:
+    """Return rc when it is a success (>= 0); raise NativeError with the core's text otherwise."""
+    if rc >= 0:
+        return rc
+    text = ffi.string(lib.krait_strerror(rc)).decode()
+    if err is not None:
+        detail = ffi.string(err).decode(errors="replace")
+        if detail:
+            text = detail
+    raise NativeError(text)
+
+
+class Server:
+    """A krait_server handle. Close it with close() or use it as a context manager."""
+
+    def __init__(self, site_root: str) -> None:
+        err = ffi.new("char[512]")
+        ptr = lib.krait_server_new(site_root.encode(), err, 512)
+        if ptr == ffi.NULL:
+            raise NativeError(ffi.string(err).decode(errors="replace"))
+        self._ptr = ptr
+        self._handle: Any = None  # keeps the callback userdata alive
+
+    @property
+    def ptr(self) -> Any:
+        if self._ptr is None:
+            raise ValueError("server is closed")
+        return self._ptr
+
+    def set_limit(self, which: int, value: int) -> None:
+        check(lib.krait_server_set_limit(self.ptr, which, int(value)))
+
+    def add_mime(self, ext: str, mime_type: str) -> None:
+        check(lib.krait_server_add_mime(self.ptr, ext.encode(), mime_type.encode()))
+
+    def set_cache_ages(self, default: int, long_term: int) -> None:
+        check(lib.krait_server_set_cache_ages(self.ptr, int(default), int(long_term)))
+
+    def add_route(self, verbs: int, url: str | None, has_regex: bool, target: str | None,
+                  is_ctrl: bool) -> None:
+        check(lib.krait_server_add_route(
+            self.ptr, verbs, url.encode() if url is not None else ffi.NULL, int(has_regex),
+            target.encode() if target is not None else ffi.NULL, int(is_ctrl)))
+
+    def set_callbacks(self, owner: Any) -> None:
+        self._handle = ffi.new_handle(owner)
+        check(lib.krait_server_set_callbacks(self.ptr, lib.krait_py_cache, lib.krait_py_route,
+                                             lib.krait_py_event, self._handle))
+
+    def set_access_log(self, fd: int) -> None:
+        check(lib.krait_server_set_access_log(self.ptr, fd))
+
+    def set_version(self, version: str) -> None:
+        check(lib.krait_server_set_version(self.ptr, version.encode()))
+
+    def listen(self, host: str, port: int) -> int:
+        err = ffi.new("char[512]")
+        return check(lib.krait_server_listen(self.ptr, host.encode(), port, err, 512), err)
+
+    def add_worker(self, fd: int, pid: int) -> int:
+        return check(lib.krait_server_add_worker(self.ptr, fd, pid))
+
+    def retire_worker(self, slot: int) -> None:
+        check(lib.krait_server_retire_worker(self.ptr, slot))
+
+    def run(self) -> None:
+        """Run the loop until SIGTERM/SIGINT; the GIL is released meanwhile."""
+        check(lib.krait_server_run(self.ptr))
+
+    def stop(self) -> None:
+        lib.krait_server_stop(self.ptr)
+
+    def stat(self, which: int) -> int:
+        return int(lib.krait_server_stat(self.ptr, which))
+
+    def close(self) -> None:
+        if self._ptr is not None:
+            lib.krait_server_free(self._ptr)
+            self._ptr = None
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,139 @@
+"""krait.config: what a site's ``.py/init.py`` sets — routes, cache rules, limits and TLS.
+
+The server reads these once, after ``init.py`` has run, validates them (a bad value stops
+start-up with the file and line that set it) and hands them to the C core.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from krait.errors import ConfigError
+
+__all__ = [
+    "ConfigError", "Route", "cache_long_term", "cache_max_age_default",
+    "cache_max_age_long_term", "cache_no_store", "cache_private", "cache_public", "routes",
+]
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _caller_location() -> tuple[str | None, int | None]:
+    """The first frame outside the krait package: where the site's code made the call."""
+    frame: Any = sys._getframe(1)
+    while frame is not None:
+        name = os.path.abspath(frame.f_code.co_filename)
+        if os.path.dirname(name) != _PACKAGE_DIR:
+            return frame.f_code.co_filename, frame.f_lineno
+        frame = frame.f_back
+    return None, None
+
+
+class Route:
+    """One routing rule (behaviour §4.1): which requests go to which file or controller.
+
+    :param verb: ``GET`` (also matches ``HEAD``), ``POST``, ``PUT``, ``DELETE``, ``PATCH``,
+        ``CONNECT``, ``OPTIONS``, ``TRACE``, ``ANY`` or ``WEBSOCKET``; ``None`` means ``GET``.
+    :param url: the exact decoded path to match (no query string).
+    :param regex: a Python regular expression the whole decoded path must match; its named
+        groups become ``krait.url_params`` and fill ``{name}`` in ``target``.
+    :param target: the file that answers, relative to the site root; ``None`` means the
+        request path itself.
+    :param ctrl_class: a callable (normally a :class:`krait.mvc.CtrlBase` subclass) called with
+        no arguments per request; its view renders the response.
+    """
+
+    route_verbs = ("GET", "POST", "PUT", "DELETE", "PATCH", "CONNECT", "OPTIONS", "TRACE",
+                   "ANY", "WEBSOCKET")
+
+    def __init__(self, verb: str | None = None, url: str | None = None,
+                 regex: str | None = None, target: str | None = None,
+                 ctrl_class: Callable[[], Any] | None = None) -> None:
+        self.filename, self.lineno = _caller_location()
+        if verb is None:
+            verb = "GET"
+        if verb not in self.route_verbs:
+            raise ConfigError(f"unknown route verb {verb!r} (one of {', '.join(self.route_verbs)})",
+                              self.filename, self.lineno)
+        if target is not None and ctrl_class is not None:
+            raise ConfigError("a route takes a target or a ctrl_class, not both",
+                              self.filename, self.lineno)
+        if ctrl_class is not None and verb == "WEBSOCKET":
+            raise ConfigError("a WEBSOCKET route cannot have a ctrl_class",
+                              self.filename, self.lineno)
+        if ctrl_class is not None and not callable(ctrl_class):
+            raise ConfigError(f"ctrl_class {ctrl_class!r} is not callable",
+                              self.filename, self.lineno)
+        self.verb = verb
+        self.url = url
+        self.regex = regex
+        self.target = target
+        self.ctrl_class = ctrl_class
+        self.compiled: re.Pattern[str] | None = None
+        if regex is not None:
+            try:
+                self.compiled = re.compile(regex)
+            except re.error as exc:
+                raise ConfigError(f"invalid route regex {regex!r}: {exc}",
+                                  self.filename, self.lineno) from None
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in (
+            ("verb", self.verb), ("url", self.url), ("regex", self.regex),
+            ("target", self.target), ("ctrl_class", self.ctrl_class)) if v is not None)
+        return f"Route({fields})"
+
+
+#: The routes, tried in order; the first match wins. Empty means ``[Route()]``.
+routes: list[Route] = []
+#: Regexes (full match on the path relative to the root) of files clients must not store.
+cache_no_store: list[str] = []
+#: Regexes of files only private (browser) caches may keep.
+cache_private: list[str] = []
+#: Regexes of files any cache may keep (``Cache-Control: public``).
+cache_public: list[str] = []
+#: Regexes of files that get the long max-age.
+cache_long_term: list[str] = []
+#: Seconds for ``max-age`` by default.
+cache_max_age_default: int = 300
+#: Seconds for ``max-age`` of files in ``cache_long_term``.
+cache_max_age_long_term: int = 864000
+
+#: Limits (architecture.md defaults); the command line overrides these.
+max_request_line: int = 8 * 1024
+max_header_size: int = 64 * 1024
+max_header_fields: int = 100
+max_body_size: int = 16 * 1024 * 1024
+header_timeout: float = 10.0
+keepalive_timeout: float = 60.0
+worker_timeout: float = 30.0
+max_queue: int = 1024
+max_websocket_message: int = 16 * 1024 * 1024
+body_timeout: float = 30.0
+send_timeout: float = 60.0
+max_connections: int = 65536
+spool_threshold: int = 1024 * 1024
+shutdown_timeout: float = 10.0
+
+#: TLS (behaviour §13.1).
+ssl_certificate_path: str | None = None
+ssl_private_key_path: str | None = None
+ssl_key_passphrase: str | None = None
+
+
+def reset() -> None:
+    """Restore every setting to its default (used before loading a site)."""
+    module = sys.modules[__name__]
+    defaults = _DEFAULTS
+    for name, value in defaults.items():
+        setattr(module, name, list(value) if isinstance(value, list) else value)
+
+
+_DEFAULTS = {k: (list(v) if isinstance(v, list) else v) for k, v in dict(globals()).items()
+             if not k.startswith("_") and isinstance(v, (int, float, str, list, type(None)))
+             and k not in ("annotations",)}

@@ -1,0 +1,596 @@
+"""Worker protocol: the length-prefixed binary frames between the core and a worker.
+
+This module mirrors ``native/src/ipc.h`` / ``ipc.c`` byte for byte; both are checked against the
+golden vectors in ``tests/ipc_vectors.json``. Wire format (integers little-endian)::
+
+    frame := u32 len | u8 type | u32 id | payload     (len counts type + id + payload)
+    str   := u32 n | n bytes
+    pairs := u16 count | (str name, str value) * count
+
+    REQUEST  (1, core -> worker): u8 flags | i32 route | str method | str path | str query
+             | str version | str file | str remote_addr | u16 remote_port | pairs params
+             | pairs headers | str body
+    RESPONSE (2, worker -> core): u16 status | u8 body_kind | pairs headers | str body
+    CHUNK    (3, worker -> core): str data
+    END      (4, worker -> core): empty
+
+A frame is at most :data:`MAX_FRAME` bytes including its 4-byte length; a larger body goes out
+as a ``BODY_STREAM`` response followed by CHUNK frames and an END frame
+(:func:`encode_response_stream`, :func:`stream_frames`).
+
+Text: every string field is decoded as UTF-8 with ``errors="surrogateescape"``. Bytes that are
+not valid UTF-8 (a ``%FF`` in the path, a Latin-1 header value) become lone surrogates instead
+of failing, and ``s.encode("utf-8", "surrogateescape")`` gives the exact wire bytes back; for
+``file`` that is what :func:`os.fsencode` does on a UTF-8 system. The encoders accept ``str``
+(encoded the same way) or bytes-like values. Bodies stay ``bytes``.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+__all__ = [
+    "BODY_FILE", "BODY_INLINE", "BODY_STREAM", "CHUNK", "CORE_HEADERS", "END", "HEADER_SIZE",
+    "MAX_FRAME", "REQUEST", "REQ_BODY_FILE", "REQ_TLS", "REQ_WEBSOCKET", "RESPONSE",
+    "FrameReader", "FrameTooLarge", "RequestFrame", "ResponseFrame", "decode_request",
+    "decode_response", "decode_responses", "encode_chunk", "encode_end", "encode_request",
+    "encode_response", "encode_response_stream", "frame_size", "stream_frames", "write_frames",
+]
+
+#: Largest frame, including its 4-byte length prefix (``KRAIT__IPC_MAX_FRAME``).
+MAX_FRAME = 64 * 1024 * 1024
+#: Bytes before a frame's payload: u32 len + u8 type + u32 id (``KRAIT__IPC_HEADER``).
+HEADER_SIZE = 9
+
+# Frame types (KRAIT__IPC_*).
+REQUEST = 1
+RESPONSE = 2
+CHUNK = 3
+END = 4
+
+# REQUEST flags (KRAIT__REQ_*).
+REQ_BODY_FILE = 1  #: ``body`` is the path of the spooled body file, not the body itself.
+REQ_WEBSOCKET = 2  #: the request is a WebSocket handshake (verb ``WEBSOCKET``).
+REQ_TLS = 4  #: the request arrived over TLS.
+
+# RESPONSE body kinds (KRAIT__BODY_*).
+BODY_INLINE = 0  #: ``body`` is the response body.
+BODY_FILE = 1  #: ``body`` is the path of a file the core sends with sendfile.
+BODY_STREAM = 2  #: ``body`` is empty; CHUNK frames follow, then END.
+
+#: Header names the core owns (framing and connection management); a worker never sends them.
+CORE_HEADERS = frozenset({b"date", b"server", b"content-length", b"transfer-encoding",
+                          b"connection"})
+
+_U16_MAX = 0xFFFF
+_WORKER_TYPES = (RESPONSE, CHUNK, END)
+_BODY_KINDS = (BODY_INLINE, BODY_FILE, BODY_STREAM)
+_ENC = "utf-8"
+_ERRORS = "surrogateescape"
+_LEN = struct.Struct("<I")
+_HEAD = struct.Struct("<IBI")  # len, type, id
+_U16 = struct.Struct("<H")
+_REQ_FIXED = struct.Struct("<Bi")  # flags, route
+_RESP_FIXED = struct.Struct("<HBH")  # status, body_kind, header count
+_CHUNK_OVERHEAD = HEADER_SIZE + 4  # frame header + the data string's length
+_BAD_HEADER_BYTE = re.compile(rb"[\r\n\0]").search
+
+Text = str | bytes | bytearray | memoryview
+Pairs = Iterable[tuple[Text, Text]]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFrame:
+    """A decoded REQUEST frame (core -> worker). Strings use UTF-8 with surrogateescape."""
+
+    id: int
+    flags: int
+    route: int  #: index in ``krait.config.routes``; -1 for none / the default route
+    method: str
+    path: str  #: percent-decoded
+    query: str  #: raw, without the ``?``
+    version: str
+    file: str  #: absolute path of the resolved target file, or ``""``
+    remote_addr: str
+    remote_port: int
+    params: list[tuple[str, str]]  #: URL parameters of a regex route
+    headers: list[tuple[str, str]]  #: names lower-cased, arrival order, repeats kept
+    body: bytes  #: the body, or with ``REQ_BODY_FILE`` the spooled file's path
+
+    @property
+    def body_file(self) -> str | None:
+        """The spooled body file's path when ``REQ_BODY_FILE`` is set, else ``None``."""
+        if self.flags & REQ_BODY_FILE:
+            return self.body.decode(_ENC, _ERRORS)
+        return None
+
+    def encode(self) -> bytes:
+        """Encode this request back into a frame (see :func:`encode_request`)."""
+        return encode_request(
+            self.id, self.method, self.path, flags=self.flags, route=self.route,
+            query=self.query, version=self.version, file=self.file,
+            remote_addr=self.remote_addr, remote_port=self.remote_port, params=self.params,
+            headers=self.headers, body=self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFrame:
+    """A decoded worker -> core frame: RESPONSE, CHUNK or END (mirror of ``krait__ipc_frame``).
+
+    For CHUNK, ``body`` holds the data and the other fields are zero/empty; for END everything
+    but ``type`` and ``id`` is zero/empty.
+    """
+
+    type: int
+    id: int
+    status: int = 0
+    body_kind: int = 0
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+
+# ---- encoding ----
+
+def _b(value: Text) -> bytes:
+    if isinstance(value, str):
+        return value.encode(_ENC, _ERRORS)
+    return bytes(value)
+
+
+def _put_str(parts: list[bytes], value: Text) -> None:
+    data = _b(value)
+    parts.append(_LEN.pack(len(data)))
+    parts.append(data)
+
+
+def _encode_pairs(pairs: Pairs, lower_names: bool) -> list[tuple[bytes, bytes]]:
+    """Encode (name, value) pairs to bytes; names lower-cased (ASCII only) if asked."""
+    out = []
+    for name, value in pairs:
+        raw = _b(name)
+        out.append((raw.lower() if lower_names else raw, _b(value)))
+    if len(out) > _U16_MAX:
+        raise ValueError(f"{len(out)} pairs; a frame holds at most {_U16_MAX}")
+    return out
+
+
+def _put_pairs(parts: list[bytes], pairs: list[tuple[bytes, bytes]]) -> None:
+    parts.append(_U16.pack(len(pairs)))
+    for name, value in pairs:
+        parts += (_LEN.pack(len(name)), name, _LEN.pack(len(value)), value)
+
+
+class FrameTooLarge(ValueError):
+    """The frame would exceed the size limit (a body that big must be streamed)."""
+
+
+def _finish(parts: list[bytes], ftype: int, frame_id: int, max_frame: int = MAX_FRAME) -> bytes:
+    """Prepend the frame header to parts[1:] (parts[0] is reserved for it) and join."""
+    payload = sum(map(len, parts))
+    total = HEADER_SIZE + payload
+    if total > max_frame:
+        raise FrameTooLarge(f"frame of {total} bytes exceeds the {max_frame}-byte limit")
+    parts[0] = _HEAD.pack(total - 4, ftype, frame_id)
+    return b"".join(parts)
+
+
+def encode_request(id: int, method: Text, path: Text, *, flags: int = 0, route: int = -1,
+                   query: Text = "", version: Text = "HTTP/1.1", file: Text = "",
+                   remote_addr: Text = "", remote_port: int = 0, params: Pairs = (),
+                   headers: Pairs = (), body: Text = b"") -> bytes:
+    """Encode a REQUEST frame, as ``krait__ipc_encode_request`` does.
+
+    Header names are lower-cased (ASCII letters only). Workers never send requests; this
+    exists for tests and tools.
+
+    :param id: request id (u32).
+    :param method: request method, e.g. ``"GET"`` (or ``"WEBSOCKET"``).
+    :param path: percent-decoded path.
+    :param flags: ``REQ_*`` bits (u8).
+    :param route: route index, -1 for none (i32).
+    :param params: URL parameters as ``(name, value)`` pairs.
+    :param headers: request headers as ``(name, value)`` pairs.
+    :param body: the body, or the spooled file's path with ``REQ_BODY_FILE``.
+    :raises ValueError: a number out of range, over 65535 pairs, or a frame over MAX_FRAME.
+    """
+    if not 0 <= flags <= 0xFF:
+        raise ValueError(f"flags {flags} is not a u8")
+    if not 0 <= remote_port <= _U16_MAX:
+        raise ValueError(f"remote_port {remote_port} is not a u16")
+    try:
+        fixed = _REQ_FIXED.pack(flags, route)
+    except struct.error:
+        raise ValueError(f"route {route} is not an i32") from None
+    _check_id(id)
+    parts: list[bytes] = [b"", fixed]
+    for text in (method, path, query, version, file, remote_addr):
+        _put_str(parts, text)
+    parts.append(_U16.pack(remote_port))
+    _put_pairs(parts, _encode_pairs(params, lower_names=False))
+    _put_pairs(parts, _encode_pairs(headers, lower_names=True))
+    _put_str(parts, body)
+    return _finish(parts, REQUEST, id)
+
+
+def _check_id(frame_id: int) -> None:
+    if not 0 <= frame_id <= 0xFFFFFFFF:
+        raise ValueError(f"id {frame_id} is not a u32")
+
+
+def _reject_header(name: bytes, value: bytes) -> None:
+    """Raise the precise error for a response header that failed the quick check."""
+    if not name:
+        raise ValueError("empty response header name")
+    if name.lower() in CORE_HEADERS:
+        raise ValueError(f"header {name.decode(_ENC, _ERRORS)!r} is set by the core; "
+                         "a worker must not send it")
+    # CR or LF would let a value inject a second header line; NUL ends a C string.
+    raise ValueError(f"CR, LF or NUL in response header {name!r}: {value!r}")
+
+
+def encode_response(id: int, status: int, headers: Pairs = (), body: Text = b"",
+                    body_kind: int = BODY_INLINE, *, max_frame: int = MAX_FRAME) -> bytes:
+    """Encode a RESPONSE frame.
+
+    Beyond what the core's parser requires (status 100..999, a known body kind, an empty body
+    for ``BODY_STREAM``, a non-empty NUL-free path for ``BODY_FILE``), this refuses header
+    names the core owns (:data:`CORE_HEADERS`), empty names, and CR/LF/NUL in names or values,
+    so that a mistake in user code is reported in the worker with a traceback.
+
+    :param id: the id of the request being answered.
+    :param status: HTTP status code.
+    :param headers: ``(name, value)`` pairs, sent as given (case kept).
+    :param body: inline bytes, the file path for ``BODY_FILE``, empty for ``BODY_STREAM``.
+    :param body_kind: one of ``BODY_INLINE``, ``BODY_FILE``, ``BODY_STREAM``.
+    :param max_frame: frame size limit (tests use small ones).
+    :raises FrameTooLarge: (a ValueError) the frame would exceed ``max_frame``; stream the
+        body instead (:func:`encode_response_stream`).
+    :raises ValueError: any other violation listed above.
+    """
+    # This runs once per request in every worker, so it is written for speed: one pass over
+    # the headers, one regex search per name and value, one join.
+    _check_id(id)
+    if not 100 <= status <= 999:
+        raise ValueError(f"status {status} outside 100..999")
+    if body_kind not in _BODY_KINDS:
+        raise ValueError(f"unknown body kind {body_kind}")
+    raw_body = body if type(body) is bytes else _b(body)
+    if body_kind == BODY_STREAM and raw_body:
+        raise ValueError("a BODY_STREAM response carries its body in CHUNK frames")
+    if body_kind == BODY_FILE and (not raw_body or b"\0" in raw_body):
+        raise ValueError(f"bad file path {raw_body!r}")
+    parts: list[bytes] = [b"", b""]
+    append = parts.append
+    pack = _LEN.pack
+    bad = _BAD_HEADER_BYTE
+    for name, value in headers:
+        n = name.encode(_ENC, _ERRORS) if type(name) is str else _b(name)
+        v = value.encode(_ENC, _ERRORS) if type(value) is str else _b(value)
+        if not n or bad(n) or bad(v) or n.lower() in CORE_HEADERS:
+            _reject_header(n, v)
+        append(pack(len(n)))
+        append(n)
+        append(pack(len(v)))
+        append(v)
+    count = (len(parts) - 2) // 4
+    if count > _U16_MAX:
+        raise ValueError(f"{count} headers; a frame holds at most {_U16_MAX}")
+    parts[1] = _RESP_FIXED.pack(status, body_kind, count)
+    append(pack(len(raw_body)))
+    append(raw_body)
+    return _finish(parts, RESPONSE, id, max_frame)
+
+
+def encode_chunk(id: int, data: bytes | bytearray | memoryview, *,
+                 max_frame: int = MAX_FRAME) -> bytes:
+    """Encode one CHUNK frame holding ``data``.
+
+    :raises FrameTooLarge: when the frame would exceed ``max_frame`` (:func:`stream_frames`
+        splits big pieces).
+    """
+    _check_id(id)
+    total = _CHUNK_OVERHEAD + len(data)
+    if total > max_frame:
+        raise FrameTooLarge(f"chunk frame of {total} bytes exceeds the {max_frame}-byte limit")
+    return b"".join((_HEAD.pack(total - 4, CHUNK, id), _LEN.pack(len(data)), data))
+
+
+def encode_end(id: int) -> bytes:
+    """Encode the END frame that closes a streamed body."""
+    _check_id(id)
+    return _HEAD.pack(HEADER_SIZE - 4, END, id)
+
+
+def stream_frames(id: int, status: int, headers: Pairs,
+                  chunks: Iterable[bytes | bytearray | memoryview], *,
+                  max_frame: int = MAX_FRAME) -> Iterator[bytes]:
+    """Yield a streamed response: RESPONSE (``BODY_STREAM``), CHUNK frames, END.
+
+    Pieces larger than a frame are split; empty pieces are skipped, so the core never sees an
+    empty CHUNK (which an HTTP chunked encoder could mistake for the last-chunk marker).
+    """
+    if max_frame <= _CHUNK_OVERHEAD:
+        raise ValueError(f"max_frame {max_frame} leaves no room for chunk data")
+    yield encode_response(id, status, headers, b"", BODY_STREAM, max_frame=max_frame)
+    step = max_frame - _CHUNK_OVERHEAD
+    for piece in chunks:
+        view = memoryview(piece).cast("B")
+        for at in range(0, len(view), step):
+            yield encode_chunk(id, view[at:at + step], max_frame=max_frame)
+    yield encode_end(id)
+
+
+def encode_response_stream(id: int, status: int, headers: Pairs, body: bytes | bytearray
+                           | memoryview, *, max_frame: int = MAX_FRAME) -> list[bytes]:
+    """Frames for an inline body of any size.
+
+    One RESPONSE frame when it fits in ``max_frame``; otherwise a ``BODY_STREAM`` RESPONSE,
+    the body split into CHUNK frames of at most ``max_frame`` bytes each, and END.
+    """
+    headers = list(headers)
+    try:
+        return [encode_response(id, status, headers, body, BODY_INLINE, max_frame=max_frame)]
+    except FrameTooLarge:
+        return list(stream_frames(id, status, headers, (body,), max_frame=max_frame))
+
+
+# ---- decoding ----
+
+def frame_size(buf: bytes | bytearray | memoryview, max_frame: int = MAX_FRAME) -> int | None:
+    """Total length of the frame starting at ``buf``, or ``None`` if fewer than 4 bytes.
+
+    :raises ValueError: when the length field is under 5 or the frame exceeds ``max_frame``,
+        like the first check of ``krait__ipc_parse``.
+    """
+    if len(buf) < 4:
+        return None
+    (flen,) = _LEN.unpack_from(buf, 0)
+    if flen < HEADER_SIZE - 4 or flen > max_frame - 4:
+        raise ValueError(f"bad frame length {flen}")
+    return flen + 4
+
+
+def _header(buf: bytes, expect: tuple[int, ...]) -> tuple[int, int]:
+    if len(buf) < HEADER_SIZE:
+        raise ValueError(f"frame of {len(buf)} bytes is shorter than its header")
+    flen, ftype, frame_id = _HEAD.unpack_from(buf, 0)
+    if flen < HEADER_SIZE - 4 or flen > MAX_FRAME - 4:
+        raise ValueError(f"bad frame length {flen}")
+    if flen + 4 != len(buf):
+        raise ValueError(f"frame length {flen + 4} but {len(buf)} bytes given")
+    if ftype not in expect:
+        raise ValueError(f"unexpected frame type {ftype}")
+    return ftype, frame_id
+
+
+def _str(buf: bytes, pos: int) -> tuple[bytes, int]:
+    if pos + 4 > len(buf):
+        raise ValueError("string length runs past the frame")
+    (n,) = _LEN.unpack_from(buf, pos)
+    pos += 4
+    end = pos + n
+    if end > len(buf):
+        raise ValueError("string runs past the frame")
+    return buf[pos:end], end
+
+
+def _pairs(buf: bytes, pos: int) -> tuple[list[tuple[str, str]], int]:
+    if pos + 2 > len(buf):
+        raise ValueError("pair count runs past the frame")
+    (count,) = _U16.unpack_from(buf, pos)
+    pos += 2
+    pairs = []
+    for _ in range(count):
+        name, pos = _str(buf, pos)
+        value, pos = _str(buf, pos)
+        pairs.append((name.decode(_ENC, _ERRORS), value.decode(_ENC, _ERRORS)))
+    return pairs, pos
+
+
+def _decode_pairs(buf: bytes, pos: int) -> tuple[list[tuple[str, str]], int]:
+    """Pairs at pos, for decode_request: a position past the end is caught by the caller."""
+    (count,) = _U16.unpack_from(buf, pos)
+    pos += 2
+    unpack = _LEN.unpack_from
+    pairs = []
+    for _ in range(count):
+        (n,) = unpack(buf, pos)
+        name = buf[pos + 4:pos + 4 + n]
+        pos += 4 + n
+        (n,) = unpack(buf, pos)
+        value = buf[pos + 4:pos + 4 + n]
+        pos += 4 + n
+        pairs.append((name.decode(_ENC, _ERRORS), value.decode(_ENC, _ERRORS)))
+    return pairs, pos
+
+
+def decode_request(buf: bytes | bytearray | memoryview) -> RequestFrame:
+    """Decode one whole REQUEST frame (exactly ``buf``, length prefix included).
+
+    :raises ValueError: wrong type, bad length, a field running past the frame, or bytes
+        left over after the body.
+    """
+    # Per-request hot path. Bounds: a length that runs past the frame moves pos beyond the
+    # end, so the next unpack_from raises struct.error, or (for the last field) the final
+    # pos == len(buf) test fails. Slices taken on the way are merely short, never unsafe.
+    if type(buf) is not bytes:
+        buf = bytes(buf)
+    _, frame_id = _header(buf, (REQUEST,))
+    unpack = _LEN.unpack_from
+    try:
+        flags, route = _REQ_FIXED.unpack_from(buf, HEADER_SIZE)
+        pos = HEADER_SIZE + _REQ_FIXED.size
+        text = []
+        for _ in range(6):
+            (n,) = unpack(buf, pos)
+            text.append(buf[pos + 4:pos + 4 + n].decode(_ENC, _ERRORS))
+            pos += 4 + n
+        (port,) = _U16.unpack_from(buf, pos)
+        params, pos = _decode_pairs(buf, pos + 2)
+        headers, pos = _decode_pairs(buf, pos)
+        (n,) = unpack(buf, pos)
+        body = buf[pos + 4:pos + 4 + n]
+        pos += 4 + n
+    except struct.error:
+        raise ValueError("a request field runs past the end of the frame") from None
+    if pos > len(buf):
+        raise ValueError("a request field runs past the end of the frame")
+    if pos < len(buf):
+        raise ValueError(f"{len(buf) - pos} trailing bytes after the request body")
+    method, path, query, version, file, remote_addr = text
+    return RequestFrame(frame_id, flags, route, method, path, query, version, file,
+                        remote_addr, port, params, headers, body)
+
+
+def decode_response(buf: bytes | bytearray | memoryview) -> ResponseFrame:
+    """Decode one whole worker -> core frame with the same checks as ``krait__ipc_parse``.
+
+    :raises ValueError: in every case where ``krait__ipc_parse`` returns -1, or when ``buf``
+        is not exactly one frame.
+    """
+    buf = bytes(buf)
+    ftype, frame_id = _header(buf, _WORKER_TYPES)
+    pos = HEADER_SIZE
+    if ftype == END:
+        if pos != len(buf):
+            raise ValueError("END frame with a payload")
+        return ResponseFrame(END, frame_id)
+    if ftype == CHUNK:
+        data, pos = _str(buf, pos)
+        if pos != len(buf):
+            raise ValueError("trailing bytes in CHUNK frame")
+        return ResponseFrame(CHUNK, frame_id, body=data)
+    if pos + _RESP_FIXED.size > len(buf):
+        raise ValueError("response frame too short")
+    status, kind, _ = _RESP_FIXED.unpack_from(buf, pos)
+    if not 100 <= status <= 999:
+        raise ValueError(f"status {status} outside 100..999")
+    headers, pos = _pairs(buf, pos + 3)
+    body, pos = _str(buf, pos)
+    if kind not in _BODY_KINDS:
+        raise ValueError(f"unknown body kind {kind}")
+    if kind == BODY_STREAM and body:
+        raise ValueError("BODY_STREAM response with an inline body")
+    if kind == BODY_FILE and (not body or b"\0" in body):
+        raise ValueError("BODY_FILE response with an empty path or a NUL in it")
+    if pos != len(buf):
+        raise ValueError("trailing bytes in RESPONSE frame")
+    return ResponseFrame(RESPONSE, frame_id, status, kind, headers, body)
+
+
+def decode_responses(buf: bytes | bytearray | memoryview) -> list[ResponseFrame]:
+    """Decode a byte string made of whole worker -> core frames, back to back."""
+    view = memoryview(buf).cast("B")
+    frames = []
+    pos = 0
+    while pos < len(view):
+        size = frame_size(view[pos:])
+        if size is None or pos + size > len(view):
+            raise ValueError("incomplete frame at the end")
+        frames.append(decode_response(view[pos:pos + size]))
+        pos += size
+    return frames
+
+
+# ---- socket I/O ----
+
+class FrameReader:
+    """Reads whole frames from a blocking stream socket.
+
+    One reusable buffer receives whatever the socket has (often several queued frames at
+    once), and :meth:`read_frame` hands them out one at a time. The buffer grows to fit a large
+    frame and shrinks back once that frame has been consumed.
+    """
+
+    def __init__(self, sock: socket.socket, *, max_frame: int = MAX_FRAME,
+                 bufsize: int = 256 * 1024) -> None:
+        """:param sock: a connected, blocking stream socket.
+        :param max_frame: frames announcing more bytes than this are refused.
+        :param bufsize: initial (and resting) buffer size.
+        """
+        self._sock = sock
+        self._max_frame = max_frame
+        self._bufsize = bufsize
+        self._buf = bytearray(bufsize)
+        self._start = 0  # first unconsumed byte
+        self._end = 0  # end of received bytes
+
+    def read_frame(self) -> bytes:
+        """Return the next whole frame (length prefix included).
+
+        :raises EOFError: the peer closed the connection between two frames.
+        :raises ValueError: a bad length or type, or the connection closed inside a frame.
+        :raises OSError: from the socket (including timeouts, if the socket has one).
+        """
+        size = None
+        while size is None:
+            size = frame_size(memoryview(self._buf)[self._start:self._end], self._max_frame)
+            if size is None:
+                self._fill(4)
+        self._fill(HEADER_SIZE)
+        ftype = self._buf[self._start + 4]
+        if ftype not in (REQUEST, RESPONSE, CHUNK, END):
+            raise ValueError(f"unknown frame type {ftype}")
+        self._fill(size)
+        start = self._start
+        frame = bytes(self._buf[start:start + size])
+        self._start = start + size
+        if self._start == self._end:
+            self._start = self._end = 0
+            if len(self._buf) > self._bufsize:
+                self._buf = bytearray(self._bufsize)
+        return frame
+
+    def read_request(self) -> RequestFrame:
+        """Read and decode the next frame, which must be a REQUEST."""
+        return decode_request(self.read_frame())
+
+    def _fill(self, need: int) -> None:
+        """Receive until at least ``need`` bytes are buffered past ``_start``."""
+        while self._end - self._start < need:
+            if self._start + need > len(self._buf):
+                self._make_room(need)
+            n = self._sock.recv_into(memoryview(self._buf)[self._end:])
+            if n == 0:
+                if self._end == self._start:
+                    raise EOFError("worker socket closed")
+                raise ValueError(f"connection closed inside a frame "
+                                 f"({self._end - self._start} of {need} bytes)")
+            self._end += n
+
+    def _make_room(self, need: int) -> None:
+        pending = self._buf[self._start:self._end]
+        if need > len(self._buf):
+            self._buf = bytearray(max(need, min(2 * len(self._buf), self._max_frame)))
+        self._buf[:len(pending)] = pending
+        self._start, self._end = 0, len(pending)
+
+
+_IOV_MAX = 1024
+
+
+def write_frames(sock: socket.socket, *frames: bytes | bytearray | memoryview) -> None:
+    """Send whole frames on a blocking socket, in order, with as few syscalls as possible.
+
+    Uses one ``sendmsg`` over all buffers (up to IOV_MAX at a time) and resumes after a
+    partial send, so a frame is never interleaved with anything else written by this thread.
+    """
+    if len(frames) == 1:
+        sock.sendall(frames[0])
+        return
+    views = [memoryview(f).cast("B") for f in frames if len(f)]
+    i = 0
+    while i < len(views):
+        sent = sock.sendmsg(views[i:i + _IOV_MAX])
+        while sent:
+            head = views[i]
+            if sent >= len(head):
+                sent -= len(head)
+                i += 1
+            else:
+                views[i] = head[sent:]
+                sent = 0

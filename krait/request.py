@@ -1,0 +1,384 @@
+"""The request a dynamic page is answering: ``krait.request`` (behaviour §5.1).
+
+The worker builds a :class:`Request` from the request frame the core sends and stores it in
+``krait.request`` before running the page. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, BinaryIO, NamedTuple
+from urllib.parse import quote, unquote_plus
+
+import multipart
+
+from krait.errors import BadRequest, PayloadTooLarge
+
+__all__ = ["Headers", "MultipartFormData", "Request"]
+
+_log = logging.getLogger("krait")
+
+# Multipart parsing reads the body in chunks of this size, so a spooled upload is never loaded
+# whole (only the parts themselves end up in memory, as MultipartFormData.data).
+_MULTIPART_CHUNK = 64 * 1024
+_MULTIPART_MAX_PARTS = 1000
+_MULTIPART_MAX_PART_HEADERS = 16
+_MULTIPART_MAX_HEADER_LINE = 8 * 1024
+
+#: Header values as the constructor accepts them: ``(name, value)`` pairs or a mapping.
+HeadersArg = Iterable[tuple[str | bytes, str | bytes]] | Mapping[str, str] | None
+
+
+def _text(value: str | bytes) -> str:
+    # RFC 9110 §5.5: field values are octets; ISO-8859-1 maps each one to a character losslessly.
+    return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else value
+
+
+class Headers(dict):
+    """Request headers: a ``dict`` whose keys are lower-cased header names.
+
+    Lookups are case-insensitive (``headers["Content-Type"]`` and ``headers["content-type"]``
+    are the same entry). Built from a list of pairs, repeated headers are joined with ``","``
+    (RFC 9110 §5.3), except ``Cookie``, whose repeats are joined with ``"; "`` (RFC 6265 §5.4).
+
+    :param headers: ``(name, value)`` pairs (``str`` or ``bytes``; bytes are decoded as
+        ISO-8859-1) or a mapping. Surrounding whitespace is stripped from values.
+    """
+
+    def __init__(self, headers: HeadersArg = None) -> None:
+        super().__init__()
+        if headers is None:
+            return
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        for name, value in items:
+            key = _text(name).lower()
+            value = _text(value).strip()
+            if key in self:
+                separator = "; " if key == "cookie" else ","
+                value = super().__getitem__(key) + separator + value
+            super().__setitem__(key, value)
+
+    @staticmethod
+    def _key(key: Any) -> Any:
+        return key.lower() if isinstance(key, str) else key
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(self._key(key))
+
+    def __setitem__(self, key: str, value: str) -> None:
+        super().__setitem__(self._key(key), value)
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(self._key(key))
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(self._key(key))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of header ``key`` (any case), or ``default``.
+
+        :param key: the header name.
+        :param default: returned when the header is absent.
+        """
+        return super().get(self._key(key), default)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        """Remove header ``key`` (any case) and return its value (or ``default``).
+
+        :param key: the header name.
+        :param default: returned when the header is absent (else ``KeyError``).
+        """
+        return super().pop(self._key(key), *default)
+
+    def setdefault(self, key: str, default: str = "") -> str:
+        """Return header ``key`` (any case), setting it to ``default`` when absent.
+
+        :param key: the header name.
+        :param default: the value to store when the header is absent.
+        """
+        return super().setdefault(self._key(key), default)
+
+    def update(self, *args: Any, **kwargs: str) -> None:
+        """Set several headers (replacing, not joining, existing values).
+
+        :param args: a mapping or ``(name, value)`` pairs.
+        :param kwargs: more headers by name.
+        """
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def copy(self) -> Headers:
+        """A shallow copy that is still a :class:`Headers`."""
+        return Headers(self)
+
+
+class MultipartFormData(NamedTuple):
+    """One part of a ``multipart/form-data`` body (see :meth:`Request.get_multipart_form`)."""
+
+    #: The part's content (the bytes between its headers and the next boundary).
+    data: bytes
+    #: The form field name, or ``None`` when the part has none.
+    name: str | None
+    #: The uploaded file's name, or ``None`` for a plain field.
+    filename: str | None
+    #: The part's ``Content-Type`` header as sent (``"text/plain"`` when absent).
+    content_type: str
+
+
+def _parse_urlencoded(text: str) -> dict[str, str]:
+    """Parse ``a=1&b=x+y`` into a dict (query strings and url-encoded forms).
+
+    Parts are split on ``&``, then at the first ``=`` (so ``a=b=c`` gives ``"b=c"``); both sides
+    are decoded with "unquote plus" as UTF-8, invalid sequences becoming U+FFFD. A part without
+    ``=`` maps to ``""``; empty parts are skipped; for a repeated key the last one wins.
+    """
+    result: dict[str, str] = {}
+    for part in text.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        result[unquote_plus(name, errors="replace")] = unquote_plus(value, errors="replace")
+    return result
+
+
+def _parse_cookie_header(header: str) -> list[tuple[str, str]]:
+    """Split a ``Cookie`` header into ``(name, value)`` pairs, in order (behaviour §11).
+
+    Items are split on ``;`` and stripped; each is split at its first ``=`` (an item without one
+    has the name ``""``). Values are kept verbatim (quotes included, RFC 6265 §5.4). Never raises.
+    """
+    pairs = []
+    for item in header.split(";"):
+        item = item.strip()
+        if not item:
+            continue
+        if "=" in item:
+            name, _, value = item.partition("=")
+            pairs.append((name.strip(), value.strip()))
+        else:
+            pairs.append(("", item))
+    return pairs
+
+
+class Request:
+    """An HTTP request, as seen by a dynamic page.
+
+    :param http_method: the method as sent, e.g. ``"GET"``, ``"HEAD"``, ``"POST"``.
+    :param url: the percent-decoded path, without the query string.
+    :param query_string: the raw query string (after ``?``, still encoded); ``""`` when none.
+        Bytes are decoded as UTF-8 (invalid sequences become U+FFFD).
+    :param http_version: ``"HTTP/1.1"`` or ``"HTTP/1.0"``.
+    :param headers: ``(name, value)`` pairs or a mapping (see :class:`Headers`).
+    :param body: the body, ``b""`` when there is none. Ignored (pass ``b""``) when ``body_file``
+        is given.
+    :param remote_addr: the client's address, e.g. ``"203.0.113.7"``.
+    :param scheme: ``"http"`` or ``"https"``.
+    :param body_file: the path of the file a large body was spooled to by the server; the body is
+        then read from it lazily, on first access to :attr:`body`.
+    """
+
+    #: The type of the items :meth:`get_multipart_form` returns (also ``krait.MultipartFormData``).
+    MultipartFormData = MultipartFormData
+
+    def __init__(self, http_method: str, url: str, query_string: str | bytes | None,
+                 http_version: str, headers: HeadersArg, body: bytes | str | None, *,
+                 remote_addr: str = "", scheme: str = "http",
+                 body_file: str | os.PathLike[str] | None = None) -> None:
+        #: The method as sent (``"HEAD"`` stays ``"HEAD"`` although it is routed as GET).
+        self.http_method: str = http_method
+        #: The percent-decoded path, without the query string.
+        self.url: str = url
+        #: The raw query string, still percent-encoded.
+        if isinstance(query_string, (bytes, bytearray)):
+            query_string = query_string.decode("utf-8", "replace")
+        self.query_string: str = query_string or ""
+        #: The query string parsed into a dict (see :meth:`get_post_form` for the rules).
+        self.query: dict[str, str] = _parse_urlencoded(self.query_string)
+        #: ``"HTTP/1.1"`` or ``"HTTP/1.0"``.
+        self.http_version: str = http_version
+        #: The headers, with lower-cased names (lookups are case-insensitive).
+        self.headers: Headers = Headers(headers)
+        #: The client's address.
+        self.remote_addr: str = remote_addr
+        #: ``"http"`` or ``"https"``.
+        self.scheme: str = scheme
+        #: The file the body was spooled to, or ``None`` when it is in memory.
+        self.body_file: str | None = os.fspath(body_file) if body_file is not None else None
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        if self.body_file is not None:
+            if body:
+                raise ValueError("give the body or body_file, not both")
+            self._body: bytes | None = None
+        else:
+            self._body = bytes(body or b"")
+        self._cookies: dict[str, str] | None = None
+
+    @property
+    def body(self) -> bytes:
+        """The raw body (``b""`` when there is none).
+
+        A spooled body is read from :attr:`body_file` on first access and kept; prefer
+        :meth:`open_body` for large uploads.
+        """
+        if self._body is None:
+            with open(self.body_file, "rb") as f:  # type: ignore[arg-type]
+                self._body = f.read()
+        return self._body
+
+    @body.setter
+    def body(self, value: bytes) -> None:
+        self._body = bytes(value)
+
+    def open_body(self) -> BinaryIO:
+        """Open the body as a binary file object, without loading a spooled body into memory.
+
+        :return: a readable binary stream; close it when done (``with req.open_body() as f:``).
+        """
+        if self._body is None:
+            return open(self.body_file, "rb")  # type: ignore[arg-type]
+        return io.BytesIO(self._body)
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        """The request's cookies by name (from the ``Cookie`` header).
+
+        The header is split on ``;``; each item is stripped and split at its first ``=``. When a
+        name repeats, the first value wins (as :func:`krait.cookie.get_cookie` does); use
+        :func:`krait.cookie.get_cookies` to see every one. Computed once, on first access.
+        """
+        if self._cookies is None:
+            cookies: dict[str, str] = {}
+            for name, value in _parse_cookie_header(self.headers.get("cookie", "")):
+                cookies.setdefault(name, value)
+            self._cookies = cookies
+        return self._cookies
+
+    def get_post_form(self) -> dict[str, str]:
+        """Parse the body as an ``application/x-www-form-urlencoded`` form.
+
+        Parsed like the query string: split on ``&`` and at the first ``=``, both sides decoded
+        with "unquote plus" as UTF-8 (invalid sequences become U+FFFD); a field without ``=``
+        maps to ``""``; for a repeated field the last one wins. The ``Content-Type`` header is
+        not checked.
+
+        :return: a dict of field names to values.
+        """
+        return _parse_urlencoded(self.body.decode("utf-8", "replace"))
+
+    def json(self) -> Any:
+        """Parse the body as JSON (UTF-8, -16 or -32, RFC 8259).
+
+        :return: the decoded value.
+        :raises krait.errors.BadRequest: when the body is empty or not valid JSON.
+        """
+        try:
+            return json.loads(self.body)
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+            raise BadRequest(f"invalid JSON body: {e}") from e
+
+    def _multipart_boundary(self) -> str | None:
+        content_type = self.headers.get("content-type")
+        if content_type is None:
+            _log.error("get_multipart_form: the request has no Content-Type")
+            return None
+        mime, options = multipart.parse_options_header(content_type)
+        boundary = options.get("boundary")
+        if mime != "multipart/form-data" or not boundary:
+            _log.error("get_multipart_form: Content-Type %r is not multipart/form-data with a "
+                       "boundary", content_type)
+            return None
+        # RFC 2046 §5.1.1: 1 to 70 characters, printable ASCII, not ending in a space.
+        if len(boundary) > 70 or boundary.endswith(" ") or not all(
+                " " <= c <= "~" for c in boundary):
+            _log.error("get_multipart_form: invalid multipart boundary %r", boundary)
+            return None
+        return boundary
+
+    def get_multipart_form(self) -> list[MultipartFormData] | None:
+        """Parse a ``multipart/form-data`` body (RFC 7578), e.g. a form with file uploads.
+
+        The body is parsed as a stream, in chunks, also when the server spooled it to a file.
+        Quoted names and file names may contain ``;``; the ``Content-Type`` may carry more
+        parameters than ``boundary`` (e.g. ``charset``).
+
+        :return: one :class:`MultipartFormData` per part, in order; ``None`` (and an error in
+            the log) when the ``Content-Type`` is not ``multipart/form-data`` with a valid
+            boundary.
+        :raises krait.errors.BadRequest: when the body is not valid multipart data.
+        :raises krait.errors.PayloadTooLarge: when it has too many parts or too long part
+            headers.
+        """
+        boundary = self._multipart_boundary()
+        if boundary is None:
+            return None
+        with self.open_body() as stream:
+            try:
+                return list(_parse_multipart(stream, boundary))
+            except multipart.ParserLimitReached as e:
+                raise PayloadTooLarge(f"multipart body: {e}") from e
+            except multipart.ParserError as e:
+                raise BadRequest(f"malformed multipart body: {e}") from e
+
+    def __str__(self) -> str:
+        """An approximation of the request's HTTP text (for logs and debugging).
+
+        Method, re-quoted path, ``?`` and the query rebuilt from :attr:`query` (not re-encoded),
+        version, headers, blank line, body (decoded as UTF-8 with replacement). A spooled body
+        that has not been read is shown as a placeholder instead of being loaded.
+        """
+        # The worker decodes the path with surrogateescape; quote the original bytes back.
+        target = quote(self.url, errors="surrogateescape")
+        if self.query:
+            target += "?" + "&".join(f"{k}={v}" for k, v in self.query.items())
+        lines = [f"{self.http_method} {target} {self.http_version}"]
+        lines.extend(f"{name}: {value}" for name, value in self.headers.items())
+        if self._body is None:
+            body = f"<body spooled to {self.body_file}>"
+        else:
+            body = self._body.decode("utf-8", "replace")
+        return "\r\n".join(lines) + "\r\n\r\n" + body
+
+    def __repr__(self) -> str:
+        return f"<Request {self.http_method} {self.url!r}>"
+
+
+def _parse_multipart(stream: BinaryIO, boundary: str) -> Iterator[MultipartFormData]:
+    """Feed ``stream`` to a push parser chunk by chunk and yield the parts as they complete."""
+    parser = multipart.PushMultipartParser(
+        boundary,
+        max_header_size=_MULTIPART_MAX_HEADER_LINE,
+        max_header_count=_MULTIPART_MAX_PART_HEADERS,
+        max_segment_count=_MULTIPART_MAX_PARTS,
+    )
+    segment = None
+    chunks: list[bytes] = []
+    while True:
+        # An empty chunk tells the parser the input ended; it raises if the stream is incomplete.
+        data = stream.read(_MULTIPART_CHUNK)
+        for event in parser.parse(data):
+            if isinstance(event, multipart.MultipartSegment):
+                segment, chunks = event, []
+            elif event is not None:
+                chunks.append(event)
+            else:
+                assert segment is not None
+                yield _form_data(segment, b"".join(chunks))
+                segment, chunks = None, []
+        if not data or parser.closed:
+            break
+    parser.close()
+
+
+def _form_data(segment: multipart.MultipartSegment, data: bytes) -> MultipartFormData:
+    name = segment.name
+    if not name:
+        # The parser turns a missing name into ""; the original API reports None (§5.1).
+        _, options = multipart.parse_options_header(segment.header("Content-Disposition"))
+        name = options.get("name")
+    content_type = (segment.header("Content-Type") or "").strip() or "text/plain"
+    return MultipartFormData(data, name, segment.filename, content_type)

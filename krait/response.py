@@ -1,0 +1,342 @@
+"""Responses a site can send instead of the generated one (behaviour §5.2).
+
+Set ``krait.response`` to one of these (or return one from a ``.py`` script) and whatever the
+script or its view rendered is discarded. The server adds ``krait.extra_headers`` and its standard
+headers (``Date``, ``Content-Length``, ``Content-Type`` when absent, ...).
+
+A body is one of three things:
+
+* ``str`` (sent UTF-8 encoded) or ``bytes``: sent with a ``Content-Length``;
+* any other iterable of ``str``/``bytes`` (a list, a generator): a stream, sent chunked;
+* a file on disk (:class:`FileResponse`): the core sends it with ``sendfile``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+__all__ = [
+    "REASONS", "ErrorResponse", "FileResponse", "JsonResponse", "Response", "ResponseBadRequest",
+    "ResponseNotFound", "ResponseRedirect", "validate_header",
+]
+
+#: Standard reason phrases: RFC 9110 §15, plus 103 (RFC 8297), 428/429/431/511 (RFC 6585) and
+#: 451 (RFC 7725).
+REASONS: dict[int, str] = {
+    100: "Continue",
+    101: "Switching Protocols",
+    103: "Early Hints",
+    200: "OK",
+    201: "Created",
+    202: "Accepted",
+    203: "Non-Authoritative Information",
+    204: "No Content",
+    205: "Reset Content",
+    206: "Partial Content",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Found",
+    303: "See Other",
+    304: "Not Modified",
+    305: "Use Proxy",
+    307: "Temporary Redirect",
+    308: "Permanent Redirect",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    409: "Conflict",
+    410: "Gone",
+    411: "Length Required",
+    412: "Precondition Failed",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Range Not Satisfiable",
+    417: "Expectation Failed",
+    421: "Misdirected Request",
+    422: "Unprocessable Content",
+    426: "Upgrade Required",
+    428: "Precondition Required",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    451: "Unavailable For Legal Reasons",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+    511: "Network Authentication Required",
+}
+
+_HTTP_VERSIONS = ("HTTP/1.1", "HTTP/1.0")
+# RFC 9110 §5.6.2: token = 1*tchar.
+_TCHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+#: What a response body may be: text, bytes, or an iterable of either (a stream).
+Body = str | bytes | bytearray | memoryview | Iterable[str | bytes]
+#: Response headers: a list of ``(name, value)`` pairs, or a mapping of names to values.
+HeadersArg = Iterable[tuple[str, str]] | Mapping[str, str] | None
+
+
+def validate_header(name: str, value: str) -> None:
+    """Check that a response header can be sent as is.
+
+    The name must be an RFC 9110 token; the value may not contain CR, LF or NUL (RFC 9110 §5.5),
+    which would let a value smuggle in extra headers or end the header block early.
+
+    :param name: the header name, e.g. ``"Content-Type"``.
+    :param value: the header value.
+    :raises TypeError: when name or value is not a ``str``.
+    :raises ValueError: when either would break the header block.
+    """
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise TypeError(f"header name and value must be str, got {name!r}: {value!r}")
+    if not name or not _TCHARS.issuperset(name):
+        raise ValueError(f"invalid header name: {name!r}")
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise ValueError(f"invalid character in the value of header {name!r}: {value!r}")
+
+
+def _header_list(headers: HeadersArg) -> list[tuple[str, str]]:
+    """Copy headers into a new, validated list of pairs (the caller's object is never kept)."""
+    if headers is None:
+        return []
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    result = []
+    for pair in items:
+        name, value = pair
+        validate_header(name, value)
+        result.append((name, value))
+    return result
+
+
+def _has_header(headers: list[tuple[str, str]], name: str) -> bool:
+    name = name.lower()
+    return any(n.lower() == name for n, _ in headers)
+
+
+class Response:
+    """A complete HTTP response that replaces the generated one.
+
+    The attributes ``http_version``, ``status_code``, ``headers`` and ``body`` may be changed
+    after construction; the worker checks the headers again before sending them.
+
+    :param http_version: ``"HTTP/1.1"`` or ``"HTTP/1.0"``.
+    :param status_code: the status, 100-599 (see :data:`REASONS`).
+    :param headers: ``(name, value)`` pairs (or a mapping); the list is copied, never modified.
+    :param body: ``str`` (sent UTF-8 encoded), ``bytes``, or an iterable of ``str``/``bytes``
+        chunks, which is streamed (sent chunked). ``None`` means empty.
+    :raises ValueError: for an unknown HTTP version, a status outside 100-599, or a header that
+        cannot be sent (see :func:`validate_header`).
+    :raises TypeError: for a body of any other type.
+    """
+
+    #: The file the core sends as the body (only set by :class:`FileResponse`).
+    file_path: str | None = None
+
+    def __init__(self, http_version: str = "HTTP/1.1", status_code: int = 200,
+                 headers: HeadersArg = None, body: Body | None = b"") -> None:
+        if http_version not in _HTTP_VERSIONS:
+            raise ValueError(f"http_version must be 'HTTP/1.1' or 'HTTP/1.0', not {http_version!r}")
+        if (isinstance(status_code, bool) or not isinstance(status_code, int)
+                or not 100 <= status_code <= 599):
+            raise ValueError(f"status_code must be an int in 100-599, not {status_code!r}")
+        if body is None:
+            body = b""
+        if isinstance(body, Mapping) or not isinstance(
+                body, (str, bytes, bytearray, memoryview, Iterable)):
+            # A dict would otherwise "stream" its keys; JsonResponse is what was meant.
+            raise TypeError(f"a response body must be str, bytes or an iterable of them, not "
+                            f"{type(body).__name__} (use JsonResponse for JSON)")
+        self.http_version: str = http_version
+        self.status_code: int = status_code
+        self.headers: list[tuple[str, str]] = _header_list(headers)
+        self.body: Any = body
+
+    @property
+    def reason(self) -> str:
+        """The reason phrase sent with :attr:`status_code` (``"Unknown"`` when not standard)."""
+        return REASONS.get(self.status_code, "Unknown")
+
+    @property
+    def is_stream(self) -> bool:
+        """True when :attr:`body` is an iterable of chunks, sent with chunked encoding."""
+        return not isinstance(self.body, (str, bytes, bytearray, memoryview))
+
+    def body_bytes(self) -> bytes:
+        """The body as bytes (``str`` is UTF-8 encoded).
+
+        :raises TypeError: when the body is a stream; use :meth:`iter_body`.
+        """
+        body = self.body
+        if isinstance(body, str):
+            return body.encode("utf-8")
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            return bytes(body)
+        raise TypeError("the body is a stream; use iter_body()")
+
+    def iter_body(self) -> Iterator[bytes]:
+        """Yield the body as non-empty ``bytes`` chunks (for any kind of body but a file).
+
+        :raises TypeError: when a stream yields something other than ``str`` or ``bytes``.
+        """
+        if not self.is_stream:
+            data = self.body_bytes()
+            if data:
+                yield data
+            return
+        for chunk in self.body:
+            if isinstance(chunk, str):
+                chunk = chunk.encode("utf-8")
+            elif isinstance(chunk, (bytes, bytearray, memoryview)):
+                chunk = bytes(chunk)
+            else:
+                raise TypeError(f"a streamed body yielded {type(chunk)}, not str or bytes")
+            if chunk:
+                yield chunk
+
+    def _body_text(self) -> str:
+        if self.file_path is not None:
+            return f"<file {self.file_path}>"
+        if self.is_stream:
+            return "<stream>"
+        if isinstance(self.body, str):
+            return self.body
+        return self.body_bytes().decode("utf-8", "replace")
+
+    def __str__(self) -> str:
+        """The response as HTTP text: status line, headers, blank line, body (§5.2).
+
+        The body of a stream or a file is shown as a placeholder, never consumed.
+        """
+        lines = [f"{self.http_version} {self.status_code} {self.reason}"]
+        lines.extend(f"{name}: {value}" for name, value in self.headers)
+        return "\r\n".join(lines) + "\r\n\r\n" + self._body_text()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.status_code} {self.reason}>"
+
+
+class ErrorResponse(Response):
+    """A small HTML error page for any status.
+
+    Without a message the body is exactly the original's page, e.g. for 404
+    ``<html><head><title>404 Not Found</title></head><body><h1>404 Not Found</h1></body></html>``;
+    a message is added, HTML-escaped, as a ``<p>`` after the heading. A ``Content-Type`` of
+    ``text/html; charset=utf-8`` is added unless ``headers`` has one. Statuses that may not carry
+    a body (1xx, 204, 304) get an empty one.
+
+    :param status_code: the status, 100-599.
+    :param message: an optional explanation shown to the visitor (plain text).
+    :param headers: extra ``(name, value)`` pairs (or a mapping); copied, never modified.
+    """
+
+    def __init__(self, status_code: int, message: str | None = None,
+                 headers: HeadersArg = None) -> None:
+        super().__init__("HTTP/1.1", status_code, headers, b"")
+        if status_code < 200 or status_code in (204, 304):
+            return
+        title = f"{status_code} {self.reason}"
+        extra = f"<p>{html.escape(message)}</p>" if message else ""
+        self.body = (f"<html><head><title>{title}</title></head>"
+                     f"<body><h1>{title}</h1>{extra}</body></html>")
+        if not _has_header(self.headers, "content-type"):
+            self.headers.append(("Content-Type", "text/html; charset=utf-8"))
+
+
+class ResponseNotFound(ErrorResponse):
+    """404 Not Found with the original's HTML page.
+
+    :param headers: extra ``(name, value)`` pairs (or a mapping); copied, never modified.
+    """
+
+    def __init__(self, headers: HeadersArg = None) -> None:
+        super().__init__(404, headers=headers)
+
+
+class ResponseBadRequest(ErrorResponse):
+    """400 Bad Request with a small HTML page (its heading says "400 Bad Request", §16.9).
+
+    :param headers: extra ``(name, value)`` pairs (or a mapping); copied, never modified.
+    """
+
+    def __init__(self, headers: HeadersArg = None) -> None:
+        super().__init__(400, headers=headers)
+
+
+class ResponseRedirect(Response):
+    """302 Found to ``destination``, with an empty body.
+
+    :param destination: the URL for the ``Location`` header (absolute or relative).
+    :param headers: extra ``(name, value)`` pairs (or a mapping). The ``Location`` header is added
+        to a copy; the caller's list is not modified (the original appended to it).
+    :raises ValueError: when ``destination`` contains CR, LF or NUL.
+    """
+
+    def __init__(self, destination: str, headers: HeadersArg = None) -> None:
+        super().__init__("HTTP/1.1", 302, headers, b"")
+        validate_header("Location", destination)
+        self.headers.append(("Location", destination))
+
+
+class JsonResponse(Response):
+    """A JSON document (``Content-Type: application/json``, UTF-8).
+
+    :param data: anything :func:`json.dumps` accepts.
+    :param status_code: the status, 100-599.
+    :param headers: extra ``(name, value)`` pairs (or a mapping); a ``Content-Type`` given here
+        wins over ``application/json``.
+    :raises TypeError: when ``data`` is not JSON-serialisable.
+    """
+
+    def __init__(self, data: Any, status_code: int = 200, headers: HeadersArg = None) -> None:
+        body = json.dumps(data, ensure_ascii=False).encode("utf-8")
+        super().__init__("HTTP/1.1", status_code, headers, body)
+        if not _has_header(self.headers, "content-type"):
+            self.headers.append(("Content-Type", "application/json"))
+
+
+class FileResponse(Response):
+    """A file on disk, sent by the core with ``sendfile`` (it never passes through Python).
+
+    The file is opened when the response is sent, not now; it must still exist then.
+
+    :param path: the file. A relative path is taken relative to the site root (and may not leave
+        it, see :func:`krait.get_full_path`); an absolute path is used as is, since it comes from
+        site code, not from the visitor.
+    :param content_type: the ``Content-Type``; ``None`` guesses it from the file's extension
+        (unknown: ``application/octet-stream``). Ignored when ``headers`` already has one.
+    :param headers: extra ``(name, value)`` pairs (or a mapping); copied, never modified.
+    :raises ValueError: when a relative ``path`` leaves the site root, or ``content_type``
+        contains CR, LF or NUL.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], content_type: str | None = None,
+                 headers: HeadersArg = None) -> None:
+        super().__init__("HTTP/1.1", 200, headers, b"")
+        path = os.fspath(path)
+        if not isinstance(path, str):
+            raise TypeError("path must be a str or an os.PathLike of str")
+        if "\0" in path:
+            raise ValueError("path contains a NUL byte")
+        from krait._globals import _mime_for_extension, get_full_path
+
+        if not os.path.isabs(path):
+            path = get_full_path(path)
+        self.file_path = path
+        if not _has_header(self.headers, "content-type"):
+            if content_type is None:
+                content_type = _mime_for_extension(os.path.splitext(path)[1])
+            validate_header("Content-Type", content_type)
+            self.headers.append(("Content-Type", content_type))

@@ -1,0 +1,130 @@
+/* krait.h — THE contract between the C core and Python.
+ *
+ * Everything Python may call or see is declared between the cdef markers; ffi_build.py slices
+ * that block out for cffi. The block holds only declarations, opaque handles, enums and integer
+ * #defines. Every call that may block is marked; cffi releases the GIL around all of them. */
+#ifndef KRAIT_H
+#define KRAIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* cdef:begin */
+#define KRAIT_NATIVE_VERSION 1
+
+/* Error codes: 0 or a count on success, a negative KRAIT_E* on failure. */
+#define KRAIT_OK 0
+#define KRAIT_ESYS -1     /* a system call failed; errno text is in the err buffer */
+#define KRAIT_ENOMEM -2   /* allocation failed */
+#define KRAIT_EINVAL -3   /* a bad argument from the caller */
+#define KRAIT_ELIMIT -4   /* a table is full */
+
+/* Route verbs, as a bit mask. HEAD routes as GET; an Upgrade: websocket request as WEBSOCKET. */
+#define KRAIT_VERB_GET 1
+#define KRAIT_VERB_POST 2
+#define KRAIT_VERB_PUT 4
+#define KRAIT_VERB_DELETE 8
+#define KRAIT_VERB_CONNECT 16
+#define KRAIT_VERB_OPTIONS 32
+#define KRAIT_VERB_TRACE 64
+#define KRAIT_VERB_WEBSOCKET 128
+#define KRAIT_VERB_PATCH 256
+#define KRAIT_VERB_ANY 511
+
+/* Cache decision flags returned by the cache-rule callback (behaviour §10.2). */
+#define KRAIT_CACHE_NO_STORE 1   /* no-cache, no-store */
+#define KRAIT_CACHE_PRIVATE 2
+#define KRAIT_CACHE_PUBLIC 4
+#define KRAIT_CACHE_LONG 8
+
+/* Limits (krait_server_set_limit). Sizes in bytes, times in milliseconds. */
+#define KRAIT_LIMIT_REQUEST_LINE 0     /* default 8 KiB → 414 */
+#define KRAIT_LIMIT_HEAD 1             /* default 64 KiB → 431 */
+#define KRAIT_LIMIT_HEADERS 2          /* default 100 fields → 431 */
+#define KRAIT_LIMIT_BODY 3             /* default 16 MiB → 413 */
+#define KRAIT_LIMIT_HEADER_TIMEOUT 4   /* default 10 s → 408 and close */
+#define KRAIT_LIMIT_KEEPALIVE 5        /* default 60 s idle → close */
+#define KRAIT_LIMIT_WORKER_TIMEOUT 6   /* default 30 s → 504, worker replaced */
+#define KRAIT_LIMIT_QUEUE 7            /* default 1024 waiting requests → 503 */
+#define KRAIT_LIMIT_WS_MESSAGE 8       /* default 16 MiB → close 1009 */
+#define KRAIT_LIMIT_BODY_TIMEOUT 9     /* default 30 s without body progress → 408 and close */
+#define KRAIT_LIMIT_SEND_TIMEOUT 10    /* default 60 s without send progress → close */
+#define KRAIT_LIMIT_MAX_CONNS 11       /* default 65536 open connections; more wait in backlog */
+#define KRAIT_LIMIT_SPOOL 12           /* default 1 MiB: larger bodies go to a temp file */
+#define KRAIT_LIMIT_DRAIN 13           /* default 10 s: graceful stop bound */
+#define KRAIT_LIMIT_COUNT 14
+
+typedef struct krait_server krait_server;
+
+/* Cache rule for a static file path relative to the site root (no leading '/').
+ * Returns KRAIT_CACHE_* flags, or a negative value on error (then: defaults). Called rarely:
+ * the core caches the answer per path. */
+typedef int (*krait_cache_fn)(void *ud, const char *relpath, size_t len);
+
+/* Regex-route decision for (verb, decoded path), called on a miss of the core's bounded cache.
+ * Writes the matched route index in *route (-1: none), the target (the file to serve relative
+ * to the site root, '\0'-terminated; empty = the request path) into target[0..target_cap), the
+ * URL parameters encoded as the worker protocol's pairs into params[0..params_cap) with their
+ * length in *params_len, and the verbs that would have matched the path in *allow.
+ * Returns 0, or negative on error (then: 500). */
+typedef int (*krait_route_fn)(void *ud, int verb, const char *path, size_t len, int *route,
+                              char *target, size_t target_cap, char *params, size_t params_cap,
+                              size_t *params_len, int *allow);
+
+/* Events the core reports to the supervisor: a signal or a worker's end. */
+#define KRAIT_EVENT_RELOAD 1        /* SIGHUP */
+#define KRAIT_EVENT_WORKER_EXIT 2   /* a = worker slot, b = pid */
+#define KRAIT_EVENT_CHILD 3         /* SIGCHLD: reap children */
+typedef void (*krait_event_fn)(void *ud, int kind, int a, int b);
+
+/* Create a server for the site root (an existing directory). Returns NULL and fills err. */
+krait_server *krait_server_new(const char *site_root, char *err, size_t errlen);
+/* Close every descriptor and free everything; NULL is accepted. */
+void krait_server_free(krait_server *srv);
+
+int krait_server_set_limit(krait_server *srv, int which, int64_t value);
+/* Map a file extension (without the dot, e.g. "css") to a MIME type. */
+int krait_server_add_mime(krait_server *srv, const char *ext, const char *type);
+int krait_server_set_cache_ages(krait_server *srv, int64_t max_age, int64_t max_age_long);
+/* Append a route (behaviour §4). url: exact URL or NULL; has_regex: the route also has a regex
+ * (decided by the route callback); target: file relative to the root, or NULL for the request
+ * path; is_ctrl: an MVC route answered by a worker. */
+int krait_server_add_route(krait_server *srv, int verbs, const char *url, int has_regex,
+                           const char *target, int is_ctrl);
+int krait_server_set_callbacks(krait_server *srv, krait_cache_fn cache, krait_route_fn route,
+                               krait_event_fn event, void *ud);
+/* Access log destination (an fd the caller keeps open), or -1 for none. */
+int krait_server_set_access_log(krait_server *srv, int fd);
+/* Include the server version in the Server header. */
+int krait_server_set_version(krait_server *srv, const char *version);
+
+/* Listen on host:port (host "" = all interfaces). Returns the bound port (useful with port 0)
+ * or a negative KRAIT_E* with err filled. */
+int krait_server_listen(krait_server *srv, const char *host, int port, char *err, size_t errlen);
+
+/* Hand the core a worker: fd is the core's end of the worker's socketpair (the core owns it
+ * from now on), pid its process id. Returns the worker's slot (>= 0). */
+int krait_server_add_worker(krait_server *srv, int fd, int pid);
+/* Retire a worker (e.g. on reload): it gets no new request and its fd is closed once its
+ * current requests are answered; then KRAIT_EVENT_WORKER_EXIT is reported. */
+int krait_server_retire_worker(krait_server *srv, int slot);
+
+/* Run the loop until SIGTERM or SIGINT (received through signalfd; the calling thread's mask
+ * must leave them deliverable to it only). Blocks; call without holding locks the callbacks
+ * need. Returns 0 after a graceful stop. */
+int krait_server_run(krait_server *srv);
+/* Ask a running loop to stop gracefully (thread-safe, async-signal-safe). */
+void krait_server_stop(krait_server *srv);
+
+/* Counters, for tests and the stats page. */
+int64_t krait_server_stat(krait_server *srv, int which);
+#define KRAIT_STAT_CONNS 0
+#define KRAIT_STAT_REQUESTS 1
+#define KRAIT_STAT_ROUTE_CALLS 2
+#define KRAIT_STAT_CACHE_CALLS 3
+
+const char *krait_strerror(int rc);
+int krait_native_version(void);
+/* cdef:end */
+
+#endif

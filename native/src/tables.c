@@ -1,0 +1,223 @@
+/* The core's lookup tables: a small bounded hash map, the MIME map handed over by Python,
+ * exact-URL and default routes decided in C, and the bounded caches of the answers Python
+ * gives for regex routes and cache rules (asked once per key, then served from C). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+    /* FNV-1a: short keys, good enough spread, no allocation. */
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static int map_grow(krait__map *m)
+{
+    size_t ncap = m->cap ? m->cap * 2 : 64;
+    krait__map_entry *ne = calloc(ncap, sizeof *ne);
+    if (!ne)
+        return -1;
+    for (size_t i = 0; i < m->cap; i++) {
+        krait__map_entry *e = &m->e[i];
+        if (!e->key)
+            continue;
+        size_t j = hash_bytes(e->key, e->key_len) & (ncap - 1);
+        while (ne[j].key)
+            j = (j + 1) & (ncap - 1);
+        ne[j] = *e;
+    }
+    free(m->e);
+    m->e = ne;
+    m->cap = ncap;
+    return 0;
+}
+
+krait__map_entry *krait__map_get(krait__map *m, const char *key, size_t len)
+{
+    if (!m->cap)
+        return NULL;
+    size_t j = hash_bytes(key, len) & (m->cap - 1);
+    while (m->e[j].key) {
+        if (m->e[j].key_len == len && memcmp(m->e[j].key, key, len) == 0)
+            return &m->e[j];
+        j = (j + 1) & (m->cap - 1);
+    }
+    return NULL;
+}
+
+void krait__map_clear(krait__map *m)
+{
+    for (size_t i = 0; i < m->cap; i++) {
+        free(m->e[i].key);
+        free(m->e[i].val);
+        memset(&m->e[i], 0, sizeof m->e[i]);
+    }
+    m->count = 0;
+}
+
+void krait__map_free(krait__map *m)
+{
+    krait__map_clear(m);
+    free(m->e);
+    m->e = NULL;
+    m->cap = 0;
+}
+
+/* Insert (or find) key; the entry's value fields are the caller's to fill. A bounded map is
+ * cleared when full: the caches it backs are then refilled on demand. */
+krait__map_entry *krait__map_put(krait__map *m, const char *key, size_t len)
+{
+    krait__map_entry *e = krait__map_get(m, key, len);
+    if (e)
+        return e;
+    if (m->max && m->count >= m->max)
+        krait__map_clear(m);
+    if ((m->count + 1) * 2 > m->cap && map_grow(m) < 0)
+        return NULL;
+    char *k = malloc(len + 1);
+    if (!k)
+        return NULL;
+    memcpy(k, key, len);
+    k[len] = '\0';
+    size_t j = hash_bytes(key, len) & (m->cap - 1);
+    while (m->e[j].key)
+        j = (j + 1) & (m->cap - 1);
+    e = &m->e[j];
+    e->key = k;
+    e->key_len = len;
+    m->count++;
+    return e;
+}
+
+const char *krait__mime_lookup(krait_server *srv, const char *name, size_t len)
+{
+    /* The extension is what follows the last '.' of the last path segment. */
+    size_t i = len;
+    while (i > 0 && name[i - 1] != '.' && name[i - 1] != '/')
+        i--;
+    if (i == 0 || name[i - 1] != '.' || i == len)
+        return NULL;
+    char ext[32];
+    size_t n = len - i;
+    if (n >= sizeof ext)
+        return NULL;
+    for (size_t k = 0; k < n; k++) {
+        char c = name[i + k];
+        ext[k] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+    }
+    krait__map_entry *e = krait__map_get(&srv->mime, ext, n);
+    return e ? e->val : NULL;
+}
+
+int krait__cache_flags(krait_server *srv, const char *rel, size_t len)
+{
+    if (!srv->cache_cb)
+        return 0;
+    krait__map_entry *e = krait__map_get(&srv->cache_rules, rel, len);
+    if (e)
+        return (int)e->num[0];
+    srv->stats[KRAIT_STAT_CACHE_CALLS]++;
+    int flags = srv->cache_cb(srv->cb_ud, rel, len);
+    if (flags < 0)
+        flags = 0;
+    e = krait__map_put(&srv->cache_rules, rel, len);
+    if (e)
+        e->num[0] = flags;
+    return flags;
+}
+
+/* Route resolution (behaviour §4, §16.2): routes in order, first match wins. Exact-URL routes
+ * and catch-all routes are decided here; as soon as a regex route must be consulted, the whole
+ * decision for (verb, path) is Python's, and its answer is cached. */
+int krait__route_resolve(krait_server *srv, int verb, const char *path, size_t len,
+                         krait__route_answer *ans)
+{
+    memset(ans, 0, sizeof *ans);
+    ans->route = -1;
+    int allow = 0;
+    for (size_t i = 0; i < srv->nroutes; i++) {
+        krait__route *r = &srv->routes[i];
+        int path_match;
+        if (r->url && strlen(r->url) == len && memcmp(r->url, path, len) == 0)
+            path_match = 1;
+        else if (r->has_regex)
+            goto ask_python;
+        else
+            path_match = !r->url;
+        if (!path_match)
+            continue;
+        if (r->verbs & verb) {
+            ans->route = (int)i;
+            ans->allow = allow | r->verbs;
+            ans->is_ctrl = r->is_ctrl;
+            if (r->target) {
+                ans->target = r->target;
+                ans->target_len = strlen(r->target);
+            }
+            return 0;
+        }
+        allow |= r->verbs;
+    }
+    ans->allow = allow;
+    return 0;
+
+ask_python:;
+    /* Key: verb (4 bytes) + path. */
+    char keybuf[KRAIT__PATH_MAX + 8];
+    if (len > KRAIT__PATH_MAX)
+        return -1;
+    memcpy(keybuf, &verb, sizeof verb);
+    memcpy(keybuf + sizeof verb, path, len);
+    size_t klen = sizeof verb + len;
+    krait__map_entry *e = krait__map_get(&srv->route_cache, keybuf, klen);
+    if (!e) {
+        if (!srv->route_cb)
+            return -1;
+        char target[KRAIT__PATH_MAX];
+        char params[8192];
+        size_t params_len = 0;
+        int route = -1, allow_py = 0;
+        target[0] = '\0';
+        srv->stats[KRAIT_STAT_ROUTE_CALLS]++;
+        if (srv->route_cb(srv->cb_ud, verb, path, len, &route, target, sizeof target, params,
+                          sizeof params, &params_len, &allow_py) < 0)
+            return -1;
+        target[sizeof target - 1] = '\0';
+        e = krait__map_put(&srv->route_cache, keybuf, klen);
+        if (!e)
+            return -1;
+        size_t tlen = strlen(target);
+        free(e->val);
+        e->val = malloc(tlen + 1 + params_len + 1);
+        if (!e->val)
+            return -1;
+        memcpy(e->val, target, tlen + 1);
+        if (params_len)
+            memcpy(e->val + tlen + 1, params, params_len);
+        e->val_len = tlen;
+        e->num[0] = route;
+        e->num[1] = allow_py;
+        e->num[2] = (int64_t)params_len;
+    }
+    ans->route = (int)e->num[0];
+    ans->allow = (int)e->num[1];
+    if (ans->route >= 0 && (size_t)ans->route < srv->nroutes)
+        ans->is_ctrl = srv->routes[ans->route].is_ctrl;
+    else
+        ans->route = -1;
+    if (e->val_len) {
+        ans->target = e->val;
+        ans->target_len = e->val_len;
+    }
+    if (e->num[2]) {
+        ans->params = e->val + e->val_len + 1;
+        ans->params_len = (size_t)e->num[2];
+    }
+    return 0;
+}

@@ -1,0 +1,658 @@
+/* The core's side of the worker pool: reading request bodies (Content-Length or chunked, with
+ * 100-continue and spooling to a temporary file), the bounded wait queue, handing request frames
+ * to idle workers, turning their response frames into HTTP responses (inline, sendfile or
+ * chunked stream), and worker failure: 502 on death, 504 and SIGKILL on overrun.
+ * Frame encoding/decoding is ipc.c's; the workers themselves are Python (krait/worker.py). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "ipc.h"
+
+#define WORKER_READ 65536
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+int krait_server_add_worker(krait_server *srv, int fd, int pid)
+{
+    int slot = -1;
+    for (int i = 0; i < KRAIT__MAX_WORKERS; i++)
+        if (srv->workers[i].fd < 0) {
+            slot = i;
+            break;
+        }
+    if (slot < 0)
+        return KRAIT_ELIMIT;
+    krait__worker *w = &srv->workers[slot];
+    free(w->in);
+    free(w->out);
+    memset(w, 0, sizeof *w);
+    w->kind = OBJ_WORKER;
+    w->fd = fd;
+    w->pid = pid;
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = w};
+    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        w->fd = -1;
+        return KRAIT_ESYS;
+    }
+    if (slot >= srv->nworkers)
+        srv->nworkers = slot + 1;
+    /* A new worker can take a waiting request at once. */
+    extern void krait__worker_feed(krait_server *srv);
+    krait__worker_feed(srv);
+    return slot;
+}
+
+static void worker_gone(krait_server *srv, krait__worker *w, int status_for_client);
+
+int krait_server_retire_worker(krait_server *srv, int slot)
+{
+    if (slot < 0 || slot >= KRAIT__MAX_WORKERS || srv->workers[slot].fd < 0)
+        return KRAIT_EINVAL;
+    krait__worker *w = &srv->workers[slot];
+    w->retiring = 1;
+    if (!w->deadline)
+        worker_gone(srv, w, 0);
+    return KRAIT_OK;
+}
+
+/* ---- request bodies --------------------------------------------------------------------- */
+
+static int body_append(krait_server *srv, krait__conn *c, const char *p, size_t n)
+{
+    if ((int64_t)(c->body_len + n) > srv->limits[KRAIT_LIMIT_BODY])
+        return 413;
+    if (c->body_len + n > c->body_cap) {
+        size_t ncap = c->body_cap ? c->body_cap : 16384;
+        while (ncap < c->body_len + n)
+            ncap *= 2;
+        char *b = realloc(c->body, ncap);
+        if (!b)
+            return 500;
+        c->body = b;
+        c->body_cap = ncap;
+    }
+    memcpy(c->body + c->body_len, p, n);
+    c->body_len += n;
+    return 0;
+}
+
+static void submit(krait_server *srv, krait__conn *c);
+
+/* Finish the frame: the body (or the spooled file's path) replaces the empty body string
+ * krait__ipc_encode_request wrote last, and the frame length is patched. */
+static int finish_frame(krait_server *srv, krait__conn *c)
+{
+    const char *body = c->body ? c->body : "";
+    size_t blen = c->body_len;
+    char path[64];
+    if ((int64_t)blen > srv->limits[KRAIT_LIMIT_SPOOL]) {
+        /* Large bodies travel by path: the worker streams them from disk (multipart). */
+        snprintf(path, sizeof path, "/tmp/krait-body-XXXXXX");
+        int fd = mkstemp(path);
+        if (fd < 0)
+            return -1;
+        size_t off = 0;
+        while (off < blen) {
+            ssize_t w = write(fd, body + off, blen - off);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0) {
+                close(fd);
+                unlink(path);
+                return -1;
+            }
+            off += (size_t)w;
+        }
+        close(fd);
+        c->frame[9] |= KRAIT__REQ_BODY_FILE;
+        body = path;
+        blen = strlen(path);
+        free(c->body);
+        c->body = NULL;
+        c->body_len = c->body_cap = 0;
+    }
+    size_t need = c->frame_len + blen;
+    if (need > KRAIT__IPC_MAX_FRAME)
+        return -1;
+    uint8_t *f = realloc(c->frame, need);
+    if (!f)
+        return -1;
+    c->frame = f;
+    put_u32(f + c->frame_len - 4, (uint32_t)blen);
+    memcpy(f + c->frame_len, body, blen);
+    c->frame_len = need;
+    put_u32(f, (uint32_t)(need - 4));
+    free(c->body);
+    c->body = NULL;
+    c->body_len = c->body_cap = 0;
+    return 0;
+}
+
+/* Consume body bytes from c->in[c->consume..). Returns 0 while more is needed or once the
+ * request was submitted, non-zero when the connection got an error response. */
+int krait__body_continue(krait_server *srv, krait__conn *c)
+{
+    int status = 0;
+    int complete = 0;
+    size_t avail = c->in_len - c->consume;
+    if (c->body_need >= 0) {
+        size_t take = avail < (uint64_t)c->body_need ? avail : (size_t)c->body_need;
+        status = body_append(srv, c, c->in + c->consume, take);
+        c->consume += take;
+        c->body_need -= (int64_t)take;
+        complete = c->body_need == 0;
+    } else {
+        while (!status && c->consume < c->in_len) {
+            char tmp[16384];
+            size_t used = 0, produced = 0;
+            int r = krait__chunked_decode(&c->chunk, c->in + c->consume, c->in_len - c->consume,
+                                          &used, tmp, sizeof tmp, &produced);
+            c->consume += used;
+            if (r == KRAIT__MALFORMED) {
+                status = 400;
+                break;
+            }
+            if (produced)
+                status = body_append(srv, c, tmp, produced);
+            if (r == 1) {
+                complete = 1;
+                break;
+            }
+            if (!used && !produced)
+                break;
+        }
+    }
+    if (status) {
+        krait__timer_set(srv, c, -1);
+        c->out_len = 0;
+        c->nseg = c->seg_i = 0;
+        krait__error(srv, c, NULL, status, 1);
+        c->state = CS_WRITE;
+        krait__conn_flush(srv, c);
+        return 1;
+    }
+    /* The head and the body bytes are no longer needed: keep only what follows. */
+    if (c->consume) {
+        memmove(c->in, c->in + c->consume, c->in_len - c->consume);
+        c->in_len -= c->consume;
+        c->consume = 0;
+    }
+    if (complete) {
+        if (finish_frame(srv, c) < 0) {
+            krait__error(srv, c, NULL, 500, 1);
+            c->state = CS_WRITE;
+            krait__conn_flush(srv, c);
+            return 1;
+        }
+        submit(srv, c);
+        return 0;
+    }
+    krait__timer_set(srv, c, TL_BODY);
+    return 0;
+}
+
+/* ---- dispatch --------------------------------------------------------------------------- */
+
+static krait__worker *idle_worker(krait_server *srv)
+{
+    for (int i = 0; i < srv->nworkers; i++) {
+        krait__worker *w = &srv->workers[i];
+        if (w->fd >= 0 && !w->retiring && !w->deadline)
+            return w;
+    }
+    return NULL;
+}
+
+static void worker_write(krait_server *srv, krait__worker *w)
+{
+    while (w->out_off < w->out_len) {
+        ssize_t n = send(w->fd, w->out + w->out_off, w->out_len - w->out_off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            if (!w->epoll_out) {
+                struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = w};
+                epoll_ctl(srv->epfd, EPOLL_CTL_MOD, w->fd, &ev);
+                w->epoll_out = 1;
+            }
+            return;
+        }
+        if (n <= 0) {
+            worker_gone(srv, w, 502);
+            return;
+        }
+        w->out_off += (size_t)n;
+    }
+    w->out_off = w->out_len = 0;
+    if (w->epoll_out) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = w};
+        epoll_ctl(srv->epfd, EPOLL_CTL_MOD, w->fd, &ev);
+        w->epoll_out = 0;
+    }
+}
+
+static void assign(krait_server *srv, krait__worker *w, krait__conn *c)
+{
+    w->conn = c;
+    w->deadline = srv->now_ms + srv->limits[KRAIT_LIMIT_WORKER_TIMEOUT];
+    c->worker = (int)(w - srv->workers);
+    c->req_id = ++srv->next_req_id;
+    put_u32(c->frame + 5, c->req_id);
+    if (w->out_len + c->frame_len > w->out_cap) {
+        size_t ncap = w->out_len + c->frame_len;
+        uint8_t *p = realloc(w->out, ncap);
+        if (!p) {
+            worker_gone(srv, w, 502);
+            return;
+        }
+        w->out = p;
+        w->out_cap = ncap;
+    }
+    memcpy(w->out + w->out_len, c->frame, c->frame_len);
+    w->out_len += c->frame_len;
+    free(c->frame);
+    c->frame = NULL;
+    c->frame_len = 0;
+    worker_write(srv, w);
+}
+
+void krait__worker_feed(krait_server *srv)
+{
+    while (srv->waitq.next != &srv->waitq) {
+        krait__worker *w = idle_worker(srv);
+        if (!w)
+            return;
+        krait__link *l = srv->waitq.next;
+        krait__conn *c = (krait__conn *)((char *)l - offsetof(krait__conn, wq));
+        krait__link_remove(l);
+        srv->nwait--;
+        assign(srv, w, c);
+    }
+}
+
+static void submit(krait_server *srv, krait__conn *c)
+{
+    c->state = CS_WORKER;
+    krait__timer_set(srv, c, -1);
+    krait__conn_pause(srv, c);
+    krait__worker *w = idle_worker(srv);
+    if (w) {
+        assign(srv, w, c);
+        return;
+    }
+    if ((int64_t)srv->nwait >= srv->limits[KRAIT_LIMIT_QUEUE] || srv->nworkers == 0) {
+        /* RFC 9110 §15.6.4: overloaded; tell the client when to retry. */
+        free(c->frame);
+        c->frame = NULL;
+        krait__error(srv, c, NULL, 503, 0);
+        c->state = CS_WRITE;
+        krait__conn_flush(srv, c);
+        return;
+    }
+    krait__link_append(&srv->waitq, &c->wq);
+    srv->nwait++;
+}
+
+void krait__worker_dispatch(krait_server *srv, krait__conn *c, krait__request *rq, int route,
+                            const char *file, const char *params, size_t params_len)
+{
+    /* Header and parameter slices for the frame. */
+    krait__slice hs[2 * KRAIT__MAX_HEADERS_CAP];
+    for (size_t i = 0; i < srv->nhdr; i++) {
+        hs[2 * i] = (krait__slice){srv->hdr[i].name, srv->hdr[i].name_len};
+        hs[2 * i + 1] = (krait__slice){srv->hdr[i].value, srv->hdr[i].value_len};
+    }
+    krait__slice ps[256];
+    size_t np = 0;
+    /* params: u16 count | (str name, str value)*; decoded here into slices. */
+    if (params && params_len >= 2) {
+        const uint8_t *p = (const uint8_t *)params, *end = p + params_len;
+        size_t count = (size_t)p[0] | ((size_t)p[1] << 8);
+        p += 2;
+        for (size_t i = 0; i < count && np < 128; i++) {
+            for (int k = 0; k < 2; k++) {
+                if (end - p < 4)
+                    goto params_done;
+                uint32_t n = (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+                             ((uint32_t)p[3] << 24);
+                p += 4;
+                if ((size_t)(end - p) < n)
+                    goto params_done;
+                ps[2 * np + (size_t)k] = (krait__slice){(const char *)p, n};
+                p += n;
+            }
+            np++;
+        }
+    }
+params_done:;
+    char ver[9];
+    snprintf(ver, sizeof ver, "HTTP/1.%d", rq->version_minor);
+    krait__ipc_request r = {
+        .id = 0,
+        .flags = (uint8_t)(rq->info.upgrade_websocket ? KRAIT__REQ_WEBSOCKET : 0),
+        .route = route,
+        .method = {rq->method, rq->method_len},
+        .path = {rq->path, rq->path_len},
+        .query = {rq->query ? rq->query : "", rq->query_len},
+        .version = {ver, 8},
+        .file = {file, strlen(file)},
+        .remote_addr = {c->peer, strlen(c->peer)},
+        .remote_port = (uint16_t)c->peer_port,
+        .params = ps, .nparams = np,
+        .headers = hs, .nheaders = srv->nhdr,
+        .body = {"", 0},
+    };
+    size_t size = krait__ipc_request_size(&r);
+    free(c->frame);
+    c->frame = malloc(size);
+    long n = c->frame ? krait__ipc_encode_request(&r, c->frame, size) : -1;
+    if (n < 0) {
+        krait__error(srv, c, rq, 500, 1);
+        return;
+    }
+    c->frame_len = (size_t)n;
+    c->head_only = rq->is_head;
+    krait__log_begin(srv, c, rq, 0, 0);  /* status and size are filled in by the response */
+    c->body_len = 0;
+    if (rq->has_body) {
+        c->state = CS_BODY;
+        c->body_need = rq->info.chunked ? -1 : rq->info.content_length;
+        memset(&c->chunk, 0, sizeof c->chunk);
+        if (rq->info.expect_continue && rq->version_minor == 1) {
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            if (c->in_len == c->consume)
+                (void)!send(c->fd, cont, sizeof cont - 1, MSG_NOSIGNAL);
+        }
+        krait__body_continue(srv, c);
+        return;
+    }
+    if (finish_frame(srv, c) < 0) {
+        krait__error(srv, c, rq, 500, 1);
+        return;
+    }
+    submit(srv, c);
+}
+
+/* ---- responses from workers ------------------------------------------------------------- */
+
+static int hop_by_hop(const krait__slice *name)
+{
+    static const char *const skip[] = {"content-length", "transfer-encoding", "connection",
+                                       "date", "server", "keep-alive"};
+    for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
+        if (name->n == strlen(skip[i]) && strncasecmp(name->p, skip[i], name->n) == 0)
+            return 1;
+    return 0;
+}
+
+/* Rewrite the pending log line's status and size now that they are known. */
+static void log_status(krait__conn *c, int status, uint64_t bytes)
+{
+    if (!c->log_len)
+        return;
+    char *q = memmem(c->log, c->log_len, "\" 0 0 \"", 7);
+    if (!q)
+        return;
+    char mid[48];
+    int n = snprintf(mid, sizeof mid, "\" %d %llu \"", status, (unsigned long long)bytes);
+    size_t tail = c->log_len - (size_t)(q + 7 - c->log);
+    if (c->log_len - 7 + (size_t)n >= sizeof c->log)
+        return;
+    memmove(q + n, q + 7, tail);
+    memcpy(q, mid, (size_t)n);
+    c->log_len = c->log_len - 7 + (size_t)n;
+}
+
+static void deliver(krait_server *srv, krait__worker *w, const krait__ipc_frame *f)
+{
+    krait__conn *c = w->conn;
+    if (f->type == KRAIT__IPC_RESPONSE) {
+        int stream = f->body_kind == KRAIT__BODY_STREAM;
+        if (!stream) {
+            w->conn = NULL;
+            w->deadline = 0;
+        }
+        if (!c)
+            return;  /* the client left; the answer is dropped */
+        if (!stream)
+            c->worker = -1;
+        c->out_len = 0;
+        c->nseg = c->seg_i = 0;
+        int status = f->status;
+        int file_fd = -1;
+        uint64_t file_size = 0;
+        if (f->body_kind == KRAIT__BODY_FILE) {
+            char path[KRAIT__PATH_MAX];
+            size_t n = f->body.n < sizeof path - 1 ? f->body.n : sizeof path - 1;
+            memcpy(path, f->body.p, n);
+            path[n] = '\0';
+            file_fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+            struct stat st;
+            if (file_fd < 0 || fstat(file_fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+                if (file_fd >= 0)
+                    close(file_fd);
+                krait__error(srv, c, NULL, 500, 0);
+                c->state = CS_WRITE;
+                krait__conn_flush(srv, c);
+                return;
+            }
+            file_size = (uint64_t)st.st_size;
+        }
+        size_t from = c->out_len;
+        krait__resp_start(srv, c, status);
+        const uint8_t *at = f->headers_at;
+        for (size_t i = 0; i < f->nheaders; i++) {
+            krait__slice name, value;
+            krait__ipc_next_pair(&at, &name, &value);
+            if (hop_by_hop(&name) || memchr(value.p, '\n', value.n) ||
+                memchr(value.p, '\r', value.n) || memchr(name.p, ':', name.n))
+                continue;  /* never let a script split the response */
+            krait__out_add(c, name.p, name.n);
+            krait__out_add(c, ": ", 2);
+            krait__out_add(c, value.p, value.n);
+            krait__out_add(c, "\r\n", 2);
+        }
+        int no_body = status == 204 || status == 304 || status < 200;
+        uint64_t blen = f->body_kind == KRAIT__BODY_FILE ? file_size : f->body.n;
+        if (stream && !no_body) {
+            if (c->http10)
+                c->keep_alive = 0;  /* HTTP/1.0 has no chunked coding: close-delimited */
+            else
+                krait__out_str(c, "Transfer-Encoding: chunked\r\n");
+            krait__resp_end_headers(srv, c, -1);
+            c->streaming = 1;
+        } else {
+            krait__resp_end_headers(srv, c, no_body ? -1 : (int64_t)blen);
+        }
+        if (!no_body && !c->head_only && !stream) {
+            if (f->body_kind == KRAIT__BODY_FILE) {
+                krait__seg_mem(c, from);
+                c->file_fd = file_fd;
+                file_fd = -1;
+                krait__seg_file(c, 0, file_size);
+                from = c->out_len;
+            } else {
+                krait__out_add(c, f->body.p, f->body.n);
+            }
+        }
+        if (file_fd >= 0)
+            close(file_fd);
+        krait__seg_mem(c, from);
+        log_status(c, status, c->head_only || no_body ? 0 : blen);
+        c->state = CS_WRITE;
+        krait__conn_flush(srv, c);
+        return;
+    }
+    if (f->type == KRAIT__IPC_CHUNK || f->type == KRAIT__IPC_END) {
+        if (f->type == KRAIT__IPC_END) {
+            w->conn = NULL;
+            w->deadline = 0;
+        } else {
+            w->deadline = srv->now_ms + srv->limits[KRAIT_LIMIT_WORKER_TIMEOUT];
+        }
+        if (!c || !c->streaming)
+            return;
+        size_t from = c->out_len;
+        if (!c->head_only) {
+            if (c->http10) {
+                if (f->type == KRAIT__IPC_CHUNK)
+                    krait__out_add(c, f->body.p, f->body.n);
+            } else if (f->type == KRAIT__IPC_CHUNK && f->body.n) {
+                char hex[20];
+                int n = snprintf(hex, sizeof hex, "%zx\r\n", f->body.n);
+                krait__out_add(c, hex, (size_t)n);
+                krait__out_add(c, f->body.p, f->body.n);
+                krait__out_add(c, "\r\n", 2);
+            } else if (f->type == KRAIT__IPC_END) {
+                krait__out_str(c, "0\r\n\r\n");
+            }
+        }
+        if (f->type == KRAIT__IPC_END) {
+            c->streaming = 0;
+            c->worker = -1;
+        }
+        if (c->seg_i >= c->nseg && c->out_len > from) {
+            /* Everything before was sent: restart the buffer at this piece. */
+            memmove(c->out, c->out + from, c->out_len - from);
+            c->out_len -= from;
+            from = 0;
+            c->nseg = c->seg_i = 0;
+        }
+        krait__seg_mem(c, from);
+        krait__conn_flush(srv, c);
+    }
+}
+
+static void worker_gone(krait_server *srv, krait__worker *w, int status_for_client)
+{
+    if (w->fd < 0)
+        return;
+    krait__conn *c = w->conn;
+    epoll_ctl(srv->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+    close(w->fd);
+    w->fd = -1;
+    w->conn = NULL;
+    w->deadline = 0;
+    int slot = (int)(w - srv->workers), pid = w->pid;
+    if (c && !c->closed) {
+        c->worker = -1;
+        if (c->streaming) {
+            /* Part of the body is gone already: the only honest signal is to cut the stream. */
+            krait__conn_close(srv, c);
+        } else {
+            c->out_len = 0;
+            c->nseg = c->seg_i = 0;
+            krait__error(srv, c, NULL, status_for_client ? status_for_client : 502, 0);
+            c->state = CS_WRITE;
+            krait__conn_flush(srv, c);
+        }
+    }
+    if (srv->event_cb)
+        srv->event_cb(srv->cb_ud, KRAIT_EVENT_WORKER_EXIT, slot, pid);
+}
+
+void krait__worker_event(krait_server *srv, krait__worker *w, uint32_t events)
+{
+    if (w->fd < 0)
+        return;
+    if (events & EPOLLOUT)
+        worker_write(srv, w);
+    if (w->fd < 0 || !(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+        return;
+    for (;;) {
+        if (w->in_cap - w->in_len < WORKER_READ) {
+            size_t ncap = w->in_cap ? w->in_cap * 2 : WORKER_READ * 2;
+            uint8_t *p = realloc(w->in, ncap);
+            if (!p) {
+                worker_gone(srv, w, 502);
+                return;
+            }
+            w->in = p;
+            w->in_cap = ncap;
+        }
+        ssize_t n = recv(w->fd, w->in + w->in_len, w->in_cap - w->in_len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            break;
+        if (n <= 0) {
+            worker_gone(srv, w, 502);
+            return;
+        }
+        w->in_len += (size_t)n;
+        if ((size_t)n < w->in_cap - w->in_len)
+            break;
+    }
+    size_t off = 0;
+    while (off < w->in_len) {
+        krait__ipc_frame f;
+        long n = krait__ipc_parse(w->in + off, w->in_len - off, &f);
+        if (n == KRAIT__IPC_NEED_MORE)
+            break;
+        if (n < 0) {
+            /* A worker that speaks garbage is broken: replace it. */
+            kill(w->pid, SIGKILL);
+            worker_gone(srv, w, 502);
+            return;
+        }
+        deliver(srv, w, &f);
+        off += (size_t)n;
+        if (w->fd < 0)
+            return;
+    }
+    if (off) {
+        memmove(w->in, w->in + off, w->in_len - off);
+        w->in_len -= off;
+    }
+    if (!w->deadline) {
+        if (w->retiring)
+            worker_gone(srv, w, 0);
+        else
+            krait__worker_feed(srv);
+    }
+}
+
+void krait__worker_sweep(krait_server *srv)
+{
+    for (int i = 0; i < srv->nworkers; i++) {
+        krait__worker *w = &srv->workers[i];
+        if (w->fd >= 0 && w->deadline && w->deadline <= srv->now_ms) {
+            /* Overran its time: the client gets 504, the worker is killed and replaced. */
+            kill(w->pid, SIGKILL);
+            worker_gone(srv, w, 504);
+        }
+    }
+    krait__worker_feed(srv);
+}
+
+void krait__worker_conn_gone(krait_server *srv, krait__conn *c)
+{
+    if (c->wq.next) {
+        krait__link_remove(&c->wq);
+        srv->nwait--;
+    }
+    if (c->worker >= 0) {
+        krait__worker *w = &srv->workers[c->worker];
+        if (w->conn == c)
+            w->conn = NULL;  /* the worker finishes; its answer is dropped */
+        c->worker = -1;
+    }
+}
