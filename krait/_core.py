@@ -3,6 +3,7 @@ server handle with an explicit close()."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from krait import _native  # type: ignore[attr-defined]
@@ -77,9 +78,20 @@ class Server:
     def set_version(self, version: str) -> None:
         check(lib.krait_server_set_version(self.ptr, version.encode()))
 
-    def listen(self, host: str, port: int) -> int:
+    def listen(self, host: str, port: int, tls: bool = False) -> int:
         err = ffi.new("char[512]")
-        return check(lib.krait_server_listen(self.ptr, host.encode(), port, err, 512), err)
+        return check(lib.krait_server_listen(self.ptr, host.encode(), port, int(tls), err, 512),
+                     err)
+
+    def set_tls(self, cert: str, key: str, passphrase: str | None) -> None:
+        """Load the certificate chain and key; raises NativeError naming the bad file."""
+        err = ffi.new("char[1024]")
+        check(lib.krait_server_set_tls(
+            self.ptr, os.fsencode(cert), os.fsencode(key),
+            passphrase.encode() if passphrase is not None else ffi.NULL, err, 1024), err)
+
+    def set_https(self, redirect_port: int, hsts: str) -> None:
+        check(lib.krait_server_set_https(self.ptr, redirect_port, hsts.encode()))
 
     def add_worker(self, fd: int, pid: int) -> int:
         return check(lib.krait_server_add_worker(self.ptr, fd, pid))

@@ -51,6 +51,12 @@ REQUEST = 1
 RESPONSE = 2
 CHUNK = 3
 END = 4
+WS_MESSAGE = 5  #: both ways: u8 kind (1 text, 2 binary) | str data
+WS_CLOSE = 6  #: both ways: u16 code | str reason
+
+# WS_MESSAGE kinds.
+WS_TEXT = 1
+WS_BINARY = 2
 
 # REQUEST flags (KRAIT__REQ_*).
 REQ_BODY_FILE = 1  #: ``body`` is the path of the spooled body file, not the body itself.
@@ -62,12 +68,13 @@ BODY_INLINE = 0  #: ``body`` is the response body.
 BODY_FILE = 1  #: ``body`` is the path of a file the core sends with sendfile.
 BODY_STREAM = 2  #: ``body`` is empty; CHUNK frames follow, then END.
 
-#: Header names the core owns (framing and connection management); a worker never sends them.
+#: Header names the core owns (framing and connection management); a worker never sends them,
+#: and :func:`encode_response` drops them.
 CORE_HEADERS = frozenset({b"date", b"server", b"content-length", b"transfer-encoding",
                           b"connection"})
 
 _U16_MAX = 0xFFFF
-_WORKER_TYPES = (RESPONSE, CHUNK, END)
+_WORKER_TYPES = (RESPONSE, CHUNK, END, WS_MESSAGE, WS_CLOSE)
 _BODY_KINDS = (BODY_INLINE, BODY_FILE, BODY_STREAM)
 _ENC = "utf-8"
 _ERRORS = "surrogateescape"
@@ -225,9 +232,6 @@ def _reject_header(name: bytes, value: bytes) -> None:
     """Raise the precise error for a response header that failed the quick check."""
     if not name:
         raise ValueError("empty response header name")
-    if name.lower() in CORE_HEADERS:
-        raise ValueError(f"header {name.decode(_ENC, _ERRORS)!r} is set by the core; "
-                         "a worker must not send it")
     # CR or LF would let a value inject a second header line; NUL ends a C string.
     raise ValueError(f"CR, LF or NUL in response header {name!r}: {value!r}")
 
@@ -237,9 +241,11 @@ def encode_response(id: int, status: int, headers: Pairs = (), body: Text = b"",
     """Encode a RESPONSE frame.
 
     Beyond what the core's parser requires (status 100..999, a known body kind, an empty body
-    for ``BODY_STREAM``, a non-empty NUL-free path for ``BODY_FILE``), this refuses header
-    names the core owns (:data:`CORE_HEADERS`), empty names, and CR/LF/NUL in names or values,
-    so that a mistake in user code is reported in the worker with a traceback.
+    for ``BODY_STREAM``, a non-empty NUL-free path for ``BODY_FILE``), this refuses empty
+    header names and CR/LF/NUL in names or values, so that a mistake in user code is reported
+    in the worker with a traceback. Headers the core owns (:data:`CORE_HEADERS`, any case) are
+    dropped: the core writes its own ``Content-Length``, ``Date``, ... and a user script that
+    sets one of them (which the original Krait allowed) keeps working.
 
     :param id: the id of the request being answered.
     :param status: HTTP status code.
@@ -270,8 +276,10 @@ def encode_response(id: int, status: int, headers: Pairs = (), body: Text = b"",
     for name, value in headers:
         n = name.encode(_ENC, _ERRORS) if type(name) is str else _b(name)
         v = value.encode(_ENC, _ERRORS) if type(value) is str else _b(value)
-        if not n or bad(n) or bad(v) or n.lower() in CORE_HEADERS:
+        if not n or bad(n) or bad(v):
             _reject_header(n, v)
+        if n.lower() in CORE_HEADERS:
+            continue
         append(pack(len(n)))
         append(n)
         append(pack(len(v)))
@@ -336,6 +344,54 @@ def encode_response_stream(id: int, status: int, headers: Pairs, body: bytes | b
         return [encode_response(id, status, headers, body, BODY_INLINE, max_frame=max_frame)]
     except FrameTooLarge:
         return list(stream_frames(id, status, headers, (body,), max_frame=max_frame))
+
+
+def encode_ws_message(id: int, data: str | bytes | bytearray | memoryview) -> bytes:
+    """A WS_MESSAGE frame: ``str`` is sent as a text message, bytes as a binary one."""
+    _check_id(id)
+    if isinstance(data, str):
+        kind, raw = WS_TEXT, data.encode("utf-8")
+    else:
+        kind, raw = WS_BINARY, bytes(data)
+    total = HEADER_SIZE + 1 + 4 + len(raw)
+    if total > MAX_FRAME:
+        raise FrameTooLarge(f"WebSocket message of {len(raw)} bytes exceeds a frame")
+    return b"".join((_HEAD.pack(total - 4, WS_MESSAGE, id), bytes((kind,)),
+                     _LEN.pack(len(raw)), raw))
+
+
+def encode_ws_close(id: int, code: int, reason: str = "") -> bytes:
+    """A WS_CLOSE frame with a close code (RFC 6455 §7.4) and a reason."""
+    _check_id(id)
+    if not 0 <= code <= _U16_MAX:
+        raise ValueError(f"close code {code} out of range")
+    raw = reason.encode("utf-8")
+    total = HEADER_SIZE + 2 + 4 + len(raw)
+    return b"".join((_HEAD.pack(total - 4, WS_CLOSE, id), _U16.pack(code), _LEN.pack(len(raw)),
+                     raw))
+
+
+def decode_ws(buf: bytes) -> tuple[int, int, int, bytes]:
+    """Decode a whole WS_MESSAGE or WS_CLOSE frame: ``(kind, code, data)`` — kind 1/2 and
+    code 0 for a message, kind 0 and the close code for a close (data is the reason)."""
+    ftype = buf[4]
+    pos = HEADER_SIZE
+    if ftype == WS_MESSAGE:
+        if pos + 1 > len(buf) or buf[pos] not in (WS_TEXT, WS_BINARY):
+            raise ValueError("bad WebSocket message kind")
+        kind, code = buf[pos], 0
+        pos += 1
+    elif ftype == WS_CLOSE:
+        if pos + 2 > len(buf):
+            raise ValueError("WS_CLOSE frame too short")
+        kind, code = 0, _U16.unpack_from(buf, pos)[0]
+        pos += 2
+    else:
+        raise ValueError(f"frame type {ftype} is not a WebSocket frame")
+    data, pos = _str(buf, pos)
+    if pos != len(buf):
+        raise ValueError("trailing bytes in a WebSocket frame")
+    return kind, code, data
 
 
 # ---- decoding ----
@@ -464,6 +520,9 @@ def decode_response(buf: bytes | bytearray | memoryview) -> ResponseFrame:
         if pos != len(buf):
             raise ValueError("trailing bytes in CHUNK frame")
         return ResponseFrame(CHUNK, frame_id, body=data)
+    if ftype in (WS_MESSAGE, WS_CLOSE):
+        kind, code, data = decode_ws(buf)
+        return ResponseFrame(ftype, frame_id, status=code, body_kind=kind, body=data)
     if pos + _RESP_FIXED.size > len(buf):
         raise ValueError("response frame too short")
     status, kind, _ = _RESP_FIXED.unpack_from(buf, pos)
@@ -537,7 +596,7 @@ class FrameReader:
             raise ValueError(f"unknown frame type {ftype}")
         self._fill(size)
         start = self._start
-        frame = bytes(self._buf[start:start + size])
+        frame = bytes(memoryview(self._buf)[start:start + size])  # one copy, not two
         self._start = start + size
         if self._start == self._end:
             self._start = self._end = 0
@@ -549,6 +608,16 @@ class FrameReader:
         """Read and decode the next frame, which must be a REQUEST."""
         return decode_request(self.read_frame())
 
+    def read_core_frame(self) -> RequestFrame | tuple[int, int, int, int, bytes]:
+        """Read the next core -> worker frame: a RequestFrame, or for WS_MESSAGE / WS_CLOSE
+        a tuple ``(type, id, kind, code, data)`` (see :func:`decode_ws`)."""
+        buf = self.read_frame()
+        if len(buf) > 4 and buf[4] in (WS_MESSAGE, WS_CLOSE):
+            ftype, fid = _HEAD.unpack_from(buf)[1:]
+            kind, code, data = decode_ws(buf)
+            return ftype, fid, kind, code, data
+        return decode_request(buf)
+
     def _fill(self, need: int) -> None:
         """Receive until at least ``need`` bytes are buffered past ``_start``."""
         while self._end - self._start < need:
@@ -557,7 +626,7 @@ class FrameReader:
             n = self._sock.recv_into(memoryview(self._buf)[self._end:])
             if n == 0:
                 if self._end == self._start:
-                    raise EOFError("worker socket closed")
+                    raise EOFError("peer closed the connection")
                 raise ValueError(f"connection closed inside a frame "
                                  f"({self._end - self._start} of {need} bytes)")
             self._end += n

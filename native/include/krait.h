@@ -52,7 +52,9 @@
 #define KRAIT_LIMIT_MAX_CONNS 11       /* default 65536 open connections; more wait in backlog */
 #define KRAIT_LIMIT_SPOOL 12           /* default 1 MiB: larger bodies go to a temp file */
 #define KRAIT_LIMIT_DRAIN 13           /* default 10 s: graceful stop bound */
-#define KRAIT_LIMIT_COUNT 14
+#define KRAIT_LIMIT_WS_PING 14         /* default 30 s: ping an idle WebSocket; no answer in
+                                          as long again → close */
+#define KRAIT_LIMIT_COUNT 15
 
 typedef struct krait_server krait_server;
 
@@ -98,9 +100,20 @@ int krait_server_set_access_log(krait_server *srv, int fd);
 /* Include the server version in the Server header. */
 int krait_server_set_version(krait_server *srv, const char *version);
 
-/* Listen on host:port (host "" = all interfaces). Returns the bound port (useful with port 0)
- * or a negative KRAIT_E* with err filled. */
-int krait_server_listen(krait_server *srv, const char *host, int port, char *err, size_t errlen);
+/* Listen on host:port (host "" = all interfaces); tls: speak HTTPS there (needs
+ * krait_server_set_tls first). Returns the bound port (useful with port 0) or a negative
+ * KRAIT_E* with err filled. */
+int krait_server_listen(krait_server *srv, const char *host, int port, int tls, char *err,
+                        size_t errlen);
+
+/* Load (or, on reload, replace) the TLS certificate chain and key (PEM files); passphrase may
+ * be NULL. New connections use the new context; established ones keep theirs. Fails with a
+ * message in err naming the file and OpenSSL's reason. */
+int krait_server_set_tls(krait_server *srv, const char *cert, const char *key,
+                         const char *passphrase, char *err, size_t errlen);
+/* https_port > 0: answer plain-HTTP requests with 301 to https://host:https_port/...;
+ * hsts: a Strict-Transport-Security value added to every TLS response ("" for none). */
+int krait_server_set_https(krait_server *srv, int https_port, const char *hsts);
 
 /* Hand the core a worker: fd is the core's end of the worker's socketpair (the core owns it
  * from now on), pid its process id. Returns the worker's slot (>= 0). */

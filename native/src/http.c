@@ -90,51 +90,104 @@ static int head_short(size_t len, size_t max_head, krait__req_head *out)
     return len >= max_head ? head_fail(out, 431) : KRAIT__NEED_MORE;
 }
 
-int krait__http_parse_head(const char *buf, size_t len, const krait__http_limits *lim,
-                           krait__req_head *out, krait__header *hdr, size_t hdr_cap)
+/* Where a suspended parse resumes (krait__http_resume.stage). */
+enum {
+    HS_LEAD,  /* skipping empty lines; pos is at a line start */
+    HS_RLINE, /* in the request line, which starts at line_start and is parsed again */
+    HS_FIELD, /* pos is at the start of a field line or of the final empty line */
+    HS_NAME,  /* in a field name that starts at line_start; buf[line_start..pos) are tchars */
+    HS_VALUE, /* in a field value; everything before pos is valid value bytes */
+};
+
+/* One parser for both entry points. It walks the head once, in byte order, and each decision
+ * depends only on the bytes up to the index where it is taken (and on that index against
+ * max_head), never on how many bytes follow; so a prefix answers either NEED_MORE or the final
+ * answer. A resumed call re-enters at the saved stage: the bytes before rs->pos were examined
+ * already without a decision, and they are the same bytes, so carrying on from there takes the
+ * same decisions. Field slices from an earlier call may point into a buffer that has moved
+ * since, so a parse resumed inside the field lines makes one more pass from the start when it
+ * completes, to fill them in. rs is written only on NEED_MORE, so calling again after a
+ * decision repeats it. */
+static int parse_head(const char *buf, size_t len, const krait__http_limits *lim,
+                      krait__req_head *out, krait__header *hdr, size_t hdr_cap,
+                      krait__http_resume *rs)
 {
     const unsigned char *b = (const unsigned char *)buf;
     /* The return value is an int, so a head can never be longer than INT_MAX. */
     size_t max_head = lim->max_head < (size_t)INT_MAX ? lim->max_head : (size_t)INT_MAX;
     size_t cap = len < max_head ? len : max_head;
     size_t max_fields = lim->max_headers < hdr_cap ? lim->max_headers : hdr_cap;
-    size_t i = 0, j, ls, lend, nh = 0;
+    size_t j = rs->pos, ls = rs->line_start, nh = rs->nfields, lend, vs = 0, ve, i;
+    int fresh;
 
     memset(out, 0, sizeof *out);
+    if (j > cap || ls > j || rs->stage < HS_LEAD || rs->stage > HS_VALUE) {
+        /* Not a continuation of these bytes (the caller broke the rules): start over. Every
+         * index below is still checked against cap, so a bad rs can never cause a bad read. */
+        j = ls = nh = 0;
+        rs->stage = HS_LEAD;
+    }
+    /* Until the request line is done no slice has been handed out, and a resumed call parses
+     * the request line again, so only a resume inside the field lines leaves stale slices. */
+    fresh = rs->stage <= HS_RLINE;
+    if (fresh)
+        nh = 0;
+
+#define SUSPEND(stage_, pos_)                                                                  \
+    do {                                                                                       \
+        rs->stage = (stage_);                                                                  \
+        rs->pos = (pos_);                                                                      \
+        rs->line_start = ls;                                                                   \
+        rs->nfields = nh;                                                                      \
+        return head_short(len, max_head, out);                                                 \
+    } while (0)
+
+    switch (rs->stage) {
+    case HS_RLINE:
+        goto request_line;
+    case HS_FIELD:
+        goto field_line;
+    case HS_NAME:
+        goto field_name;
+    case HS_VALUE:
+        goto field_value;
+    }
 
     /* RFC 9112 §2.2: ignore empty lines received before the request line. They count towards
      * max_head, so an endless stream of CRLFs ends in 431 rather than a wait. */
     for (;;) {
-        if (i >= cap)
-            return head_short(len, max_head, out);
-        if (b[i] == '\n') {
-            i++;
+        if (j >= cap)
+            SUSPEND(HS_LEAD, j);
+        if (b[j] == '\n') {
+            j++;
             continue;
         }
-        if (b[i] != '\r')
+        if (b[j] != '\r')
             break;
-        if (i + 1 >= cap)
-            return head_short(len, max_head, out);
-        if (b[i + 1] != '\n')
+        if (j + 1 >= cap)
+            SUSPEND(HS_LEAD, j);
+        if (b[j + 1] != '\n')
             return head_fail(out, 400); /* bare CR, RFC 9112 §2.2 */
-        i += 2;
+        j += 2;
     }
+    ls = j;
 
+request_line:
     /* Request line, RFC 9112 §3: method SP request-target SP HTTP-version. Exactly one SP as
      * separator; the lenient whitespace splitting that §3 permits is what smuggling feeds on.
      * Content bytes may sit at indices [ls, ls + max_line); lend is that bound clipped to cap.
-     * Whenever a loop stops at lend, line_limit below says why. */
-    ls = i;
+     * Whenever a loop stops at lend, LINE_LIMIT says why. A resumed call parses the line again
+     * from its start: it is at most max_line bytes. */
+    j = ls;
     lend = lim->max_line < cap - ls ? ls + lim->max_line : cap;
 #define LINE_LIMIT(j)                                                                          \
     do {                                                                                       \
         if ((j) >= cap)                                                                        \
-            return head_short(len, max_head, out);                                             \
+            SUSPEND(HS_RLINE, ls);                                                             \
         /* b[j] is content byte number max_line + 1, unless it ends the line too early. */    \
         return head_fail(out, b[(j)] == '\r' || b[(j)] == '\n' ? 400 : 414);                   \
     } while (0)
 
-    j = ls;
     while (j < lend && IS(b[j], C_TCHAR))
         j++;
     if (j >= lend)
@@ -171,10 +224,10 @@ int krait__http_parse_head(const char *buf, size_t len, const krait__http_limits
     out->version_major = b[j - 3] - '0';
     out->version_minor = b[j - 1] - '0';
     if (j >= cap)
-        return head_short(len, max_head, out);
+        SUSPEND(HS_RLINE, ls);
     if (b[j] == '\r') {
         if (j + 1 >= cap)
-            return head_short(len, max_head, out);
+            SUSPEND(HS_RLINE, ls);
         if (b[j + 1] != '\n')
             return head_fail(out, 400);
         j += 2;
@@ -191,16 +244,16 @@ int krait__http_parse_head(const char *buf, size_t len, const krait__http_limits
 
     /* Field lines, RFC 9112 §5: field-name ":" OWS field-value OWS, until an empty line. */
     for (;;) {
-        size_t ns, vs, ve;
+    field_line:
         if (j >= cap)
-            return head_short(len, max_head, out);
+            SUSPEND(HS_FIELD, j);
         if (b[j] == '\n') {
             j++;
             break;
         }
         if (b[j] == '\r') {
             if (j + 1 >= cap)
-                return head_short(len, max_head, out);
+                SUSPEND(HS_FIELD, j);
             if (b[j + 1] != '\n')
                 return head_fail(out, 400);
             j += 2;
@@ -213,46 +266,74 @@ int krait__http_parse_head(const char *buf, size_t len, const krait__http_limits
         /* Decided on the first byte of the surplus field, so it is the same in every split. */
         if (nh >= max_fields)
             return head_fail(out, 431);
-        ns = j;
+        ls = j;
+
+    field_name:
         while (j < cap && IS(b[j], C_TCHAR))
             j++;
         if (j >= cap)
-            return head_short(len, max_head, out);
+            SUSPEND(HS_NAME, j);
         /* RFC 9112 §5.1: no whitespace between field name and colon; MUST be a 400. */
-        if (j == ns || b[j] != ':')
+        if (j == ls || b[j] != ':')
             return head_fail(out, 400);
-        hdr[nh].name = buf + ns;
-        hdr[nh].name_len = j - ns;
+        if (fresh) {
+            hdr[nh].name = buf + ls;
+            hdr[nh].name_len = j - ls;
+        }
         j++;
         while (j < cap && (b[j] == ' ' || b[j] == '\t'))
             j++;
         vs = j;
+
+    field_value:
+        /* A resumed call lands here with vs unknown, but then it is not fresh and the slices
+         * are filled by the final pass. OWS bytes are value bytes, so the scan is the same. */
         j = scan(b, j, cap, C_VALUE, 0x20);
         if (j >= cap)
-            return head_short(len, max_head, out);
+            SUSPEND(HS_VALUE, j);
         /* RFC 9110 §5.5: CR, LF and NUL are never valid in a value; we refuse every CTL but
          * HTAB rather than replace them with SP. */
+        ve = j;
         if (b[j] == '\r') {
             if (j + 1 >= cap)
-                return head_short(len, max_head, out);
+                SUSPEND(HS_VALUE, j);
             if (b[j + 1] != '\n')
                 return head_fail(out, 400);
-            ve = j;
             j += 2;
         } else if (b[j] == '\n') {
-            ve = j;
             j++;
         } else {
             return head_fail(out, 400);
         }
-        while (ve > vs && (b[ve - 1] == ' ' || b[ve - 1] == '\t'))
-            ve--;
-        hdr[nh].value = buf + vs;
-        hdr[nh].value_len = ve - vs;
+        if (fresh) {
+            while (ve > vs && (b[ve - 1] == ' ' || b[ve - 1] == '\t'))
+                ve--;
+            hdr[nh].value = buf + vs;
+            hdr[nh].value_len = ve - vs;
+        }
         nh++;
+    }
+#undef SUSPEND
+    if (!fresh) {
+        krait__http_resume again = {0};
+        return parse_head(buf, len, lim, out, hdr, hdr_cap, &again);
     }
     out->nheaders = nh;
     return (int)j;
+}
+
+int krait__http_parse_head(const char *buf, size_t len, const krait__http_limits *lim,
+                           krait__req_head *out, krait__header *hdr, size_t hdr_cap)
+{
+    krait__http_resume rs = {0};
+    return parse_head(buf, len, lim, out, hdr, hdr_cap, &rs);
+}
+
+int krait__http_parse_head_resume(const char *buf, size_t len, const krait__http_limits *lim,
+                                  krait__req_head *out, krait__header *hdr, size_t hdr_cap,
+                                  krait__http_resume *rs)
+{
+    return parse_head(buf, len, lim, out, hdr, hdr_cap, rs);
 }
 
 /* ---- analysis of the parsed fields ---- */

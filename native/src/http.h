@@ -48,9 +48,36 @@ typedef struct {
  * the line have arrived without its end), 431 when the head exceeds lim->max_head or the number
  * of fields exceeds min(lim->max_headers, hdr_cap).
  * Never reads outside buf[0..len). Deterministic: the same bytes give the same answer whether
- * they arrive whole or in pieces. */
+ * they arrive whole or in pieces.
+ * Details (http.c): leading empty lines count towards max_head and are included in the returned
+ * length. The request line is split on single SPs only. The target may hold obs-text (bytes
+ * 0x80-0xFF); only SP, CTLs and DEL make it 400. 414 is decided when byte max_line + 1 of the
+ * line arrives and is not CR/LF; 431 for the field count on the first byte of the surplus field
+ * line; 505 when the request line's LF arrives (later bytes are not examined). Each decision
+ * depends only on the bytes up to the index where it is taken, so a prefix answers either
+ * NEED_MORE or the whole input's answer. On NEED_MORE, *out and hdr[] hold nothing usable.
+ * lim->max_head is taken as at most INT_MAX, so the return value always fits. */
 int krait__http_parse_head(const char *buf, size_t len, const krait__http_limits *lim,
                            krait__req_head *out, krait__header *hdr, size_t hdr_cap);
+
+/* Progress of krait__http_parse_head_resume() through one head. Private fields. */
+typedef struct {
+    int stage;
+    size_t pos;
+    size_t line_start;
+    size_t nfields;
+} krait__http_resume;
+
+/* Same answers as krait__http_parse_head(buf, len, lim, out, hdr, hdr_cap), but for a head that
+ * arrives in many reads it costs time linear in the head instead of quadratic: each call scans
+ * only the bytes added since the last one (plus the request line again while it is incomplete,
+ * plus one full pass when a head that was suspended inside its field lines completes).
+ * Zero *rs before the first call for each head; keep it between calls. Between calls buf[0..len)
+ * may only grow by appending (the buffer may move in memory), with the same lim and hdr_cap.
+ * *rs is updated only on KRAIT__NEED_MORE; after any other answer zero it for the next head. */
+int krait__http_parse_head_resume(const char *buf, size_t len, const krait__http_limits *lim,
+                                  krait__req_head *out, krait__header *hdr, size_t hdr_cap,
+                                  krait__http_resume *rs);
 
 /* Framing and connection semantics derived from a parsed head (RFC 9112 §6, §9). */
 typedef struct {
@@ -72,8 +99,14 @@ typedef struct {
  *    (case-insensitive; "gzip, chunked", "identity", "chunked, chunked")      → 501,
  *    except Transfer-Encoding in an HTTP/1.0 request                          → 400
  *  - more than one Host field, or no Host in HTTP/1.1 (RFC 9112 §3.2)          → 400
+ *    (also a Host value with a byte outside RFC 3986's host [":" port] alphabet:
+ *    ALPHA DIGIT - . _ ~ % ! $ & ' ( ) * + , ; = : [ ] — RFC 9112 §3.2, invalid value)
  *  - Expect with any value other than 100-continue                             → 417
- * Returns 0 on success. Connection tokens are comma-separated, case-insensitive. */
+ * Returns 0 on success. Connection tokens are comma-separated, case-insensitive.
+ * When several apply, 400 beats 501 beats 417. On -1 the other fields are still filled in as
+ * far as they could be, but the request must be refused. Content-Length list elements must
+ * not be empty ("5," is 400); empty Transfer-Encoding and Connection elements are skipped.
+ * In HTTP/1.0, Expect: 100-continue is ignored (expect_continue stays 0, RFC 9110 §10.1.1). */
 int krait__http_analyze(const krait__req_head *head, const krait__header *hdr,
                         krait__req_info *info);
 
@@ -90,7 +123,9 @@ typedef struct {
 #define KRAIT__CHUNK_TRAILER_MAX 8192  /* whole trailer section */
 
 /* Decode from in[0..in_len) into out[0..out_cap). out may equal in (in-place decoding: output
- * never overtakes input). *consumed and *produced are set to the bytes read and written.
+ * never overtakes input); more generally out may point anywhere at or before in within the same
+ * buffer, as when resuming in place with in = buf + consumed so far, out = buf + produced so
+ * far. *consumed and *produced are set to the bytes read and written.
  * Returns 1 when the body and its trailer section are complete (*consumed then ends just after
  * the final CRLF; bytes after it belong to the next request), 0 when more input is needed
  * (all of in was consumed or out is full), KRAIT__MALFORMED on a bad chunk size (not hex,
@@ -98,7 +133,12 @@ typedef struct {
  * a bare CR, a malformed trailer field, or trailers over KRAIT__CHUNK_TRAILER_MAX.
  * Chunk extensions (";name=value" or ";name=\"quoted\"") are accepted and ignored.
  * Trailer fields are validated like header fields and discarded. Bare LF line ends are
- * accepted like in the head. */
+ * accepted like in the head. BWS is accepted around ';' and '=' in extensions and before the
+ * size line's end. With out full, the decoder still consumes non-data bytes (CRLF after the
+ * data, the next size line, the trailer section) and can return 1. Trailer bytes are counted
+ * from just after the last-chunk line through the final CRLF. After 1 or KRAIT__MALFORMED,
+ * further calls repeat that answer and consume nothing. st->total is capped by nothing here:
+ * the body-size limit (413) is the caller's. */
 int krait__chunked_decode(krait__chunked *st, const char *in, size_t in_len, size_t *consumed,
                           char *out, size_t out_cap, size_t *produced);
 

@@ -9,9 +9,13 @@
 #include <sys/types.h>
 #include <time.h>
 
+struct ssl_st;
+struct ssl_ctx_st;
+
 #include "cache.h"
 #include "http.h"
 #include "krait.h"
+#include "ws.h"
 
 #define KRAIT__MAX_HEADERS_CAP 1000
 #define KRAIT__MAX_RANGES 16
@@ -84,9 +88,10 @@ enum conn_state {
     CS_BODY,         /* reading a request body for a worker */
     CS_WORKER,       /* waiting for a worker's answer */
     CS_WRITE,        /* sending a response */
+    CS_WS,           /* an open WebSocket (wsconn.c) */
 };
 
-enum timer_list { TL_HEAD, TL_BODY, TL_IDLE, TL_SEND, TL_COUNT };
+enum timer_list { TL_HEAD, TL_BODY, TL_IDLE, TL_SEND, TL_WS, TL_COUNT };
 
 struct krait__conn {
     int kind;                 /* OBJ_CONN */
@@ -98,6 +103,7 @@ struct krait__conn {
     int64_t deadline;         /* ms, CLOCK_MONOTONIC */
     krait__link all;          /* membership in srv->conns */
     int got_bytes;            /* a byte of the current request has arrived */
+    krait__http_resume hrs;   /* parser progress through the head being received */
 
     char *in;                 /* request bytes; in[0..in_len) */
     size_t in_len, in_cap;
@@ -120,6 +126,8 @@ struct krait__conn {
 
     char peer[64];
     int peer_port;
+    struct ssl_st *ssl;       /* TLS session, or NULL for plain HTTP */
+    int tls_want_write;       /* the TLS engine needs the socket writable to go on */
 
     /* Worker dispatch (worker.c). */
     krait__link wq;           /* membership in the wait queue */
@@ -134,6 +142,16 @@ struct krait__conn {
     krait__chunked chunk;
     uint8_t *frame;           /* the encoded request frame waiting for a worker */
     size_t frame_len;
+
+    /* WebSocket (wsconn.c). */
+    char ws_key[32];          /* Sec-WebSocket-Key of a handshake in progress, or "" */
+    int ws_pending;           /* the 101 is being sent; CS_WS follows */
+    int ws_msg_op;            /* opcode of the message being reassembled, 0 for none */
+    krait__utf8 ws_utf8;      /* validation state of that text message */
+    int ws_close_sent;        /* our close frame is queued */
+    int ws_close_after_flush; /* close the TCP connection once the output is sent */
+    int ws_notified;          /* the worker was told the connection ended */
+    int ws_ping_out;          /* a ping is unanswered */
 };
 
 typedef struct {
@@ -163,12 +181,15 @@ struct krait_server {
     int sig_fd;
     krait__obj wake;          /* eventfd for krait_server_stop */
     int wake_fd;
-    struct { krait__obj obj; int fd; } listeners[8];
+    struct { krait__obj obj; int fd; int tls; } listeners[8];
+    struct ssl_ctx_st *ssl_ctx;
+    int https_redirect_port;  /* > 0: plain-HTTP requests are redirected there */
+    char hsts[128];           /* Strict-Transport-Security value for TLS answers, or "" */
     int nlisteners;
     int accepting;
     int spare_fd;             /* released on EMFILE to accept-and-close */
 
-    krait__map mime, cache_rules, route_cache, dyn_cache;
+    krait__map mime, cache_rules, route_cache, dyn_cache, ws_ids;
     krait__route *routes;
     size_t nroutes;
     krait_cache_fn cache_cb;
@@ -247,6 +268,17 @@ int krait__resolve_file(struct krait_server *srv, const char *rel, size_t rel_le
 int krait__needs_python(struct krait_server *srv, int fd, const char *name, size_t len,
                         const struct stat *st);
 
+/* tls.c: connection I/O (plain or TLS) with socket-style results. */
+ssize_t krait__conn_recv(struct krait_server *srv, krait__conn *c, char *buf, size_t n);
+ssize_t krait__conn_send(struct krait_server *srv, krait__conn *c, const char *buf, size_t n,
+                         int more);
+ssize_t krait__conn_sendfile(struct krait_server *srv, krait__conn *c, int fd, off_t off,
+                             size_t n);
+int krait__conn_pending(krait__conn *c);
+int krait__tls_start(struct krait_server *srv, krait__conn *c);
+void krait__tls_free(krait__conn *c);
+void krait__tls_ctx_free(struct krait_server *srv);
+
 /* worker.c */
 void krait__worker_dispatch(struct krait_server *srv, krait__conn *c, krait__request *rq,
                             int route, const char *file, const char *params, size_t params_len);
@@ -254,6 +286,21 @@ void krait__worker_event(struct krait_server *srv, krait__worker *w, uint32_t ev
 void krait__worker_sweep(struct krait_server *srv);
 void krait__worker_conn_gone(struct krait_server *srv, krait__conn *c);
 int krait__body_continue(struct krait_server *srv, krait__conn *c);
+
+/* wsconn.c */
+int krait__ws_handshake_check(struct krait_server *srv, krait__conn *c, krait__request *rq);
+void krait__ws_accept_response(struct krait_server *srv, krait__conn *c, const void *frame);
+void krait__ws_begin(struct krait_server *srv, krait__conn *c);
+void krait__ws_input(struct krait_server *srv, krait__conn *c);
+void krait__ws_from_worker(struct krait_server *srv, const void *frame);
+void krait__ws_close(struct krait_server *srv, krait__conn *c, int code, int notify_code);
+void krait__ws_timer(struct krait_server *srv, krait__conn *c);
+void krait__ws_gone(struct krait_server *srv, krait__conn *c);
+void krait__ws_worker_died(struct krait_server *srv, int slot);
+void krait__ws_drain(struct krait_server *srv);
+/* worker.c: queue a WS_MESSAGE/WS_CLOSE frame to a worker. */
+void krait__worker_send_ws(struct krait_server *srv, int slot, uint8_t type, uint32_t id,
+                           unsigned arg, const char *data, size_t len);
 
 /* server.c: connection helpers for worker.c */
 void krait__conn_close(struct krait_server *srv, krait__conn *c);

@@ -171,7 +171,8 @@ static int take_str(reader *rd, krait__slice *s)
 
 static int worker_type(uint8_t type)
 {
-    return type == KRAIT__IPC_RESPONSE || type == KRAIT__IPC_CHUNK || type == KRAIT__IPC_END;
+    return type == KRAIT__IPC_RESPONSE || type == KRAIT__IPC_CHUNK || type == KRAIT__IPC_END ||
+           type == KRAIT__IPC_WS_MESSAGE || type == KRAIT__IPC_WS_CLOSE;
 }
 
 static int body_kind_ok(uint8_t kind, krait__slice body)
@@ -243,6 +244,16 @@ long krait__ipc_parse(const uint8_t *buf, size_t len, krait__ipc_frame *f)
     } else if (type == KRAIT__IPC_CHUNK) {
         if (take_str(&rd, &out.body) < 0)
             return -1;
+    } else if (type == KRAIT__IPC_WS_MESSAGE) {
+        const uint8_t *kind = take(&rd, 1);
+        if (!kind || (kind[0] != 1 && kind[0] != 2) || take_str(&rd, &out.body) < 0)
+            return -1;
+        out.body_kind = kind[0];
+    } else if (type == KRAIT__IPC_WS_CLOSE) {
+        const uint8_t *code = take(&rd, 2);
+        if (!code || take_str(&rd, &out.body) < 0)
+            return -1;
+        out.status = get_u16(code);
     }
     /* END has an empty payload; for every type the fields must fill the frame exactly. */
     if (rd.p != rd.end)
@@ -261,4 +272,28 @@ void krait__ipc_next_pair(const uint8_t **at, krait__slice *name, krait__slice *
     value->p = (const char *)(p + 4);
     p += 4 + value->n;
     *at = p;
+}
+
+long krait__ipc_encode_ws(uint8_t type, uint32_t id, unsigned arg, const char *data, size_t len,
+                          uint8_t *out, size_t cap)
+{
+    size_t fixed = type == KRAIT__IPC_WS_CLOSE ? 2 : 1;
+    size_t total = KRAIT__IPC_HEADER + fixed + 4 + len;
+    if ((type != KRAIT__IPC_WS_MESSAGE && type != KRAIT__IPC_WS_CLOSE) || total > cap ||
+        total > KRAIT__IPC_MAX_FRAME)
+        return -1;
+    put_u32(out, (uint32_t)(total - 4));
+    out[4] = type;
+    put_u32(out + 5, id);
+    uint8_t *o = out + KRAIT__IPC_HEADER;
+    if (type == KRAIT__IPC_WS_CLOSE) {
+        put_u16(o, (uint16_t)arg);
+        o += 2;
+    } else {
+        *o++ = (uint8_t)arg;
+    }
+    put_u32(o, (uint32_t)len);
+    if (len)
+        memcpy(o + 4, data, len);
+    return (long)total;
 }

@@ -20,6 +20,11 @@
  *     (inline bytes; a file path for KRAIT__BODY_FILE; empty for KRAIT__BODY_STREAM)
  *   CHUNK    (3, worker → core): str data — one piece of a streamed body
  *   END      (4, worker → core): empty — the streamed body is complete
+ *   WS_MESSAGE (5, both ways), id = the WebSocket connection's id (the id of the handshake
+ *     request the worker accepted with a 101): u8 kind (1 text, 2 binary) | str data
+ *   WS_CLOSE   (6, both ways): u16 code | str reason. Core → worker: the connection ended
+ *     (the client's close code, 1005 when it sent none, 1006 when it vanished, 1001 on server
+ *     stop); worker → core: the controller closes it (the core sends a close frame).
  * The worker never sends Date, Server, Content-Length, Transfer-Encoding or Connection: the
  * core owns framing. Every frame is at most KRAIT__IPC_MAX_FRAME bytes including the 4-byte
  * length; bigger bodies are streamed as chunks. */
@@ -32,7 +37,8 @@
 #define KRAIT__IPC_MAX_FRAME (64u * 1024u * 1024u)
 #define KRAIT__IPC_HEADER 9u  /* u32 len + u8 type + u32 id */
 
-enum { KRAIT__IPC_REQUEST = 1, KRAIT__IPC_RESPONSE = 2, KRAIT__IPC_CHUNK = 3, KRAIT__IPC_END = 4 };
+enum { KRAIT__IPC_REQUEST = 1, KRAIT__IPC_RESPONSE = 2, KRAIT__IPC_CHUNK = 3, KRAIT__IPC_END = 4,
+       KRAIT__IPC_WS_MESSAGE = 5, KRAIT__IPC_WS_CLOSE = 6 };
 enum { KRAIT__REQ_BODY_FILE = 1, KRAIT__REQ_WEBSOCKET = 2, KRAIT__REQ_TLS = 4 };
 enum { KRAIT__BODY_INLINE = 0, KRAIT__BODY_FILE = 1, KRAIT__BODY_STREAM = 2 };
 
@@ -65,8 +71,14 @@ typedef struct {
     size_t nheaders;
     const uint8_t *headers_at;  /* start of the first header pair; walk with
                                    krait__ipc_next_pair */
-    krait__slice body;          /* RESPONSE body, or CHUNK data */
+    krait__slice body;          /* RESPONSE body, CHUNK data, WS_MESSAGE data, WS_CLOSE reason */
+    /* WS_MESSAGE: body_kind is the kind (1 text, 2 binary); WS_CLOSE: status is the code. */
 } krait__ipc_frame;
+
+/* Encode a core → worker WS_MESSAGE (kind 1/2) or WS_CLOSE (arg = code) frame into out.
+ * Returns the bytes written or -1 when cap is too small or the frame too large. */
+long krait__ipc_encode_ws(uint8_t type, uint32_t id, unsigned arg, const char *data, size_t len,
+                          uint8_t *out, size_t cap);
 
 /* Parse one worker → core frame from buf[0..len). Returns the frame's total length,
  * KRAIT__IPC_NEED_MORE (-2), or -1 when malformed (unknown type, length over

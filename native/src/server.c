@@ -21,6 +21,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+
 #include "internal.h"
 
 #define READ_CHUNK 16384
@@ -42,6 +44,7 @@ static const int64_t default_limits[KRAIT_LIMIT_COUNT] = {
     [KRAIT_LIMIT_MAX_CONNS] = 65536,
     [KRAIT_LIMIT_SPOOL] = 1024 * 1024,
     [KRAIT_LIMIT_DRAIN] = 10000,
+    [KRAIT_LIMIT_WS_PING] = 30000,
 };
 
 static int64_t mono_ms(void)
@@ -95,7 +98,8 @@ void krait__timer_set(krait_server *srv, krait__conn *c, int list)
 {
     static const int limit_of[TL_COUNT] = {
         [TL_HEAD] = KRAIT_LIMIT_HEADER_TIMEOUT, [TL_BODY] = KRAIT_LIMIT_BODY_TIMEOUT,
-        [TL_IDLE] = KRAIT_LIMIT_KEEPALIVE, [TL_SEND] = KRAIT_LIMIT_SEND_TIMEOUT};
+        [TL_IDLE] = KRAIT_LIMIT_KEEPALIVE, [TL_SEND] = KRAIT_LIMIT_SEND_TIMEOUT,
+        [TL_WS] = KRAIT_LIMIT_WS_PING};
     krait__link_remove(&c->timer);
     c->timer_list = list;
     if (list < 0)
@@ -170,6 +174,7 @@ void krait_server_free(krait_server *srv)
     while (srv->conns.next != &srv->conns) {
         krait__conn *c = CONTAINER(srv->conns.next, krait__conn, all);
         krait__link_remove(&c->all);
+        krait__tls_free(c);
         if (c->fd >= 0)
             close(c->fd);
         if (c->file_fd >= 0)
@@ -198,6 +203,7 @@ void krait_server_free(krait_server *srv)
     krait__map_free(&srv->cache_rules);
     krait__map_free(&srv->route_cache);
     krait__map_free(&srv->dyn_cache);
+    krait__map_free(&srv->ws_ids);
     if (srv->sig_fd >= 0)
         close(srv->sig_fd);
     if (srv->wake_fd >= 0)
@@ -208,6 +214,7 @@ void krait_server_free(krait_server *srv)
         close(srv->root_fd);
     if (srv->spare_fd >= 0)
         close(srv->spare_fd);
+    krait__tls_ctx_free(srv);
     free(srv->logbuf);
     free(srv->spool_dir);
     free(srv);
@@ -320,8 +327,21 @@ int krait_native_version(void)
     return KRAIT_NATIVE_VERSION;
 }
 
-int krait_server_listen(krait_server *srv, const char *host, int port, char *err, size_t errlen)
+int krait_server_set_https(krait_server *srv, int https_port, const char *hsts)
 {
+    srv->https_redirect_port = https_port;
+    snprintf(srv->hsts, sizeof srv->hsts, "%s", hsts ? hsts : "");
+    return KRAIT_OK;
+}
+
+int krait_server_listen(krait_server *srv, const char *host, int port, int tls, char *err,
+                        size_t errlen)
+{
+    if (tls && !srv->ssl_ctx) {
+        if (err)
+            snprintf(err, errlen, "HTTPS needs a certificate and key (krait.config)");
+        return KRAIT_EINVAL;
+    }
     if (srv->nlisteners >= (int)(sizeof srv->listeners / sizeof srv->listeners[0]))
         return KRAIT_ELIMIT;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
@@ -367,6 +387,7 @@ int krait_server_listen(krait_server *srv, const char *host, int port, char *err
     int i = srv->nlisteners++;
     srv->listeners[i].obj.kind = OBJ_LISTENER;
     srv->listeners[i].fd = fd;
+    srv->listeners[i].tls = tls;
     return bound;
 }
 
@@ -487,6 +508,11 @@ void krait__resp_start(krait_server *srv, krait__conn *c, int status)
     krait__out_str(c, "\r\nDate: ");
     krait__out_add(c, srv->date, KRAIT__DATE_LEN);
     krait__out_add(c, "\r\n", 2);
+    if (c->ssl && srv->hsts[0]) {
+        krait__out_str(c, "Strict-Transport-Security: ");
+        krait__out_str(c, srv->hsts);
+        krait__out_add(c, "\r\n", 2);
+    }
 }
 
 /* Content-Length (when >= 0), Connection, and the blank line. */
@@ -638,10 +664,12 @@ void krait__conn_close(krait_server *srv, krait__conn *c)
     if (c->closed)
         return;
     c->closed = 1;
+    krait__ws_gone(srv, c);
     krait__worker_conn_gone(srv, c);
     krait__timer_set(srv, c, -1);
     krait__link_remove(&c->wq);
     epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    krait__tls_free(c);
     close(c->fd);
     c->fd = -1;
     if (c->file_fd >= 0) {
@@ -690,6 +718,8 @@ static void response_done(krait_server *srv, krait__conn *c)
     if (!c->keep_alive || srv->draining) {
         /* RFC 9112 §9.6: after a response with "close", stop reading; half-close first so a
          * client still sending does not get a reset that could discard our response. */
+        if (c->ssl)
+            SSL_shutdown(c->ssl);  /* close_notify; best effort, never waits */
         shutdown(c->fd, SHUT_WR);
         krait__conn_close(srv, c);
         return;
@@ -698,6 +728,10 @@ static void response_done(krait_server *srv, krait__conn *c)
         memmove(c->in, c->in + c->consume, c->in_len - c->consume);
         c->in_len -= c->consume;
         c->consume = 0;
+    }
+    if (c->ws_pending) {
+        krait__ws_begin(srv, c);
+        return;
     }
     c->state = CS_HEAD;
     c->got_bytes = c->in_len > 0;
@@ -725,22 +759,26 @@ void krait__conn_flush(krait_server *srv, krait__conn *c)
         if (s->is_file) {
             off_t off = (off_t)(s->off + c->seg_done);
             size_t want = left > (1u << 30) ? (1u << 30) : (size_t)left;
-            n = sendfile(c->fd, c->file_fd, &off, want);
+            n = krait__conn_sendfile(srv, c, c->file_fd, off, want);
             if (n == 0) {
                 /* The file shrank under us: the promised length can't be kept. */
                 krait__conn_close(srv, c);
                 return;
             }
         } else {
-            int more = c->seg_i + 1 < c->nseg ? MSG_MORE : 0;
-            n = send(c->fd, c->out + s->off + c->seg_done, left, MSG_NOSIGNAL | more);
+            n = krait__conn_send(srv, c, c->out + s->off + c->seg_done, left,
+                                 c->seg_i + 1 < c->nseg);
         }
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN) {
-                conn_events(srv, c, EPOLLOUT);
-                krait__timer_set(srv, c, TL_SEND);
+                if (c->state == CS_WS) {
+                    conn_events(srv, c, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+                } else {
+                    conn_events(srv, c, EPOLLOUT);
+                    krait__timer_set(srv, c, TL_SEND);
+                }
                 return;
             }
             krait__conn_close(srv, c);
@@ -753,9 +791,18 @@ void krait__conn_flush(krait_server *srv, krait__conn *c)
         }
     }
     if (c->streaming || c->state != CS_WRITE) {
-        /* More of a streamed body will come from the worker; nothing else to do now. */
+        /* A streamed body or an open WebSocket: more output will come later. */
         c->nseg = c->seg_i = 0;
         c->out_len = 0;
+        if (c->state == CS_WS) {
+            if (c->ws_close_after_flush) {
+                shutdown(c->fd, SHUT_WR);
+                krait__conn_close(srv, c);
+                return;
+            }
+            if (c->events != (EPOLLIN | EPOLLRDHUP))
+                conn_events(srv, c, EPOLLIN | EPOLLRDHUP);
+        }
         return;
     }
     if (c->events != (EPOLLIN | EPOLLRDHUP))
@@ -887,6 +934,36 @@ static void respond_allow(krait_server *srv, krait__conn *c, krait__request *rq,
     krait__log_begin(srv, c, rq, status, rq->is_head ? 0 : (uint64_t)n);
 }
 
+/* krait.config.https_redirect: 301 to the same target on the HTTPS port (RFC 9110 §15.4.2). */
+static void redirect_https(krait_server *srv, krait__conn *c, krait__request *rq)
+{
+    const char *h = rq->info.host;
+    size_t hn = rq->info.host_len;
+    if (hn && h[0] == '[') {
+        const char *end = memchr(h, ']', hn);
+        hn = end ? (size_t)(end - h) + 1 : hn;
+    } else {
+        const char *colon = memchr(h, ':', hn);
+        if (colon)
+            hn = (size_t)(colon - h);
+    }
+    size_t from = c->out_len;
+    krait__resp_start(srv, c, 301);
+    krait__out_str(c, "Location: https://");
+    krait__out_add(c, h, hn);
+    if (srv->https_redirect_port != 443) {
+        krait__out_add(c, ":", 1);
+        krait__out_u64(c, (uint64_t)srv->https_redirect_port);
+    }
+    krait__out_add(c, rq->target, rq->target_len);
+    krait__out_str(c, "\r\n");
+    if (rq->has_body)
+        c->keep_alive = 0;
+    krait__resp_end_headers(srv, c, 0);
+    krait__seg_mem(c, from);
+    krait__log_begin(srv, c, rq, 301, 0);
+}
+
 static void start_response(krait_server *srv, krait__conn *c)
 {
     c->state = CS_WRITE;
@@ -908,6 +985,10 @@ static void handle_request(krait_server *srv, krait__conn *c, krait__request *rq
     }
     if (rq->has_body && rq->info.content_length > srv->limits[KRAIT_LIMIT_BODY]) {
         krait__error(srv, c, rq, 413, 1);
+        return;
+    }
+    if (!c->ssl && srv->https_redirect_port > 0 && rq->info.host && rq->target[0] == '/') {
+        redirect_https(srv, c, rq);
         return;
     }
     /* Request target forms (RFC 9112 §3.2): origin, absolute, asterisk (OPTIONS only). */
@@ -1013,10 +1094,12 @@ static void process_input(krait_server *srv, krait__conn *c)
                                   (size_t)srv->limits[KRAIT_LIMIT_HEADERS]};
         krait__req_head head;
         krait__request rq;
-        int n = krait__http_parse_head(c->in, c->in_len, &lim, &head, srv->hdr,
-                                       KRAIT__MAX_HEADERS_CAP);
+        /* Resumable: a head trickling in costs time linear in its size, not quadratic. */
+        int n = krait__http_parse_head_resume(c->in, c->in_len, &lim, &head, srv->hdr,
+                                              KRAIT__MAX_HEADERS_CAP, &c->hrs);
         if (n == KRAIT__NEED_MORE)
             return;
+        memset(&c->hrs, 0, sizeof c->hrs);
         memset(&rq, 0, sizeof rq);
         c->t_start = mono_ns();
         if (n < 0) {
@@ -1061,6 +1144,8 @@ static void conn_read(krait_server *srv, krait__conn *c)
         size_t max = (size_t)srv->limits[KRAIT_LIMIT_HEAD] + 1;
         if (c->state == CS_BODY)
             max = c->in_len + READ_CHUNK;
+        else if (c->state == CS_WS)
+            max = (size_t)srv->limits[KRAIT_LIMIT_WS_MESSAGE] + 14 + READ_CHUNK;
         if (c->in_cap - c->in_len < 1024 || !c->in) {
             size_t ncap = c->in_cap ? c->in_cap * 2 : READ_CHUNK;
             if (ncap > max + READ_CHUNK)
@@ -1080,12 +1165,13 @@ static void conn_read(krait_server *srv, krait__conn *c)
             c->in = p;
             c->in_cap = ncap;
         }
-        ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+        ssize_t n = krait__conn_recv(srv, c, c->in + c->in_len, c->in_cap - c->in_len);
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN)
+            if (errno == EAGAIN) {
+                if (c->tls_want_write)
+                    conn_events(srv, c, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
                 return;
+            }
             krait__conn_close(srv, c);
             return;
         }
@@ -1102,10 +1188,12 @@ static void conn_read(krait_server *srv, krait__conn *c)
         if (c->state == CS_BODY) {
             if (krait__body_continue(srv, c) != 0)
                 return;
+        } else if (c->state == CS_WS) {
+            krait__ws_input(srv, c);
         } else {
             process_input(srv, c);
         }
-        if ((size_t)n < READ_CHUNK)
+        if ((size_t)n < READ_CHUNK && !krait__conn_pending(c))
             return;
     }
 }
@@ -1115,6 +1203,18 @@ static void conn_event(krait_server *srv, krait__conn *c, uint32_t ev)
     if (c->closed)
         return;
     if (ev & EPOLLOUT) {
+        if (c->state == CS_WS) {
+            krait__conn_flush(srv, c);
+            if (!c->closed && c->tls_want_write)
+                conn_read(srv, c);
+            return;
+        }
+        if (c->state == CS_HEAD || c->state == CS_BODY) {
+            /* A TLS read that needed the socket writable (handshake): go on reading. */
+            conn_events(srv, c, EPOLLIN | EPOLLRDHUP);
+            conn_read(srv, c);
+            return;
+        }
         krait__conn_flush(srv, c);
         if (c->closed)
             return;
@@ -1130,7 +1230,7 @@ static void conn_event(krait_server *srv, krait__conn *c, uint32_t ev)
     }
 }
 
-static void accept_ready(krait_server *srv, int lfd)
+static void accept_ready(krait_server *srv, int lfd, int tls)
 {
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         if ((int64_t)srv->nconns >= srv->limits[KRAIT_LIMIT_MAX_CONNS])
@@ -1183,6 +1283,12 @@ static void accept_ready(krait_server *srv, int lfd)
             free(c);
             continue;
         }
+        if (tls && krait__tls_start(srv, c) < 0) {
+            epoll_ctl(srv->epfd, EPOLL_CTL_DEL, fd, NULL);
+            close(fd);
+            free(c);
+            continue;
+        }
         krait__link_append(&srv->conns, &c->all);
         srv->nconns++;
         /* A connection that sends nothing is closed silently after the header timeout. */
@@ -1198,7 +1304,9 @@ static void sweep_timers(krait_server *srv)
             if (c->deadline > srv->now_ms)
                 break;
             krait__timer_set(srv, c, -1);
-            if ((l == TL_HEAD && c->got_bytes) || l == TL_BODY) {
+            if (l == TL_WS) {
+                krait__ws_timer(srv, c);
+            } else if ((l == TL_HEAD && c->got_bytes) || l == TL_BODY) {
                 /* Headers or body not complete in time: 408 and close (RFC 9110 §15.5.9). */
                 c->out_len = 0;
                 c->nseg = c->seg_i = 0;
@@ -1264,6 +1372,7 @@ static void begin_drain(krait_server *srv)
         close(srv->listeners[i].fd);
     }
     srv->nlisteners = 0;
+    krait__ws_drain(srv);
     /* Idle connections (nothing received of a next request) close now; the rest finish. */
     krait__link *l = srv->conns.next;
     while (l != &srv->conns) {
@@ -1325,7 +1434,7 @@ int krait_server_run(krait_server *srv)
             case OBJ_LISTENER:
                 for (int k = 0; k < srv->nlisteners; k++)
                     if (&srv->listeners[k].obj == o)
-                        accept_ready(srv, srv->listeners[k].fd);
+                        accept_ready(srv, srv->listeners[k].fd, srv->listeners[k].tls);
                 break;
             case OBJ_SIGNAL:
                 signal_ready(srv);

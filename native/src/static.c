@@ -315,6 +315,11 @@ void krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq
         krait__worker_dispatch(srv, c, rq, -1, full, NULL, 0);
         return;
     }
+    if (rq->info.upgrade_websocket) {
+        close(fd);  /* a WebSocket upgrade needs a script to accept it */
+        krait__error(srv, c, rq, 400, 1);
+        return;
+    }
     if (rq->verb != KRAIT_VERB_GET) {
         close(fd);
         size_t from = c->out_len;

@@ -343,11 +343,14 @@ void krait__worker_dispatch(krait_server *srv, krait__conn *c, krait__request *r
         }
     }
 params_done:;
+    if (rq->info.upgrade_websocket && krait__ws_handshake_check(srv, c, rq) != 0)
+        return;
     char ver[9];
     snprintf(ver, sizeof ver, "HTTP/1.%d", rq->version_minor);
     krait__ipc_request r = {
         .id = 0,
-        .flags = (uint8_t)(rq->info.upgrade_websocket ? KRAIT__REQ_WEBSOCKET : 0),
+        .flags = (uint8_t)((rq->info.upgrade_websocket ? KRAIT__REQ_WEBSOCKET : 0) |
+                           (c->ssl ? KRAIT__REQ_TLS : 0)),
         .route = route,
         .method = {rq->method, rq->method_len},
         .path = {rq->path, rq->path_len},
@@ -379,7 +382,7 @@ params_done:;
         if (rq->info.expect_continue && rq->version_minor == 1) {
             static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
             if (c->in_len == c->consume)
-                (void)!send(c->fd, cont, sizeof cont - 1, MSG_NOSIGNAL);
+                (void)!krait__conn_send(srv, c, cont, sizeof cont - 1, 0);
         }
         krait__body_continue(srv, c);
         return;
@@ -432,6 +435,20 @@ static void deliver(krait_server *srv, krait__worker *w, const krait__ipc_frame 
         }
         if (!c)
             return;  /* the client left; the answer is dropped */
+        if (c->ws_key[0]) {
+            if (f->status == 101) {
+                /* The worker accepted the WebSocket: the connection stays bound to it. */
+                c->out_len = 0;
+                c->nseg = c->seg_i = 0;
+                krait__ws_accept_response(srv, c, f);
+                log_status(c, 101, 0);
+                c->state = CS_WRITE;
+                krait__conn_flush(srv, c);
+                return;
+            }
+            c->ws_key[0] = '\0';
+            c->keep_alive = 0;  /* refused: answer as the script said, then close (§12.1) */
+        }
         if (!stream)
             c->worker = -1;
         c->out_len = 0;
@@ -565,8 +582,36 @@ static void worker_gone(krait_server *srv, krait__worker *w, int status_for_clie
             krait__conn_flush(srv, c);
         }
     }
+    krait__ws_worker_died(srv, slot);
     if (srv->event_cb)
         srv->event_cb(srv->cb_ud, KRAIT_EVENT_WORKER_EXIT, slot, pid);
+}
+
+void krait__worker_send_ws(krait_server *srv, int slot, uint8_t type, uint32_t id, unsigned arg,
+                           const char *data, size_t len)
+{
+    if (slot < 0 || slot >= KRAIT__MAX_WORKERS)
+        return;
+    krait__worker *w = &srv->workers[slot];
+    if (w->fd < 0)
+        return;
+    size_t need = KRAIT__IPC_HEADER + 2 + 4 + len;
+    if (w->out_len + need > w->out_cap) {
+        size_t ncap = w->out_cap ? w->out_cap : 65536;
+        while (ncap < w->out_len + need)
+            ncap *= 2;
+        uint8_t *p = realloc(w->out, ncap);
+        if (!p)
+            return;
+        w->out = p;
+        w->out_cap = ncap;
+    }
+    long n = krait__ipc_encode_ws(type, id, arg, data, len, w->out + w->out_len,
+                                  w->out_cap - w->out_len);
+    if (n < 0)
+        return;
+    w->out_len += (size_t)n;
+    worker_write(srv, w);
 }
 
 void krait__worker_event(krait_server *srv, krait__worker *w, uint32_t events)
@@ -613,7 +658,10 @@ void krait__worker_event(krait_server *srv, krait__worker *w, uint32_t events)
             worker_gone(srv, w, 502);
             return;
         }
-        deliver(srv, w, &f);
+        if (f.type == KRAIT__IPC_WS_MESSAGE || f.type == KRAIT__IPC_WS_CLOSE)
+            krait__ws_from_worker(srv, &f);
+        else
+            deliver(srv, w, &f);
         off += (size_t)n;
         if (w->fd < 0)
             return;

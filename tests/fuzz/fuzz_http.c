@@ -1,7 +1,9 @@
 /* libFuzzer driver for the request-head parser and analyzer (native/src/http.c).
  * Input: one selector byte (bit 0: small limits, bit 1: small header array), then the bytes.
  * Checks the answer's invariants, that a data-derived prefix answers NEED_MORE or the same,
- * that the head alone parses to the same length, and decodes any chunked body that follows. */
+ * that the head alone parses to the same length, that the resumable parser fed the input in
+ * three growing pieces (each at a new address) answers like the stateless one at every step,
+ * and decodes any chunked body that follows. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,6 +160,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     else
         CHECK(rc == KRAIT__NEED_MORE || rc == KRAIT__MALFORMED || (size_t)rc > cut);
     free(pbuf);
+
+    /* Resumable parser: prefixes cut, cut2, size, each a fresh copy (the buffer "moves"). */
+    size_t cut2 = cut + (size - cut) / 2, cuts[3] = {cut < cut2 ? cut : cut2, cut2, size};
+    krait__http_resume rs;
+    memset(&rs, 0, sizeof rs);
+    for (int p = 0; p < 3; p++) {
+        static result res;
+        char *rbuf = malloc(cuts[p] ? cuts[p] : 1);
+        if (cuts[p])
+            memcpy(rbuf, data, cuts[p]);
+        res.rc = krait__http_parse_head_resume(rbuf, cuts[p], lim, &res.h, res.hdr, hcap, &rs);
+        parse_copy(data, cuts[p], lim, hcap, &part, &pbuf);
+        same(&res, rbuf, &part, pbuf);
+        free(pbuf);
+        free(rbuf);
+        if (res.rc != KRAIT__NEED_MORE)
+            break;
+    }
     free(wbuf);
     return 0;
 }

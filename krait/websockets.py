@@ -1,0 +1,190 @@
+"""krait.websockets: WebSocket controllers (behaviour §12, with the §16.8 fixes).
+
+A ``WEBSOCKET`` route runs a script with ``krait.websockets.request`` set. To accept, the
+script sets ``krait.websockets.response = WebsocketsResponse(controller, protocol)``; to refuse,
+it leaves it ``None`` and sets ``krait.response`` (for example ``krait.ResponseBadRequest()``).
+The core does the framing; the controller lives in the worker that accepted the connection and
+runs its own thread, while that worker goes on serving HTTP on its main thread::
+
+    class EchoCtrl(krait.websockets.WebsocketsCtrlBase):
+        def on_thread_start(self):
+            while not self.should_stop():
+                msg = self.pop_in_message(timeout=1)
+                if msg is not None:
+                    self.push_out_message(msg)
+
+    krait.websockets.response = krait.websockets.WebsocketsResponse(EchoCtrl())
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "WebsocketsCtrlBase", "WebsocketsRequest", "WebsocketsResponse", "request", "response",
+]
+
+Message = str | bytes
+
+
+class WebsocketsRequest:
+    """The WebSocket side of a handshake request.
+
+    :param http_request: the :class:`krait.Request` of the handshake.
+    """
+
+    def __init__(self, http_request: Any) -> None:
+        #: The handshake's :class:`krait.Request`.
+        self.http_request = http_request
+        header = http_request.headers.get("sec-websocket-protocol")
+        upgrade = http_request.headers.get("upgrade", "")
+        is_ws = "websocket" in [t.strip().lower() for t in upgrade.split(",")]
+        #: The subprotocols the client offered (split on commas, trimmed), or ``None``.
+        self.protocols: list[str] | None = (
+            [p.strip() for p in header.split(",") if p.strip()] if header and is_ws else None)
+
+
+class WebsocketsResponse:
+    """Accepts a WebSocket handshake.
+
+    :param controller: a :class:`WebsocketsCtrlBase` that will handle the connection.
+    :param protocol: the subprotocol chosen from ``request.protocols``, or ``None``.
+    """
+
+    def __init__(self, controller: WebsocketsCtrlBase, protocol: str | None = None) -> None:
+        if not isinstance(controller, WebsocketsCtrlBase):
+            raise TypeError("the controller must be a krait.websockets.WebsocketsCtrlBase")
+        if protocol is not None and (not protocol or any(c in protocol for c in "\r\n,")):
+            raise ValueError(f"invalid subprotocol {protocol!r}")
+        self.controller = controller
+        self.protocol = protocol
+
+
+class WebsocketsCtrlBase:
+    """Base class of WebSocket controllers: subclass it and override the ``on_*`` methods.
+
+    :param use_in_message_queue: keep incoming messages in a queue for :meth:`pop_in_message`
+        (the default). With ``False``, override :meth:`on_in_message` to handle each message
+        as it arrives (event style).
+    """
+
+    def __init__(self, use_in_message_queue: bool = True) -> None:
+        self.use_in_message_queue = use_in_message_queue
+        self._in: queue.Queue[Message] = queue.Queue()
+        self._stop = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopped_called = False
+        self._send: Callable[[Message], None] | None = None
+        self._close: Callable[[int, str], None] | None = None
+        self.thread = threading.Thread(target=self._thread_main, daemon=True,
+                                       name=f"ws-{type(self).__name__}")
+
+    # -- called by the server ------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        """Called once, right after the handshake; starts the controller thread. Override it
+        for cheap set-up, then call the base."""
+        self.thread.start()
+
+    def on_thread_start(self) -> None:
+        """The controller thread's body. Override with a loop such as
+        ``while not self.should_stop(): ...``."""
+
+    def on_in_message(self, message: Message) -> None:
+        """Called for each complete message (``str`` for text, ``bytes`` for binary). The
+        default queues it for :meth:`pop_in_message`."""
+        if self.use_in_message_queue:
+            self._in.put(message)
+
+    def on_stop(self) -> None:
+        """Called exactly once when the connection ends, however it ends. Override to clean up,
+        then call the base (it sets the stop flag)."""
+        self._stop.set()
+
+    # -- for the controller ----------------------------------------------------------------
+
+    def pop_in_message(self, timeout: float | None = 0) -> Message | None:
+        """The next incoming message, or ``None``.
+
+        :param timeout: seconds to wait for one; ``0`` (the default, as in the original) does not
+            wait, ``None`` waits until a message arrives or the connection ends.
+        :raises RuntimeError: when the controller was made with ``use_in_message_queue=False``.
+        """
+        if not self.use_in_message_queue:
+            raise RuntimeError("this controller does not queue incoming messages")
+        try:
+            if timeout == 0:
+                return self._in.get_nowait()
+            if timeout is None:
+                while not self._stop.is_set():
+                    try:
+                        return self._in.get(timeout=0.25)
+                    except queue.Empty:
+                        continue
+                return self._in.get_nowait()
+            return self._in.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def push_out_message(self, message: Message) -> None:
+        """Send a message: ``str`` as a text frame, ``bytes`` as a binary frame. Safe from any
+        thread; does nothing once the connection has ended."""
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+            raise TypeError("a WebSocket message is str or bytes")
+        if self._stop.is_set() or self._send is None:
+            return
+        self._send(message if isinstance(message, str) else bytes(message))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection with a status code (RFC 6455 §7.4); :meth:`on_stop` follows."""
+        if self._close is not None and not self._stop.is_set():
+            self._close(code, reason)
+
+    def should_stop(self) -> bool:
+        """True once the connection has ended (after :meth:`on_stop`)."""
+        return self._stop.is_set()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Wait for the controller thread to end; True when it has."""
+        if not self.thread.is_alive():
+            return True
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _thread_main(self) -> None:
+        try:
+            self.on_thread_start()
+        except Exception:  # noqa: BLE001 - a controller's error ends its thread, not the worker
+            import traceback
+
+            traceback.print_exc()
+
+    def _deliver(self, message: Message) -> None:
+        try:
+            self.on_in_message(message)
+        except Exception:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+
+    def _ended(self) -> None:
+        """The connection ended: call on_stop exactly once."""
+        with self._stop_lock:
+            if self._stopped_called:
+                return
+            self._stopped_called = True
+        try:
+            self.on_stop()
+        finally:
+            self._stop.set()
+
+
+#: The handshake being handled (``None`` for ordinary requests); reset per request.
+request: WebsocketsRequest | None = None
+#: Set it to a :class:`WebsocketsResponse` to accept the handshake; reset per request.
+response: WebsocketsResponse | None = None

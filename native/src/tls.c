@@ -1,0 +1,265 @@
+/* TLS with OpenSSL: the server context (certificate chain, key, passphrase, TLS 1.2–1.3, modern
+ * ciphers, ALPN http/1.1, session resumption), and the per-connection I/O that server.c calls
+ * for every connection: plain sockets go straight to recv/send/sendfile, TLS ones through
+ * SSL_read/SSL_write (or kTLS SSL_sendfile). WANT_READ/WANT_WRITE become EAGAIN plus a flag. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static void err_text(char *err, size_t errlen, const char *what)
+{
+    char buf[256] = "";
+    unsigned long e = ERR_peek_last_error();
+    if (e)
+        ERR_error_string_n(e, buf, sizeof buf);
+    if (err && errlen)
+        snprintf(err, errlen, "%s%s%s", what, *buf ? ": " : "", buf);
+    ERR_clear_error();
+}
+
+static int pass_cb(char *buf, int size, int rwflag, void *ud)
+{
+    (void)rwflag;
+    const char *pass = ud;
+    if (!pass)
+        return 0;
+    size_t n = strlen(pass);
+    if (n > (size_t)size)
+        n = (size_t)size;
+    memcpy(buf, pass, n);
+    return (int)n;
+}
+
+/* RFC 7301: we speak http/1.1 only; a client offering only h2 gets no ALPN agreement and
+ * the handshake still completes (it may then speak HTTP/1.1 or leave). */
+static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                   const unsigned char *in, unsigned int inlen, void *arg)
+{
+    (void)ssl;
+    (void)arg;
+    static const unsigned char h11[] = "http/1.1";
+    for (unsigned int i = 0; i < inlen;) {
+        unsigned int n = in[i];
+        if (i + 1 + n > inlen)
+            break;
+        if (n == 8 && memcmp(in + i + 1, h11, 8) == 0) {
+            *out = in + i + 1;
+            *outlen = 8;
+            return SSL_TLSEXT_ERR_OK;
+        }
+        i += 1 + n;
+    }
+    return SSL_TLSEXT_ERR_NOACK;
+}
+
+int krait_server_set_tls(krait_server *srv, const char *cert, const char *key,
+                         const char *passphrase, char *err, size_t errlen)
+{
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        err_text(err, errlen, "creating the TLS context");
+        return KRAIT_ENOMEM;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
+    /* TLS 1.2: forward-secret AEAD suites only (TLS 1.3 suites are all modern). */
+    SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS");
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                 SSL_OP_NO_COMPRESSION | SSL_OP_ENABLE_KTLS);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"krait", 5);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+    char *pass_copy = passphrase ? strdup(passphrase) : NULL;
+    SSL_CTX_set_default_passwd_cb(ctx, pass_cb);
+    SSL_CTX_set_default_passwd_cb_userdata(ctx, pass_copy);
+    char what[KRAIT__PATH_MAX + 64];
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+        snprintf(what, sizeof what, "certificate %s", cert);
+        err_text(err, errlen, what);
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+        snprintf(what, sizeof what, "private key %s (wrong passphrase?)", key);
+        err_text(err, errlen, what);
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        snprintf(what, sizeof what, "private key %s does not match certificate %s", key, cert);
+        err_text(err, errlen, what);
+        goto fail;
+    }
+    /* The key is loaded; the passphrase is not needed any more. */
+    SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
+    if (pass_copy) {
+        memset(pass_copy, 0, strlen(pass_copy));
+        free(pass_copy);
+    }
+    if (srv->ssl_ctx)
+        SSL_CTX_free(srv->ssl_ctx);  /* live connections hold their own references */
+    srv->ssl_ctx = ctx;
+    return KRAIT_OK;
+fail:
+    if (pass_copy) {
+        memset(pass_copy, 0, strlen(pass_copy));
+        free(pass_copy);
+    }
+    SSL_CTX_free(ctx);
+    return KRAIT_EINVAL;
+}
+
+int krait__tls_start(krait_server *srv, krait__conn *c)
+{
+    if (!srv->ssl_ctx)
+        return -1;
+    c->ssl = SSL_new(srv->ssl_ctx);
+    if (!c->ssl)
+        return -1;
+    SSL_set_fd(c->ssl, c->fd);
+    SSL_set_accept_state(c->ssl);
+    return 0;
+}
+
+void krait__tls_free(krait__conn *c)
+{
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+}
+
+/* Map an SSL_* result onto the socket-style contract: >0 bytes, 0 EOF, -1 with errno. */
+static ssize_t tls_result(krait_server *srv, krait__conn *c, int r)
+{
+    int e = SSL_get_error(c->ssl, r);
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        c->tls_want_write = 0;
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_WANT_WRITE:
+        c->tls_want_write = 1;
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        if (errno == 0 || r == 0) {
+            ERR_clear_error();
+            return 0;  /* EOF without close_notify: treat like a TCP close */
+        }
+        ERR_clear_error();
+        return -1;
+    default: {
+        unsigned long code = ERR_peek_error();
+        if (!SSL_is_init_finished(c->ssl)) {
+            char buf[200];
+            ERR_error_string_n(code, buf, sizeof buf);
+            fprintf(stderr, "krait: TLS handshake with %s failed: %s\n", c->peer, buf);
+            if (ERR_GET_REASON(code) == SSL_R_HTTP_REQUEST) {
+                /* Plain HTTP on the TLS port: a readable answer costs nothing. */
+                static const char msg[] =
+                    "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                    "Content-Length: 48\r\nConnection: close\r\n\r\n"
+                    "This port speaks HTTPS: use https:// to connect\n";
+                (void)!send(c->fd, msg, sizeof msg - 1, MSG_NOSIGNAL);
+            }
+        }
+        (void)srv;
+        ERR_clear_error();
+        errno = ECONNRESET;
+        return -1;
+    }
+    }
+}
+
+ssize_t krait__conn_recv(krait_server *srv, krait__conn *c, char *buf, size_t n)
+{
+    if (!c->ssl) {
+        ssize_t r;
+        do
+            r = recv(c->fd, buf, n, 0);
+        while (r < 0 && errno == EINTR);
+        return r;
+    }
+    ERR_clear_error();
+    int r = SSL_read(c->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
+    if (r > 0)
+        return r;
+    return tls_result(srv, c, r);
+}
+
+int krait__conn_pending(krait__conn *c)
+{
+    return c->ssl ? SSL_pending(c->ssl) > 0 : 0;
+}
+
+ssize_t krait__conn_send(krait_server *srv, krait__conn *c, const char *buf, size_t n, int more)
+{
+    if (!c->ssl) {
+        ssize_t r;
+        do
+            r = send(c->fd, buf, n, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+        while (r < 0 && errno == EINTR);
+        return r;
+    }
+    ERR_clear_error();
+    int r = SSL_write(c->ssl, buf, n > (1u << 30) ? (1 << 30) : (int)n);
+    if (r > 0)
+        return r;
+    ssize_t x = tls_result(srv, c, r);
+    if (x == 0) {
+        errno = EPIPE;
+        return -1;
+    }
+    return x;
+}
+
+/* sendfile for plain sockets and kTLS; otherwise read and SSL_write. Returns bytes sent,
+ * 0 when the file has no more bytes (it shrank), -1 with errno. */
+ssize_t krait__conn_sendfile(krait_server *srv, krait__conn *c, int fd, off_t off, size_t n)
+{
+    if (!c->ssl) {
+        ssize_t r;
+        do
+            r = sendfile(c->fd, fd, &off, n);
+        while (r < 0 && errno == EINTR);
+        return r;
+    }
+    if (BIO_get_ktls_send(SSL_get_wbio(c->ssl))) {
+        ERR_clear_error();
+        ossl_ssize_t r = SSL_sendfile(c->ssl, fd, off, n, 0);
+        if (r >= 0)
+            return r;
+        if (errno == EAGAIN || errno == EINTR) {
+            errno = EAGAIN;
+            return -1;
+        }
+    }
+    char buf[16384];
+    size_t want = n < sizeof buf ? n : sizeof buf;
+    ssize_t got;
+    do
+        got = pread(fd, buf, want, off);
+    while (got < 0 && errno == EINTR);
+    if (got <= 0)
+        return got;
+    return krait__conn_send(srv, c, buf, (size_t)got, 0);
+}
+
+void krait__tls_ctx_free(krait_server *srv)
+{
+    if (srv->ssl_ctx) {
+        SSL_CTX_free(srv->ssl_ctx);
+        srv->ssl_ctx = NULL;
+    }
+}

@@ -1,0 +1,376 @@
+/* Open WebSocket connections in the core (RFC 6455): the handshake checks before a worker is
+ * asked, the 101 answer, frame input (masking, fragmentation and reassembly, control frames
+ * between fragments, ping/pong, UTF-8 validation, size limit, close handshake), server pings on
+ * idle connections, and the messages exchanged with the worker that accepted the connection.
+ * Frame parsing itself is ws.c's (sans-IO). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+
+#include "internal.h"
+#include "ipc.h"
+
+/* Does a comma-separated header list contain token (case-insensitive)? */
+static int has_token(const krait__header *h, const char *token)
+{
+    if (!h)
+        return 0;
+    size_t tl = strlen(token);
+    const char *p = h->value, *end = h->value + h->value_len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        const char *s = p;
+        while (p < end && *p != ',')
+            p++;
+        const char *e = p;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        if ((size_t)(e - s) == tl && strncasecmp(s, token, tl) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* RFC 6455 §4.2.1: GET, HTTP/1.1, Upgrade/Connection (checked by the parser), version 13, a
+ * key that is base64 of 16 bytes, no body. Returns 0 to go on, or answers 400/426 itself. */
+int krait__ws_handshake_check(krait_server *srv, krait__conn *c, krait__request *rq)
+{
+    const krait__header *ver = krait__find_header(srv, "sec-websocket-version");
+    const krait__header *key = krait__find_header(srv, "sec-websocket-key");
+    char accept[KRAIT__WS_ACCEPT_LEN + 1];
+    int is_get = rq->method_len == 3 && memcmp(rq->method, "GET", 3) == 0;
+    if (!is_get || rq->version_minor != 1 || rq->has_body || !key ||
+        key->value_len >= sizeof c->ws_key ||
+        krait__ws_accept(key->value, key->value_len, accept) < 0) {
+        krait__error(srv, c, rq, 400, 1);
+        return -1;
+    }
+    if (!ver || ver->value_len != 2 || memcmp(ver->value, "13", 2) != 0) {
+        /* §4.4: tell the client which version we speak. */
+        size_t from = c->out_len;
+        c->keep_alive = 0;
+        krait__resp_start(srv, c, 426);
+        krait__out_str(c, "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n"
+                          "Content-Type: text/html; charset=utf-8\r\n");
+        static const char body[] = "<html><body><h1>426 Upgrade Required</h1></body></html>";
+        krait__resp_end_headers(srv, c, (int64_t)sizeof body - 1);
+        krait__out_add(c, body, sizeof body - 1);
+        krait__seg_mem(c, from);
+        krait__log_begin(srv, c, rq, 426, sizeof body - 1);
+        return -1;
+    }
+    memcpy(c->ws_key, key->value, key->value_len);
+    c->ws_key[key->value_len] = '\0';
+    (void)has_token;
+    return 0;
+}
+
+/* The worker accepted (status 101): answer with Sec-WebSocket-Accept and its headers. */
+void krait__ws_accept_response(krait_server *srv, krait__conn *c, const void *frame)
+{
+    const krait__ipc_frame *f = frame;
+    char accept[KRAIT__WS_ACCEPT_LEN + 1];
+    krait__ws_accept(c->ws_key, strlen(c->ws_key), accept);
+    size_t from = c->out_len;
+    krait__resp_start(srv, c, 101);
+    krait__out_str(c, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    krait__out_str(c, accept);
+    krait__out_add(c, "\r\n", 2);
+    const uint8_t *at = f->headers_at;
+    for (size_t i = 0; i < f->nheaders; i++) {
+        krait__slice name, value;
+        krait__ipc_next_pair(&at, &name, &value);
+        /* Only what a handshake answer may carry from the script. */
+        if (!(name.n == 22 && strncasecmp(name.p, "sec-websocket-protocol", 22) == 0) &&
+            !(name.n == 10 && strncasecmp(name.p, "set-cookie", 10) == 0))
+            continue;
+        if (memchr(value.p, '\r', value.n) || memchr(value.p, '\n', value.n))
+            continue;
+        krait__out_add(c, name.p, name.n);
+        krait__out_add(c, ": ", 2);
+        krait__out_add(c, value.p, value.n);
+        krait__out_add(c, "\r\n", 2);
+    }
+    krait__out_add(c, "\r\n", 2);
+    krait__seg_mem(c, from);
+    c->ws_pending = 1;
+    c->keep_alive = 1;
+}
+
+static void ws_send(krait_server *srv, krait__conn *c, int opcode, const char *data, size_t len)
+{
+    (void)srv;
+    if (c->closed || c->ws_close_sent)
+        return;
+    uint8_t head[10];
+    size_t hn = krait__ws_write_header(head, 1, 0, opcode, len);
+    /* Drop what was already sent from the buffer before appending, so it never grows with
+     * the connection's whole history. */
+    if (c->seg_i >= c->nseg) {
+        c->out_len = 0;
+        c->nseg = c->seg_i = 0;
+        c->seg_done = 0;
+    }
+    size_t from = c->out_len;
+    krait__out_add(c, (const char *)head, hn);
+    krait__out_add(c, data, len);
+    krait__seg_mem(c, from);
+}
+
+static uint32_t ws_id(krait__conn *c)
+{
+    return c->req_id;
+}
+
+static void unmap(krait_server *srv, krait__conn *c)
+{
+    uint32_t id = ws_id(c);
+    krait__map_entry *e = krait__map_get(&srv->ws_ids, (const char *)&id, sizeof id);
+    if (e && e->num[0] == (int64_t)(intptr_t)c)
+        e->num[0] = 0;
+}
+
+/* Close from our side: a close frame with code (0: none), the worker told notify_code
+ * (0: not told), then the TCP connection ends once the frame is out. */
+void krait__ws_close(krait_server *srv, krait__conn *c, int code, int notify_code)
+{
+    if (c->closed)
+        return;
+    if (!c->ws_close_sent) {
+        uint8_t payload[2] = {(uint8_t)(code >> 8), (uint8_t)code};
+        ws_send(srv, c, KRAIT__WS_CLOSE, (const char *)payload, code ? 2 : 0);
+        c->ws_close_sent = 1;
+    }
+    if (notify_code && !c->ws_notified && c->worker >= 0) {
+        krait__worker_send_ws(srv, c->worker, KRAIT__IPC_WS_CLOSE, ws_id(c), (unsigned)notify_code,
+                              "", 0);
+        c->ws_notified = 1;
+    }
+    c->ws_close_after_flush = 1;
+    krait__conn_flush(srv, c);
+}
+
+void krait__ws_begin(krait_server *srv, krait__conn *c)
+{
+    c->ws_pending = 0;
+    c->state = CS_WS;
+    c->ws_key[0] = '\0';
+    uint32_t id = ws_id(c);
+    krait__map_entry *e = krait__map_put(&srv->ws_ids, (const char *)&id, sizeof id);
+    if (e)
+        e->num[0] = (int64_t)(intptr_t)c;
+    krait__timer_set(srv, c, TL_WS);
+    if (c->in_len)
+        krait__ws_input(srv, c);
+}
+
+static int deliver_message(krait_server *srv, krait__conn *c)
+{
+    if (c->ws_msg_op == KRAIT__WS_TEXT && !krait__utf8_complete(&c->ws_utf8))
+        return 1007;
+    if (c->worker >= 0 && !c->ws_notified)
+        krait__worker_send_ws(srv, c->worker, KRAIT__IPC_WS_MESSAGE, ws_id(c),
+                              c->ws_msg_op == KRAIT__WS_TEXT ? 1 : 2, c->body ? c->body : "",
+                              c->body_len);
+    c->ws_msg_op = 0;
+    c->body_len = 0;
+    if (c->body_cap > (1u << 20)) {
+        free(c->body);
+        c->body = NULL;
+        c->body_cap = 0;
+    }
+    return 0;
+}
+
+static int append_payload(krait_server *srv, krait__conn *c, const uint8_t *p, size_t n)
+{
+    if ((int64_t)(c->body_len + n) > srv->limits[KRAIT_LIMIT_WS_MESSAGE])
+        return 1009;
+    if (c->ws_msg_op == KRAIT__WS_TEXT && krait__utf8_feed(&c->ws_utf8, p, n) < 0)
+        return 1007;
+    if (c->body_len + n > c->body_cap) {
+        size_t ncap = c->body_cap ? c->body_cap : 4096;
+        while (ncap < c->body_len + n)
+            ncap *= 2;
+        char *b = realloc(c->body, ncap);
+        if (!b)
+            return 1011;
+        c->body = b;
+        c->body_cap = ncap;
+    }
+    memcpy(c->body + c->body_len, p, n);
+    c->body_len += n;
+    return 0;
+}
+
+/* Handle one complete frame; returns 0 or a close code to fail the connection with. */
+static int ws_frame(krait_server *srv, krait__conn *c, const krait__ws_frame *f, uint8_t *payload)
+{
+    size_t n = (size_t)f->payload_len;
+    switch (f->opcode) {
+    case KRAIT__WS_TEXT:
+    case KRAIT__WS_BINARY:
+        if (c->ws_msg_op)
+            return 1002;  /* §5.4: a new message inside a fragmented one */
+        c->ws_msg_op = f->opcode;
+        memset(&c->ws_utf8, 0, sizeof c->ws_utf8);
+        c->body_len = 0;
+        /* fall through */
+    case KRAIT__WS_CONT: {
+        if (!c->ws_msg_op)
+            return 1002;  /* a continuation with nothing to continue */
+        int rc = append_payload(srv, c, payload, n);
+        if (rc)
+            return rc;
+        return f->fin ? deliver_message(srv, c) : 0;
+    }
+    case KRAIT__WS_PING:
+        ws_send(srv, c, KRAIT__WS_PONG, (const char *)payload, n);  /* §5.5.2 */
+        return 0;
+    case KRAIT__WS_PONG:
+        return 0;
+    case KRAIT__WS_CLOSE: {
+        int code = 0;
+        if (krait__ws_check_close(payload, n, &code) < 0)
+            return code ? code : 1002;
+        int peer = n >= 2 ? (payload[0] << 8 | payload[1]) : 1005;
+        /* §5.5.1: answer with a close frame echoing the status code, then end TCP. */
+        if (!c->ws_close_sent) {
+            ws_send(srv, c, KRAIT__WS_CLOSE, (const char *)payload, n >= 2 ? 2 : 0);
+            c->ws_close_sent = 1;
+        }
+        if (c->worker >= 0 && !c->ws_notified) {
+            krait__worker_send_ws(srv, c->worker, KRAIT__IPC_WS_CLOSE, ws_id(c), (unsigned)peer,
+                                  n > 2 ? (const char *)payload + 2 : "", n > 2 ? n - 2 : 0);
+            c->ws_notified = 1;
+        }
+        c->ws_close_after_flush = 1;
+        return -1;
+    }
+    default:
+        return 1002;
+    }
+}
+
+void krait__ws_input(krait_server *srv, krait__conn *c)
+{
+    size_t off = 0;
+    int fail = 0;
+    while (!c->closed && off < c->in_len) {
+        krait__ws_frame f;
+        int code = 0;
+        int allowed_rsv = 0;
+        int hl = krait__ws_parse_header((const uint8_t *)c->in + off, c->in_len - off, 1,
+                                        allowed_rsv,
+                                        (uint64_t)srv->limits[KRAIT_LIMIT_WS_MESSAGE], &f, &code);
+        if (hl == KRAIT__NEED_MORE)
+            break;
+        if (hl < 0) {
+            fail = code ? code : 1002;
+            break;
+        }
+        if (c->in_len - off - (size_t)hl < f.payload_len)
+            break;  /* wait for the whole payload (bounded by the message limit) */
+        uint8_t *payload = (uint8_t *)c->in + off + hl;
+        krait__ws_unmask(payload, (size_t)f.payload_len, f.mask, 0);
+        off += (size_t)hl + (size_t)f.payload_len;
+        c->ws_ping_out = 0;
+        int rc = ws_frame(srv, c, &f, payload);
+        if (rc < 0)
+            break;  /* close handshake answered */
+        if (rc) {
+            fail = rc;
+            break;
+        }
+    }
+    if (off) {
+        memmove(c->in, c->in + off, c->in_len - off);
+        c->in_len -= off;
+    }
+    if (c->closed)
+        return;
+    if (fail) {
+        c->in_len = 0;
+        krait__ws_close(srv, c, fail, fail);
+        return;
+    }
+    if (!c->ws_close_after_flush)
+        krait__timer_set(srv, c, TL_WS);
+    krait__conn_flush(srv, c);
+}
+
+/* A WS_MESSAGE or WS_CLOSE from a worker. */
+void krait__ws_from_worker(krait_server *srv, const void *frame)
+{
+    const krait__ipc_frame *f = frame;
+    uint32_t id = f->id;
+    krait__map_entry *e = krait__map_get(&srv->ws_ids, (const char *)&id, sizeof id);
+    krait__conn *c = e ? (krait__conn *)(intptr_t)e->num[0] : NULL;
+    if (!c || c->closed || c->state != CS_WS)
+        return;  /* the connection is gone: the controller learns it from our WS_CLOSE */
+    if (f->type == KRAIT__IPC_WS_CLOSE) {
+        c->ws_notified = 1;  /* the worker knows: it asked */
+        krait__ws_close(srv, c, f->status ? f->status : 1000, 0);
+        return;
+    }
+    /* Never let one slow client hold unbounded output: beyond twice the message limit
+     * queued, the connection is closed (1008, policy). */
+    size_t queued = c->out_len;
+    if ((int64_t)queued > 2 * srv->limits[KRAIT_LIMIT_WS_MESSAGE]) {
+        krait__ws_close(srv, c, 1008, 1008);
+        return;
+    }
+    ws_send(srv, c, f->body_kind == 1 ? KRAIT__WS_TEXT : KRAIT__WS_BINARY, f->body.p, f->body.n);
+    krait__conn_flush(srv, c);
+}
+
+/* Idle: ping; still no answer one interval later: the peer is gone. */
+void krait__ws_timer(krait_server *srv, krait__conn *c)
+{
+    if (c->ws_close_after_flush || c->ws_ping_out) {
+        krait__conn_close(srv, c);
+        return;
+    }
+    c->ws_ping_out = 1;
+    ws_send(srv, c, KRAIT__WS_PING, "krait", 5);
+    krait__timer_set(srv, c, TL_WS);
+    krait__conn_flush(srv, c);
+}
+
+/* The connection is being closed (any cause): tell the worker once, forget the id. */
+void krait__ws_gone(krait_server *srv, krait__conn *c)
+{
+    if (c->state != CS_WS && !c->ws_pending)
+        return;
+    if (!c->ws_notified && c->worker >= 0 && c->state == CS_WS)
+        krait__worker_send_ws(srv, c->worker, KRAIT__IPC_WS_CLOSE, ws_id(c), 1006, "", 0);
+    c->ws_notified = 1;
+    unmap(srv, c);
+}
+
+void krait__ws_worker_died(krait_server *srv, int slot)
+{
+    for (krait__link *l = srv->conns.next; l != &srv->conns;) {
+        krait__conn *c = (krait__conn *)((char *)l - offsetof(krait__conn, all));
+        l = l->next;
+        if (c->state == CS_WS && c->worker == slot && !c->closed) {
+            c->ws_notified = 1;
+            c->worker = -1;
+            krait__ws_close(srv, c, 1011, 0);  /* §7.4.1: the server hit a condition */
+        }
+    }
+}
+
+void krait__ws_drain(krait_server *srv)
+{
+    for (krait__link *l = srv->conns.next; l != &srv->conns;) {
+        krait__conn *c = (krait__conn *)((char *)l - offsetof(krait__conn, all));
+        l = l->next;
+        if (c->state == CS_WS && !c->closed)
+            krait__ws_close(srv, c, 1001, 1001);  /* going away */
+    }
+}
