@@ -152,6 +152,9 @@ struct krait__conn {
     int ws_close_after_flush; /* close the TCP connection once the output is sent */
     int ws_notified;          /* the worker was told the connection ended */
     int ws_ping_out;          /* a ping is unanswered */
+    int ws_deflate;           /* permessage-deflate (RFC 7692): 1 offered+accepted */
+    int ws_msg_compressed;    /* the message being reassembled has RSV1 */
+    struct z_stream_s *ws_inflate, *ws_deflater;  /* created on first use */
 };
 
 typedef struct {
@@ -298,6 +301,7 @@ void krait__ws_timer(struct krait_server *srv, krait__conn *c);
 void krait__ws_gone(struct krait_server *srv, krait__conn *c);
 void krait__ws_worker_died(struct krait_server *srv, int slot);
 void krait__ws_drain(struct krait_server *srv);
+void krait__ws_free(krait__conn *c);
 /* worker.c: queue a WS_MESSAGE/WS_CLOSE frame to a worker. */
 void krait__worker_send_ws(struct krait_server *srv, int slot, uint8_t type, uint32_t id,
                            unsigned arg, const char *data, size_t len);

@@ -175,6 +175,7 @@ void krait_server_free(krait_server *srv)
         krait__conn *c = CONTAINER(srv->conns.next, krait__conn, all);
         krait__link_remove(&c->all);
         krait__tls_free(c);
+        krait__ws_free(c);
         if (c->fd >= 0)
             close(c->fd);
         if (c->file_fd >= 0)
@@ -691,6 +692,7 @@ static void reap(krait_server *srv)
 {
     for (size_t i = 0; i < srv->nreap; i++) {
         krait__conn *c = srv->reap[i];
+        krait__ws_free(c);
         free(c->in);
         free(c->out);
         free(c->body);
@@ -899,6 +901,39 @@ static int decode_path(const char *p, size_t n, char *out, size_t cap, size_t *o
     return hidden ? 404 : 0;
 }
 
+/* The authority of an absolute-form target: a non-empty host (reg-name, IPv4 or [IPv6]), no
+ * userinfo, and an optional all-digit port. */
+static int valid_authority(const char *a, size_t n)
+{
+    if (n == 0 || memchr(a, '@', n))
+        return 0;
+    size_t host_end = n;
+    if (a[0] == '[') {
+        const char *close = memchr(a, ']', n);
+        if (!close)
+            return 0;
+        host_end = (size_t)(close - a) + 1;
+        if (host_end < n && a[host_end] != ':')
+            return 0;
+    } else {
+        const char *colon = memchr(a, ':', n);
+        if (colon)
+            host_end = (size_t)(colon - a);
+    }
+    if (host_end == 0)
+        return 0;
+    for (size_t i = 0; i < host_end && a[0] != '['; i++) {
+        char ch = a[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '-' || ch == '.' || ch == '_' || ch == '~' || ch == '%'))
+            return 0;
+    }
+    for (size_t i = host_end + 1; i < n; i++)
+        if (a[i] < '0' || a[i] > '9')
+            return 0;
+    return 1;
+}
+
 static void send_allow(krait__conn *c, int verbs)
 {
     static const struct { int bit; const char *name; } names[] = {
@@ -975,7 +1010,10 @@ static void start_response(krait_server *srv, krait__conn *c)
 static void handle_request(krait_server *srv, krait__conn *c, krait__request *rq)
 {
     srv->stats[KRAIT_STAT_REQUESTS]++;
-    c->keep_alive = rq->info.keep_alive && !srv->draining;
+    /* Only a request handed to a worker has its body read (worker.c re-enables keep-alive
+     * there); any other answer to a request with a body closes the connection, so the unread
+     * body can never be taken for the next request. */
+    c->keep_alive = rq->info.keep_alive && !srv->draining && !rq->has_body;
     c->consume = rq->head_len;
     c->http10 = rq->version_minor == 0;
 
@@ -1002,23 +1040,37 @@ static void handle_request(krait_server *srv, krait__conn *c, krait__request *rq
         krait__error(srv, c, rq, 400, 1);
         return;
     }
+    if (memchr(t, '#', tn)) {
+        krait__error(srv, c, rq, 400, 1);  /* RFC 9112 §3.2: no fragment in a target */
+        return;
+    }
+    char abs_target[KRAIT__PATH_MAX + 2];
     if (tn > 7 && (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0)) {
         size_t skip = t[4] == ':' ? 7 : 8;
-        const char *slash = memchr(t + skip, '/', tn - skip);
-        const char *qm = memchr(t + skip, '?', tn - skip);
-        if (qm && (!slash || qm < slash)) {
-            /* "http://host?x": an empty path is "/" (RFC 9112 §3.2.2). */
-            static const char root_path[] = "/";
-            (void)root_path;
-            slash = NULL;
+        size_t end = skip;
+        while (end < tn && t[end] != '/' && t[end] != '?')
+            end++;
+        if (!valid_authority(t + skip, end - skip)) {
+            krait__error(srv, c, rq, 400, 1);  /* RFC 9110 §4.2.1, §4.2.4 */
+            return;
         }
-        if (!slash) {
-            t = "/";
-            tn = 1;
+        if (end == tn || t[end] == '?') {
+            /* "http://host" or "http://host?x": the path is "/" (RFC 9112 §3.2.2). */
+            if (tn - end + 1 >= sizeof abs_target) {
+                krait__error(srv, c, rq, 414, 1);
+                return;
+            }
+            abs_target[0] = '/';
+            memcpy(abs_target + 1, t + end, tn - end);
+            tn = tn - end + 1;
+            t = abs_target;
         } else {
-            tn -= (size_t)(slash - t);
-            t = slash;
+            tn -= end;
+            t += end;
         }
+    } else if (t[0] != '/') {
+        krait__error(srv, c, rq, 400, 1);  /* authority-form or garbage: not served here */
+        return;
     }
     const char *qmark = memchr(t, '?', tn);
     size_t pn = qmark ? (size_t)(qmark - t) : tn;
@@ -1042,8 +1094,6 @@ static void handle_request(krait_server *srv, krait__conn *c, krait__request *rq
             respond_allow(srv, c, rq, ans.allow);
         else
             krait__error(srv, c, rq, 404, rq->has_body);
-        if (rq->has_body)
-            c->keep_alive = 0;
         return;
     }
     if (ans.is_ctrl) {

@@ -373,6 +373,7 @@ params_done:;
     }
     c->frame_len = (size_t)n;
     c->head_only = rq->is_head;
+    c->keep_alive = rq->info.keep_alive && !srv->draining;  /* the body will be read */
     krait__log_begin(srv, c, rq, 0, 0);  /* status and size are filled in by the response */
     c->body_len = 0;
     if (rq->has_body) {

@@ -10,8 +10,138 @@
 #include <strings.h>
 #include <sys/epoll.h>
 
+#include <zlib.h>
+
 #include "internal.h"
 #include "ipc.h"
+
+/* permessage-deflate (RFC 7692) with no context takeover either way: each message is a fresh
+ * raw-deflate stream, so a connection keeps no 32 KiB window between messages. Messages under
+ * this size go out uncompressed (RSV1 clear), which §6.1 allows per message. */
+#define DEFLATE_MIN 64
+
+static int param_is(const char *p, size_t n, const char *name)
+{
+    return n == strlen(name) && strncasecmp(p, name, n) == 0;
+}
+
+/* Is this one extension offer (after "permessage-deflate") acceptable? Returns the server
+ * window bits to use (9..15), or 0 to decline it (§7.1: unknown or duplicate parameters,
+ * bad values, a server window of 8 that zlib cannot honour). */
+static int deflate_params(const char *p, const char *end)
+{
+    int sbits = 15, seen_s = 0, seen_c = 0, seen_snct = 0, seen_cnct = 0;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ';'))
+            p++;
+        if (p >= end)
+            break;
+        const char *name = p;
+        while (p < end && *p != '=' && *p != ';' && *p != ' ' && *p != '\t')
+            p++;
+        size_t nl = (size_t)(p - name);
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        const char *val = NULL;
+        size_t vl = 0;
+        if (p < end && *p == '=') {
+            p++;
+            while (p < end && (*p == ' ' || *p == '\t'))
+                p++;
+            int quoted = p < end && *p == '"';
+            if (quoted)
+                p++;
+            val = p;
+            while (p < end && *p != ';' && *p != '"' && *p != ' ' && *p != '\t')
+                p++;
+            vl = (size_t)(p - val);
+            if (quoted) {
+                if (p >= end || *p != '"')
+                    return 0;
+                p++;
+            }
+        }
+        int bits = -1;
+        if (val) {
+            if (vl < 1 || vl > 2)
+                return 0;
+            bits = 0;
+            for (size_t i = 0; i < vl; i++) {
+                if (val[i] < '0' || val[i] > '9')
+                    return 0;
+                bits = bits * 10 + (val[i] - '0');
+            }
+            if ((vl == 2 && val[0] == '0') || bits < 8 || bits > 15)
+                return 0;
+        }
+        if (param_is(name, nl, "server_no_context_takeover")) {
+            if (val || seen_snct++)
+                return 0;
+        } else if (param_is(name, nl, "client_no_context_takeover")) {
+            if (val || seen_cnct++)
+                return 0;
+        } else if (param_is(name, nl, "server_max_window_bits")) {
+            if (!val || seen_s++ || bits < 9)
+                return 0;
+            sbits = bits;
+        } else if (param_is(name, nl, "client_max_window_bits")) {
+            if (seen_c++)
+                return 0;
+        } else {
+            return 0;
+        }
+    }
+    return sbits;
+}
+
+/* Walk every Sec-WebSocket-Extensions field; accept the first usable permessage-deflate offer. */
+static int deflate_offer(krait_server *srv)
+{
+    for (size_t i = 0; i < srv->nhdr; i++) {
+        const krait__header *h = &srv->hdr[i];
+        if (!param_is(h->name, h->name_len, "sec-websocket-extensions"))
+            continue;
+        const char *p = h->value, *end = h->value + h->value_len;
+        while (p < end) {
+            const char *ext = p;
+            int inq = 0;
+            while (p < end && (inq || *p != ',')) {
+                if (*p == '"')
+                    inq = !inq;
+                p++;
+            }
+            const char *ext_end = p;
+            if (p < end)
+                p++;
+            while (ext < ext_end && (*ext == ' ' || *ext == '\t'))
+                ext++;
+            const char *semi = memchr(ext, ';', (size_t)(ext_end - ext));
+            const char *name_end = semi ? semi : ext_end;
+            while (name_end > ext && (name_end[-1] == ' ' || name_end[-1] == '\t'))
+                name_end--;
+            if (!param_is(ext, (size_t)(name_end - ext), "permessage-deflate"))
+                continue;
+            int sbits = deflate_params(semi ? semi : ext_end, ext_end);
+            if (sbits)
+                return sbits;
+        }
+    }
+    return 0;
+}
+
+void krait__ws_free(krait__conn *c)
+{
+    if (c->ws_inflate) {
+        inflateEnd(c->ws_inflate);
+        free(c->ws_inflate);
+        c->ws_inflate = NULL;
+    }
+    if (c->ws_deflater) {
+        deflateEnd(c->ws_deflater);
+        free(c->ws_deflater);
+        c->ws_deflater = NULL;
+    }
+}
 
 /* Does a comma-separated header list contain token (case-insensitive)? */
 static int has_token(const krait__header *h, const char *token)
@@ -65,6 +195,7 @@ int krait__ws_handshake_check(krait_server *srv, krait__conn *c, krait__request 
     }
     memcpy(c->ws_key, key->value, key->value_len);
     c->ws_key[key->value_len] = '\0';
+    c->ws_deflate = deflate_offer(srv);
     (void)has_token;
     return 0;
 }
@@ -80,6 +211,15 @@ void krait__ws_accept_response(krait_server *srv, krait__conn *c, const void *fr
     krait__out_str(c, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
     krait__out_str(c, accept);
     krait__out_add(c, "\r\n", 2);
+    if (c->ws_deflate) {
+        krait__out_str(c, "Sec-WebSocket-Extensions: permessage-deflate; "
+                          "server_no_context_takeover; client_no_context_takeover");
+        if (c->ws_deflate < 15) {
+            krait__out_str(c, "; server_max_window_bits=");
+            krait__out_u64(c, (uint64_t)c->ws_deflate);
+        }
+        krait__out_add(c, "\r\n", 2);
+    }
     const uint8_t *at = f->headers_at;
     for (size_t i = 0; i < f->nheaders; i++) {
         krait__slice name, value;
@@ -101,12 +241,62 @@ void krait__ws_accept_response(krait_server *srv, krait__conn *c, const void *fr
     c->keep_alive = 1;
 }
 
+/* Compress data into the output buffer after a 10-byte hole for the header. Returns the
+ * compressed length, or -1 to send the message uncompressed. */
+static long deflate_into(krait__conn *c, const char *data, size_t len, size_t at)
+{
+    if (!c->ws_deflater) {
+        c->ws_deflater = calloc(1, sizeof *c->ws_deflater);
+        if (!c->ws_deflater || deflateInit2(c->ws_deflater, 6, Z_DEFLATED, -c->ws_deflate, 8,
+                                            Z_DEFAULT_STRATEGY) != Z_OK) {
+            free(c->ws_deflater);
+            c->ws_deflater = NULL;
+            return -1;
+        }
+    } else {
+        deflateReset(c->ws_deflater);  /* server_no_context_takeover */
+    }
+    z_stream *z = c->ws_deflater;
+    size_t bound = deflateBound(z, len) + 16;
+    if (krait__out_reserve(c, at - c->out_len + bound) < 0)
+        return -1;
+    z->next_in = (Bytef *)data;
+    z->avail_in = (uInt)len;
+    z->next_out = (Bytef *)c->out + at;
+    z->avail_out = (uInt)(c->out_cap - at);
+    if (deflate(z, Z_SYNC_FLUSH) != Z_OK || z->avail_in != 0)
+        return -1;
+    size_t n = (size_t)((char *)z->next_out - (c->out + at));
+    /* §7.2.1: drop the 00 00 ff ff tail of the sync flush. */
+    if (n < 4)
+        return -1;
+    return (long)(n - 4);
+}
+
 static void ws_send(krait_server *srv, krait__conn *c, int opcode, const char *data, size_t len)
 {
     (void)srv;
     if (c->closed || c->ws_close_sent)
         return;
     uint8_t head[10];
+    if (c->ws_deflate && opcode < 8 && len >= DEFLATE_MIN && len <= UINT32_MAX) {
+        if (c->seg_i >= c->nseg) {
+            c->out_len = 0;
+            c->nseg = c->seg_i = 0;
+            c->seg_done = 0;
+        }
+        size_t from = c->out_len;
+        long n = deflate_into(c, data, len, from + 10);
+        if (n >= 0) {
+            size_t hn = krait__ws_write_header(head, 1, 1, opcode, (uint64_t)n);
+            /* Place the header right before the compressed bytes. */
+            memcpy(c->out + from + 10 - hn, head, hn);
+            memmove(c->out + from, c->out + from + 10 - hn, hn + (size_t)n);
+            c->out_len = from + hn + (size_t)n;
+            krait__seg_mem(c, from);
+            return;
+        }
+    }
     size_t hn = krait__ws_write_header(head, 1, 0, opcode, len);
     /* Drop what was already sent from the buffer before appending, so it never grows with
      * the connection's whole history. */
@@ -168,10 +358,88 @@ void krait__ws_begin(krait_server *srv, krait__conn *c)
         krait__ws_input(srv, c);
 }
 
+/* Inflate the assembled message (§7.2.2: append 00 00 ff ff) into a fresh buffer, never
+ * beyond the message limit: a small compressed frame must not become gigabytes (1009). */
+static int inflate_message(krait_server *srv, krait__conn *c)
+{
+    if (!c->ws_inflate) {
+        c->ws_inflate = calloc(1, sizeof *c->ws_inflate);
+        if (!c->ws_inflate || inflateInit2(c->ws_inflate, -15) != Z_OK) {
+            free(c->ws_inflate);
+            c->ws_inflate = NULL;
+            return 1011;
+        }
+    } else {
+        inflateReset(c->ws_inflate);  /* client_no_context_takeover */
+    }
+    static const unsigned char tail[4] = {0, 0, 0xff, 0xff};
+    size_t limit = (size_t)srv->limits[KRAIT_LIMIT_WS_MESSAGE];
+    size_t cap = c->body_len * 4 + 1024;
+    if (cap > limit + 1)
+        cap = limit + 1;
+    char *out = malloc(cap);
+    if (!out)
+        return 1011;
+    z_stream *z = c->ws_inflate;
+    size_t produced = 0;
+    for (int part = 0; part < 2; part++) {
+        z->next_in = part ? (Bytef *)tail : (Bytef *)c->body;
+        z->avail_in = part ? 4 : (uInt)c->body_len;
+        while (z->avail_in) {
+            if (produced == cap) {
+                if (cap > limit) {
+                    free(out);
+                    return 1009;
+                }
+                size_t ncap = cap * 2 > limit + 1 ? limit + 1 : cap * 2;
+                char *p = realloc(out, ncap);
+                if (!p) {
+                    free(out);
+                    return 1011;
+                }
+                out = p;
+                cap = ncap;
+            }
+            z->next_out = (Bytef *)out + produced;
+            z->avail_out = (uInt)(cap - produced);
+            int r = inflate(z, Z_SYNC_FLUSH);
+            produced = (size_t)((char *)z->next_out - out);
+            if (r == Z_STREAM_END)
+                break;
+            if (r != Z_OK && r != Z_BUF_ERROR) {
+                free(out);
+                return 1007;  /* §8.1-style: data that cannot be decoded */
+            }
+            if (r == Z_BUF_ERROR && z->avail_out)
+                break;
+        }
+    }
+    if (produced > limit) {
+        free(out);
+        return 1009;
+    }
+    if (c->ws_msg_op == KRAIT__WS_TEXT &&
+        (krait__utf8_feed(&c->ws_utf8, (const uint8_t *)out, produced) < 0 ||
+         !krait__utf8_complete(&c->ws_utf8))) {
+        free(out);
+        return 1007;
+    }
+    free(c->body);
+    c->body = out;
+    c->body_cap = cap;
+    c->body_len = produced;
+    return 0;
+}
+
 static int deliver_message(krait_server *srv, krait__conn *c)
 {
-    if (c->ws_msg_op == KRAIT__WS_TEXT && !krait__utf8_complete(&c->ws_utf8))
+    if (c->ws_msg_compressed) {
+        int rc = inflate_message(srv, c);
+        if (rc)
+            return rc;
+    } else if (c->ws_msg_op == KRAIT__WS_TEXT && !krait__utf8_complete(&c->ws_utf8)) {
         return 1007;
+    }
     if (c->worker >= 0 && !c->ws_notified)
         krait__worker_send_ws(srv, c->worker, KRAIT__IPC_WS_MESSAGE, ws_id(c),
                               c->ws_msg_op == KRAIT__WS_TEXT ? 1 : 2, c->body ? c->body : "",
@@ -190,7 +458,8 @@ static int append_payload(krait_server *srv, krait__conn *c, const uint8_t *p, s
 {
     if ((int64_t)(c->body_len + n) > srv->limits[KRAIT_LIMIT_WS_MESSAGE])
         return 1009;
-    if (c->ws_msg_op == KRAIT__WS_TEXT && krait__utf8_feed(&c->ws_utf8, p, n) < 0)
+    if (c->ws_msg_op == KRAIT__WS_TEXT && !c->ws_msg_compressed &&
+        krait__utf8_feed(&c->ws_utf8, p, n) < 0)
         return 1007;
     if (c->body_len + n > c->body_cap) {
         size_t ncap = c->body_cap ? c->body_cap : 4096;
@@ -217,24 +486,31 @@ static int ws_frame(krait_server *srv, krait__conn *c, const krait__ws_frame *f,
         if (c->ws_msg_op)
             return 1002;  /* §5.4: a new message inside a fragmented one */
         c->ws_msg_op = f->opcode;
+        c->ws_msg_compressed = (f->rsv & 4) != 0;
         memset(&c->ws_utf8, 0, sizeof c->ws_utf8);
         c->body_len = 0;
         /* fall through */
     case KRAIT__WS_CONT: {
         if (!c->ws_msg_op)
             return 1002;  /* a continuation with nothing to continue */
+        if (f->opcode == KRAIT__WS_CONT && (f->rsv & 4))
+            return 1002;  /* RFC 7692 §6.1: RSV1 only on a message's first frame */
         int rc = append_payload(srv, c, payload, n);
         if (rc)
             return rc;
         return f->fin ? deliver_message(srv, c) : 0;
     }
     case KRAIT__WS_PING:
+        if (f->rsv)
+            return 1002;  /* control frames are never compressed */
         ws_send(srv, c, KRAIT__WS_PONG, (const char *)payload, n);  /* §5.5.2 */
         return 0;
     case KRAIT__WS_PONG:
-        return 0;
+        return f->rsv ? 1002 : 0;
     case KRAIT__WS_CLOSE: {
         int code = 0;
+        if (f->rsv)
+            return 1002;
         if (krait__ws_check_close(payload, n, &code) < 0)
             return code ? code : 1002;
         int peer = n >= 2 ? (payload[0] << 8 | payload[1]) : 1005;
@@ -263,7 +539,7 @@ void krait__ws_input(krait_server *srv, krait__conn *c)
     while (!c->closed && off < c->in_len) {
         krait__ws_frame f;
         int code = 0;
-        int allowed_rsv = 0;
+        int allowed_rsv = c->ws_deflate ? 4 : 0;
         int hl = krait__ws_parse_header((const uint8_t *)c->in + off, c->in_len - off, 1,
                                         allowed_rsv,
                                         (uint64_t)srv->limits[KRAIT_LIMIT_WS_MESSAGE], &f, &code);
