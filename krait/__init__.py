@@ -35,8 +35,9 @@ __all__ = [
     "JsonResponse", "MultipartFormData", "Request", "Response", "ResponseBadRequest",
     "ResponseNotFound", "ResponseRedirect", "config", "cookie", "extra_headers",
     "get_full_path", "mvc", "request", "response", "set_content_type", "site_root", "url_params",
+    "websockets",
 ]
 
 _content_type: Any = None
 
-from krait import config, cookie, mvc  # noqa: E402,F401  (krait.config and krait.mvc, as sites use them)
+from krait import config, cookie, mvc, websockets  # noqa: E402,F401  (sites use krait.config etc.)

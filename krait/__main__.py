@@ -86,9 +86,15 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None:
             if value <= 0:
                 parser.error(f"--{flag} must be positive")
+            if flag == "max-header-fields" and value > 1000:
+                parser.error("--max-header-fields may be at most 1000")
             limits[name] = value
+    if args.https_port is not None:
+        if not 0 <= args.https_port <= 65535:
+            parser.error(f"invalid port '{args.https_port}' for --https-port")
+        https_port = args.https_port
     opts = Options(site_root=site_root, host=args.host, port=http_port,
-                   https_port=args.https_port or https_port, workers=args.workers,
+                   https_port=https_port, workers=args.workers,
                    access_log=args.access_log, debug=args.debug, reload=args.reload,
                    limits=limits)
     return Supervisor(opts).run()

@@ -120,20 +120,85 @@ max_connections: int = 65536
 spool_threshold: int = 1024 * 1024
 shutdown_timeout: float = 10.0
 
-#: TLS (behaviour §13.1).
+#: TLS (behaviour §13.1), used when an HTTPS port is given (``--https-port`` or
+#: ``--port HTTP/HTTPS``). Reloaded on SIGHUP.
 ssl_certificate_path: str | None = None
 ssl_private_key_path: str | None = None
 ssl_key_passphrase: str | None = None
+#: With an HTTPS port: answer plain-HTTP requests with a 301 to the same URL over HTTPS.
+https_redirect: bool = False
+#: With an HTTPS port: a ``Strict-Transport-Security`` value for every HTTPS response
+#: (e.g. ``"max-age=31536000"``); empty for none.
+hsts: str = ""
+
+
+class _TrackedList(list):
+    """A default list of ``krait.config`` that remembers where the site last changed it, so a
+    bad value added with ``config.cache_private.append(...)`` is reported with its file:line."""
+
+    def __init__(self, name: str, items: Any = ()) -> None:
+        super().__init__(items)
+        self._name = name
+
+    def _touched(self) -> None:
+        _locations[self._name] = _caller_location()
+
+    def append(self, item: Any) -> None:
+        self._touched()
+        super().append(item)
+
+    def extend(self, items: Any) -> None:
+        self._touched()
+        super().extend(items)
+
+    def insert(self, index: Any, item: Any) -> None:
+        self._touched()
+        super().insert(index, item)
+
+    def __setitem__(self, index: Any, item: Any) -> None:
+        self._touched()
+        super().__setitem__(index, item)
+
+    def __iadd__(self, items: Any) -> _TrackedList:
+        self._touched()
+        return super().__iadd__(items)
+
+    def __reduce__(self) -> Any:
+        return (list, (list(self),))
+
+
+# Where each setting was last assigned or changed by site code: name → (filename, lineno).
+_locations: dict[str, tuple[str | None, int | None]] = {}
+
+
+def where(name: str) -> str | None:
+    """``"file:line"`` of the site code that last set or changed ``krait.config.<name>``, or
+    ``None`` when the site never touched it (or the place is unknown)."""
+    filename, lineno = _locations.get(name, (None, None))
+    if filename is None:
+        return None
+    return f"{filename}:{lineno}" if lineno is not None else filename
+
+
+class _ConfigModule(type(sys)):  # type: ignore[misc]
+    """The module's class: assignments like ``config.cache_private = [...]`` are recorded."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not name.startswith("_"):
+            _locations[name] = _caller_location()
+        super().__setattr__(name, value)
 
 
 def reset() -> None:
     """Restore every setting to its default (used before loading a site)."""
-    module = sys.modules[__name__]
-    defaults = _DEFAULTS
-    for name, value in defaults.items():
-        setattr(module, name, list(value) if isinstance(value, list) else value)
+    namespace = sys.modules[__name__].__dict__
+    for name, value in _DEFAULTS.items():
+        namespace[name] = _TrackedList(name, value) if isinstance(value, list) else value
+    _locations.clear()
 
 
 _DEFAULTS = {k: (list(v) if isinstance(v, list) else v) for k, v in dict(globals()).items()
              if not k.startswith("_") and isinstance(v, (int, float, str, list, type(None)))
              and k not in ("annotations",)}
+reset()
+sys.modules[__name__].__class__ = _ConfigModule

@@ -592,7 +592,7 @@ class FrameReader:
                 self._fill(4)
         self._fill(HEADER_SIZE)
         ftype = self._buf[self._start + 4]
-        if ftype not in (REQUEST, RESPONSE, CHUNK, END):
+        if ftype not in (REQUEST, RESPONSE, CHUNK, END, WS_MESSAGE, WS_CLOSE):
             raise ValueError(f"unknown frame type {ftype}")
         self._fill(size)
         start = self._start

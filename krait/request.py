@@ -53,14 +53,22 @@ class Headers(dict):
         super().__init__()
         if headers is None:
             return
-        items = headers.items() if isinstance(headers, Mapping) else headers
+        # Built for every dynamic request: plain dict operations, no per-item method lookups.
+        items = headers if type(headers) is list else \
+            headers.items() if isinstance(headers, Mapping) else headers
+        get = dict.get
+        put = dict.__setitem__
         for name, value in items:
-            key = _text(name).lower()
-            value = _text(value).strip()
-            if key in self:
-                separator = "; " if key == "cookie" else ","
-                value = super().__getitem__(key) + separator + value
-            super().__setitem__(key, value)
+            if type(name) is not str:
+                name = _text(name)
+            if type(value) is not str:
+                value = _text(value)
+            key = name.lower()
+            value = value.strip()
+            previous = get(self, key)
+            if previous is not None:
+                value = previous + ("; " if key == "cookie" else ",") + value
+            put(self, key, value)
 
     @staticmethod
     def _key(key: Any) -> Any:
@@ -196,8 +204,7 @@ class Request:
         if isinstance(query_string, (bytes, bytearray)):
             query_string = query_string.decode("utf-8", "replace")
         self.query_string: str = query_string or ""
-        #: The query string parsed into a dict (see :meth:`get_post_form` for the rules).
-        self.query: dict[str, str] = _parse_urlencoded(self.query_string)
+        self._query: dict[str, str] | None = None
         #: ``"HTTP/1.1"`` or ``"HTTP/1.0"``.
         self.http_version: str = http_version
         #: The headers, with lower-cased names (lookups are case-insensitive).
@@ -217,6 +224,20 @@ class Request:
         else:
             self._body = bytes(body or b"")
         self._cookies: dict[str, str] | None = None
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The query string parsed into a dict (see :meth:`get_post_form` for the rules).
+
+        Parsed on first access and kept; assigning a dict replaces it.
+        """
+        if self._query is None:
+            self._query = _parse_urlencoded(self.query_string)
+        return self._query
+
+    @query.setter
+    def query(self, value: dict[str, str]) -> None:
+        self._query = value
 
     @property
     def body(self) -> bytes:

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ VERB_BITS = {
 }
 
 # krait.config attribute → (core limit, scale to the core's unit).
+#: The core's fixed ceiling on header fields per request (KRAIT__MAX_HEADERS_CAP).
+MAX_HEADER_FIELDS = 1000
+
 LIMITS = {
     "max_request_line": (lib.KRAIT_LIMIT_REQUEST_LINE, 1),
     "max_header_size": (lib.KRAIT_LIMIT_HEAD, 1),
@@ -69,11 +73,22 @@ def _site_frame(tb: Any, site_root: str) -> tuple[str, int] | None:
     return found
 
 
+def _site_traceback(exc: BaseException, site_root: str) -> str:
+    """The traceback of an error in the site's code, without krait's own frames above it."""
+    tb = exc.__traceback__
+    root = os.path.realpath(site_root) + os.sep
+    while tb is not None and not os.path.realpath(tb.tb_frame.f_code.co_filename).startswith(root):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+
+
 def load_site(site_root: str) -> dict[str, Any]:
     """Put ``<site>/.py`` on ``sys.path``, set ``krait.site_root``, run ``init.py``.
 
     Returns init.py's globals. Raises StartupError with ``file:line: message``.
     """
+    if not os.path.exists(site_root):
+        raise StartupError(f"site root {site_root!r} does not exist")
     if not os.path.isdir(site_root):
         raise StartupError(f"site root {site_root!r} is not a directory")
     if not os.access(site_root, os.R_OK | os.X_OK):
@@ -92,12 +107,13 @@ def load_site(site_root: str) -> dict[str, Any]:
         where = exc.filename and f"{exc.filename}:{exc.lineno}" or init
         raise StartupError(f"{where}: {exc.message}") from None
     except SyntaxError as exc:
-        raise StartupError(f"{exc.filename}:{exc.lineno}: {exc.msg}") from None
+        raise StartupError(f"{exc.filename}:{exc.lineno}: {type(exc).__name__}: {exc.msg}\n"
+                           f"{_site_traceback(exc, site_root)}") from None
     except BaseException as exc:  # noqa: BLE001 - any failure of the site's code stops start-up
         where = _site_frame(exc.__traceback__, site_root)
         loc = f"{where[0]}:{where[1]}" if where else init
-        detail = "".join(traceback.format_exception(exc))
-        raise StartupError(f"{loc}: {type(exc).__name__}: {exc}\n{detail}") from None
+        raise StartupError(f"{loc}: {type(exc).__name__}: {exc}\n"
+                           f"{_site_traceback(exc, site_root)}") from None
 
 
 def _target_exists(site_root: str, target: str) -> bool:
@@ -120,13 +136,19 @@ def _target_exists(site_root: str, target: str) -> bool:
 def validate_routes(site_root: str) -> list[config.Route]:
     """Check krait.config.routes (invariant 6); an empty list means [Route()]."""
     routes = config.routes
-    if routes is None or len(routes) == 0:
+    set_at = config.where("routes")
+    prefix = f"{set_at}: " if set_at else ""
+    if routes is None:
         return [config.Route()]
-    if not isinstance(routes, list):
-        raise StartupError(f"krait.config.routes must be a list, not {type(routes).__name__}")
+    if not isinstance(routes, (list, tuple)):
+        raise StartupError(f"{prefix}krait.config.routes must be a list of krait.config.Route, "
+                           f"not {type(routes).__name__}")
+    if len(routes) == 0:
+        return [config.Route()]
     for route in routes:
         if not isinstance(route, config.Route):
-            raise StartupError(f"krait.config.routes holds {route!r}, not a krait.config.Route")
+            raise StartupError(f"{prefix}krait.config.routes holds {route!r}, "
+                               "not a krait.config.Route")
         where = f"{route.filename}:{route.lineno}"
         target = route.target
         if target is not None and "{" not in target:
@@ -144,15 +166,20 @@ def validate_routes(site_root: str) -> list[config.Route]:
 
 
 def _compile_list(name: str) -> list[re.Pattern[str]]:
+    """Compile the cache-rule regexes of ``krait.config.<name>`` (behaviour §10.1)."""
     value = getattr(config, name)
+    set_at = config.where(name)
+    prefix = f"{set_at}: " if set_at else ""
     if not isinstance(value, (list, tuple)):
-        raise StartupError(f"krait.config.{name} must be a list of regexes")
+        raise StartupError(f"{prefix}krait.config.{name} must be a list of regexes, "
+                           f"not {type(value).__name__}")
     out = []
     for rx in value:
         try:
             out.append(re.compile(rx))
         except (re.error, TypeError) as exc:
-            raise StartupError(f"krait.config.{name}: invalid regex {rx!r}: {exc}") from None
+            raise StartupError(f"{prefix}krait.config.{name}: invalid regex {rx!r}: {exc}"
+                               ) from None
     return out
 
 
@@ -269,17 +296,110 @@ class Options:
     limits: dict[str, float] = field(default_factory=dict)
 
 
+#: Signals the C loop takes through its signalfd. They are blocked in every thread of the
+#: master (helper threads included), or the kernel could deliver one to a thread that would
+#: die of it (SIGHUP's default action is to terminate the process).
+LOOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+#: Seconds a new worker may take to load the site before start-up or a reload gives up.
+READY_TIMEOUT = 60.0
+#: Seconds between two scans of the site for changed .py files (``--reload``).
+WATCH_INTERVAL = 0.5
+
+
+class WorkerProc:
+    """A worker process and the master's ends of its sockets."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket | None,
+                 ready_fd: int | None) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.sock = sock  # the core's end, until it is handed to the core
+        self.ready_fd = ready_fd  # read end of the readiness pipe, until it is read
+        self.started = time.monotonic()
+        self.slot: int | None = None
+
+    def close_ready(self) -> None:
+        if self.ready_fd is not None:
+            os.close(self.ready_fd)
+            self.ready_fd = None
+
+    def discard(self) -> None:
+        """Kill a worker that never reached the core."""
+        self.close_ready()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL is not ignorable
+            pass
+
+
+def wait_ready(procs: list[WorkerProc], timeout: float) -> list[str]:
+    """Wait until every worker has loaded the site; returns the errors (empty: all ready).
+
+    A worker writes ``ok`` on its readiness pipe once ``init.py`` ran, or the reason it failed;
+    end-of-file without ``ok`` means it died while starting.
+    """
+    import selectors
+
+    errors: list[str] = []
+    pending = {w.ready_fd: w for w in procs if w.ready_fd is not None}
+    texts: dict[int, bytes] = {fd: b"" for fd in pending}
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        for fd in pending:
+            sel.register(fd, selectors.EVENT_READ)
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                errors += [f"worker {w.pid} did not finish loading the site in {timeout:g} s"
+                           for w in pending.values()]
+                break
+            for key, _ in sel.select(left):
+                fd = key.fd
+                data = os.read(fd, 65536)
+                if data:
+                    texts[fd] += data
+                    continue
+                sel.unregister(fd)
+                w = pending.pop(fd)
+                w.close_ready()
+                text = texts[fd].decode("utf-8", "replace").strip()
+                if text != "ok":
+                    status = w.proc.poll()
+                    if not text:
+                        text = f"worker {w.pid} exited while loading the site" + (
+                            f" (status {status})" if status is not None else "")
+                    errors.append(text)
+    return errors
+
+
 class Supervisor:
     """Owns the core server and the worker processes."""
 
     def __init__(self, opts: Options) -> None:
         self.opts = opts
-        self.workers: dict[int, subprocess.Popen[bytes]] = {}
+        self.workers: dict[int, WorkerProc] = {}  # slot → worker serving requests
+        self.exiting: list[WorkerProc] = []  # retired or dead, not yet reaped
+        self.retired: set[int] = set()  # slots being retired (no replacement)
         self.stopping = False
         self.quick_deaths = 0
         self.server: Server | None = None
         self.rules = Rules(routes=[])
         self.log_file: Any = None
+        self.count = 1
+        # Reloads: a generation of new workers starts in a helper thread; the loop thread
+        # installs it when woken by a SIGHUP the helper sends to this process.
+        self._lock = threading.Lock()
+        self._generation: list[WorkerProc] | None = None  # starting
+        self._ready: tuple[list[WorkerProc], list[str]] | None = None  # started, to install
+        self._again = False  # another reload was asked for while one was starting
+        self._watch_requested = False
+        self._stop_threads = threading.Event()
+        self._threads: list[threading.Thread] = []
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -293,14 +413,28 @@ class Supervisor:
                            private=_compile_list("cache_private"),
                            public=_compile_list("cache_public"),
                            long_term=_compile_list("cache_long_term"))
+        for name in LIMITS:
+            value = getattr(config, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                set_at = config.where(name)
+                raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.{name} must "
+                                   f"be a positive number, not {value!r}")
+        if config.max_header_fields > MAX_HEADER_FIELDS:
+            set_at = config.where("max_header_fields")
+            raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.max_header_fields "
+                               f"may be at most {MAX_HEADER_FIELDS}, not "
+                               f"{config.max_header_fields!r}")
+        for name in ("cache_max_age_default", "cache_max_age_long_term"):
+            value = getattr(config, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                set_at = config.where(name)
+                raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.{name} must "
+                                   f"be a number of seconds, not {value!r}")
         server = Server(opts.site_root)
         self.server = server
         server.set_version(krait.__version__)
         for name, (which, scale) in LIMITS.items():
-            value = getattr(config, name)
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise StartupError(f"krait.config.{name} must be a positive number, not {value!r}")
-            server.set_limit(which, int(value * scale))
+            server.set_limit(which, int(getattr(config, name) * scale))
         server.set_cache_ages(int(config.cache_max_age_default),
                               int(config.cache_max_age_long_term))
         for ext, mime in sorted(_mime.table().items()):
@@ -316,68 +450,248 @@ class Supervisor:
             server.set_access_log(self.log_file.fileno())
         return server
 
+    def load_certificate(self) -> None:
+        """(Re)load the TLS certificate and key named by krait.config (behaviour §13.1)."""
+        assert self.server is not None
+        cert, key = config.ssl_certificate_path, config.ssl_private_key_path
+        passphrase = config.ssl_key_passphrase
+        for name, value in (("ssl_certificate_path", cert), ("ssl_private_key_path", key)):
+            if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+                set_at = config.where(name) or os.path.join(self.opts.site_root, ".py",
+                                                           "init.py")
+                raise StartupError(f"{set_at}: an HTTPS port needs krait.config.{name}")
+        if passphrase is not None and not isinstance(passphrase, str):
+            raise StartupError("krait.config.ssl_key_passphrase must be a str")
+        for name in ("https_redirect", "hsts"):
+            kind = bool if name == "https_redirect" else str
+            if not isinstance(getattr(config, name), kind):
+                set_at = config.where(name)
+                raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.{name} must "
+                                   f"be a {kind.__name__}")
+        self.server.set_tls(os.fspath(cert), os.fspath(key), passphrase)  # type: ignore[arg-type]
+
     # -- workers ------------------------------------------------------------------------------
 
-    def spawn_worker(self) -> None:
-        assert self.server is not None
+    def start_worker(self, wait_ready: bool) -> WorkerProc:
+        """fork+exec ``python -m krait.worker``; the core's end of its socketpair stays in the
+        returned WorkerProc until :meth:`install`. With ``wait_ready``, keep the read end of
+        its readiness pipe to learn when it has loaded the site."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ready_r, ready_w = os.pipe()
         cmd = [sys.executable, "-m", "krait.worker", self.opts.site_root, "--fd",
-               str(child.fileno())]
+               str(child.fileno()), "--ready-fd", str(ready_w)]
         if self.opts.debug:
             cmd.append("--debug")
         env = dict(os.environ)
         for name, value in self.opts.limits.items():
             env[f"KRAIT_CONFIG_{name}"] = repr(value)
-        proc = subprocess.Popen(cmd, pass_fds=(child.fileno(),), start_new_session=True,
-                                stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno(), env=env)
-        child.close()
-        fd = parent.detach()
-        slot = self.server.add_worker(fd, proc.pid)
-        self.workers[slot] = proc
-        proc.started = time.monotonic()  # type: ignore[attr-defined]
+        try:
+            proc = subprocess.Popen(cmd, pass_fds=(child.fileno(), ready_w),
+                                    start_new_session=True, stdin=subprocess.DEVNULL,
+                                    stdout=sys.stderr.fileno(), env=env)
+        except BaseException:
+            parent.close()
+            os.close(ready_r)
+            raise
+        finally:
+            child.close()
+            os.close(ready_w)
+        if not wait_ready:
+            os.close(ready_r)
+            ready_r = None
+        return WorkerProc(proc, parent, ready_r)
+
+    def install(self, w: WorkerProc) -> None:
+        """Hand a started worker to the core (which owns its socket from then on)."""
+        assert self.server is not None and w.sock is not None
+        fd = w.sock.detach()
+        w.sock = None
+        try:
+            w.slot = self.server.add_worker(fd, w.pid)
+        except OSError:
+            os.close(fd)
+            raise
+        self.workers[w.slot] = w
+
+    def spawn_worker(self) -> None:
+        """Start a replacement worker and hand it to the core at once: requests wait on its
+        socket while it loads the site."""
+        self.install(self.start_worker(wait_ready=False))
 
     def reap(self) -> None:
-        for proc in list(self.workers.values()):
-            proc.poll()
+        for w in list(self.workers.values()):
+            w.proc.poll()
+        for w in list(self.exiting):
+            if w.proc.poll() is not None:
+                self.exiting.remove(w)
 
     def on_event(self, kind: int, a: int, b: int) -> None:
         if kind == lib.KRAIT_EVENT_CHILD:
             self.reap()
         elif kind == lib.KRAIT_EVENT_WORKER_EXIT:
-            proc = self.workers.pop(a, None)
-            if proc is not None and proc.poll() is None:
-                try:
-                    proc.kill()
-                except ProcessLookupError:
-                    pass
-            if self.stopping or self.server is None:
-                return
-            started = getattr(proc, "started", 0.0)
-            if time.monotonic() - started < 1.0:
-                self.quick_deaths += 1
-            else:
-                self.quick_deaths = 0
-            if self.quick_deaths > 20:
-                log("workers keep dying right after start; stopping (see the errors above)")
-                self.server.stop()
-                return
-            self.spawn_worker()
+            self.worker_exit(a)
         elif kind == lib.KRAIT_EVENT_RELOAD:
-            self.reload()
+            self.on_reload_signal()
+
+    def worker_exit(self, slot: int) -> None:
+        """The core let go of a worker: retired (it exits by itself on end-of-file), or dead,
+        overrunning or broken (replace it)."""
+        w = self.workers.pop(slot, None)
+        if w is None:
+            return
+        self.exiting.append(w)
+        if slot in self.retired:
+            self.retired.discard(slot)
+            return
+        if w.proc.poll() is None:
+            try:
+                w.proc.kill()  # it stopped answering the core: it must not linger
+            except ProcessLookupError:
+                pass
+        if self.stopping or self.server is None:
+            return
+        if time.monotonic() - w.started < 1.0:
+            self.quick_deaths += 1
+        else:
+            self.quick_deaths = 0
+        if self.quick_deaths > 20:
+            log("workers keep dying right after start; stopping (see the errors above)")
+            self.server.stop()
+            return
+        try:
+            self.spawn_worker()
+        except OSError as exc:
+            log(f"cannot start a worker: {exc}")
+
+    # -- reloads (SIGHUP, --reload) -----------------------------------------------------------
+
+    def on_reload_signal(self) -> None:
+        """SIGHUP in the loop thread: install a generation that finished starting, and/or
+        start a new one."""
+        with self._lock:
+            ready, self._ready = self._ready, None
+            requested, self._watch_requested = self._watch_requested, False
+        if ready is not None:
+            self.install_generation(*ready)
+        if ready is None or requested:
+            if self.opts.https_port is not None:
+                try:
+                    self.load_certificate()
+                    log("reloaded the TLS certificate")
+                except (OSError, StartupError) as exc:
+                    log(f"the TLS certificate was not reloaded, the old one stays: {exc}")
+            self.request_reload()
+
+    def request_reload(self) -> None:
+        """Start new workers with freshly loaded code; the old ones keep serving meanwhile."""
+        if self.stopping:
+            return
+        with self._lock:
+            if self._generation is not None:
+                self._again = True
+                return
+            log("reloading: starting new workers")
+            gen: list[WorkerProc] = []
+            try:
+                for _ in range(self.count):
+                    gen.append(self.start_worker(wait_ready=True))
+            except OSError as exc:
+                log(f"reload failed: cannot start workers: {exc}")
+                for w in gen:
+                    w.discard()
+                return
+            self._generation = gen
+        t = threading.Thread(target=self._await_generation, args=(gen,), daemon=True,
+                             name="krait-reload")
+        self._threads.append(t)
+        t.start()
+
+    def _await_generation(self, gen: list[WorkerProc]) -> None:
+        errors = wait_ready(gen, READY_TIMEOUT)
+        with self._lock:
+            self._generation = None
+            self._ready = (gen, errors)
+        self._wake_loop()
+
+    def _wake_loop(self) -> None:
+        """Run on_reload_signal in the loop thread (the only one that may touch the core)."""
+        if not self._stop_threads.is_set():
+            os.kill(os.getpid(), signal.SIGHUP)
+
+    def install_generation(self, gen: list[WorkerProc], errors: list[str]) -> None:
+        assert self.server is not None
+        if self.stopping:
+            for w in gen:
+                w.discard()
+            return
+        if errors:
+            for w in gen:
+                w.discard()
+            for error in errors:
+                log(f"reload failed, the old workers keep serving: {error}")
+        else:
+            old = list(self.workers)
+            try:
+                for w in gen:
+                    self.install(w)
+            except OSError as exc:
+                log(f"reload failed: {exc}")
+                for w in gen:
+                    if w.slot is None:
+                        w.discard()
+            else:
+                for slot in old:
+                    self.retired.add(slot)
+                    self.server.retire_worker(slot)
+                log(f"reloaded: {len(gen)} new worker{'s' if len(gen) != 1 else ''}")
+        with self._lock:
+            again, self._again = self._again, False
+        if again:
+            self.request_reload()
 
     def reload(self) -> None:
         """SIGHUP: fresh workers with newly loaded code replace the old ones, none dropped."""
-        assert self.server is not None
-        log("reloading workers")
-        old = list(self.workers)
-        for _ in range(len(old)):
-            self.spawn_worker()
-        for slot in old:
-            self.server.retire_worker(slot)
+        self.request_reload()
+
+    def _scan_sources(self) -> dict[str, tuple[int, int]]:
+        """(mtime, size) of every .py file under the site root, hidden folders included."""
+        found: dict[str, tuple[int, int]] = {}
+        for folder, dirs, files in os.walk(self.opts.site_root):
+            dirs[:] = [d for d in dirs if d not in ("__pycache__", ".git", ".hg", ".svn",
+                                                    "node_modules")]
+            for name in files:
+                if name.endswith(".py"):
+                    path = os.path.join(folder, name)
+                    try:
+                        st = os.stat(path)
+                    except OSError:
+                        continue
+                    found[path] = (st.st_mtime_ns, st.st_size)
+        return found
+
+    def _watch(self) -> None:
+        """--reload: poll the site's .py files; a change, addition or removal reloads."""
+        before = self._scan_sources()
+        while not self._stop_threads.wait(WATCH_INTERVAL):
+            now = self._scan_sources()
+            if now == before:
+                continue
+            changed = sorted(set(now.items()) ^ set(before.items()))
+            before = now
+            log(f"{os.path.relpath(changed[0][0], self.opts.site_root)} changed: reloading")
+            with self._lock:
+                self._watch_requested = True
+            self._wake_loop()
 
     def stop_workers(self) -> None:
-        procs = list(self.workers.values())
+        with self._lock:
+            pending = list(self._generation or []) + list(self._ready[0] if self._ready else [])
+            self._generation, self._ready = None, None
+        procs = [w.proc for w in [*self.workers.values(), *self.exiting]]
         self.workers.clear()
+        self.exiting.clear()
+        for w in pending:
+            w.discard()
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -403,28 +717,62 @@ class Supervisor:
             if opts.port is not None:
                 port = server.listen(host, opts.port)
                 urls.append(f"http://{shown}:{port}/")
+            if opts.https_port is not None:
+                self.load_certificate()
+                https = server.listen(host, opts.https_port, tls=True)
+                urls.append(f"https://{shown}:{https}/")
+                server.set_https(https if config.https_redirect else 0, config.hsts or "")
         except StartupError as exc:
             log(str(exc))
             return 1
         except OSError as exc:
             log(str(exc))
             return 1
-        count = opts.workers or os.cpu_count() or 1
+        self.count = count = opts.workers or os.cpu_count() or 1
+        first: list[WorkerProc] = []
         try:
             for _ in range(count):
-                self.spawn_worker()
-        except OSError as exc:
-            log(f"cannot start workers: {exc}")
+                first.append(self.start_worker(wait_ready=True))
+            errors = wait_ready(first, READY_TIMEOUT)
+            if errors:
+                raise StartupError("a worker could not load the site:\n" + errors[0])
+            for w in first:
+                self.install(w)
+        except BaseException as exc:  # noqa: BLE001 - Ctrl-C while the workers load, too
+            if isinstance(exc, OSError):
+                log(f"cannot start workers: {exc}")
+            elif isinstance(exc, StartupError):
+                log(str(exc))
+            for w in first:
+                if w.slot is None:
+                    w.discard()
+            self.stopping = True
+            self.stop_workers()
+            server.close()
+            if isinstance(exc, KeyboardInterrupt):
+                log("interrupted while the workers were starting")
+                return 130
+            if not isinstance(exc, (OSError, StartupError)):
+                raise
             return 1
+        # From here on the loop owns these signals (through its signalfd). Blocked before any
+        # helper thread starts, so that every thread inherits the mask: the C loop blocks them
+        # only in its own thread, and a SIGHUP delivered to another one would kill the process.
+        signal.pthread_sigmask(signal.SIG_BLOCK, LOOP_SIGNALS)
         log(f"serving {os.path.abspath(opts.site_root)} at {' '.join(urls)} "
             f"with {count} worker{'s' if count != 1 else ''} (pid {os.getpid()})")
         if not os.path.isfile(os.path.join(opts.site_root, ".py", "init.py")):
             log("no .py/init.py in the site: every file is served by its URL. Create it to add "
                 "routes, cache rules and limits (see docs/configuration.md)")
+        if opts.reload:
+            t = threading.Thread(target=self._watch, daemon=True, name="krait-watch")
+            self._threads.append(t)
+            t.start()
         try:
             server.run()
         finally:
             self.stopping = True
+            self._stop_threads.set()
             self.stop_workers()
             server.close()
             if self.log_file is not None:

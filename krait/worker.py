@@ -1,48 +1,97 @@
 """A worker process: reads request frames from its socketpair, sets the module globals of the
 original Krait API (``krait.request``, ``krait.response``, ...), runs the ``.py`` script,
 template or controller, and writes the response frame(s) back. One request at a time
-(invariant 2). Started by the supervisor as ``python -m krait.worker <site> --fd N``."""
+(invariant 2). Started by the supervisor as
+``python -m krait.worker <site> --fd N [--ready-fd M] [--debug]``.
+
+The loop is the hot path of every dynamic request: everything that can be decided once (the
+routes, the cache rules, the base name of a target file, the compiled script) is decided once
+and kept; nothing here imports, reads the configuration or stats more than the script file.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import html
 import io
 import os
+import queue
 import signal
 import socket
 import sys
+import threading
 import traceback
 from typing import Any
 
 import krait
-from krait import _mime, config, mvc, protocol
+from krait import _mime, config, mvc, protocol, websockets
 from krait.errors import HTTPError
 from krait.request import Request
-from krait.response import ErrorResponse, FileResponse, Response
+from krait.response import ErrorResponse, Response, ResponseBadRequest
 
 _NO_STORE = "no-cache, no-store, must-revalidate"
+# Cache decision flags (krait.h KRAIT_CACHE_*), as Rules.cache_flags returns them.
+_CACHE_NO_STORE, _CACHE_PRIVATE, _CACHE_PUBLIC, _CACHE_LONG = 1, 2, 4, 8
+# Bounded memo tables (cleared when full: they refill on demand).
+_MEMO_MAX = 4096
+_TEMPLATE_EXTENSIONS = (".html", ".htm", ".pyml", ".mako")
+_RESULT = "__krait_return__"
+
+
+def _compile_script(source: bytes, path: str) -> Any:
+    """Compile a ``.py`` target. Like Krait 1.0, a top-level ``return value`` is allowed (its
+    non-``None`` value becomes ``krait.response``); only such a script is wrapped in a
+    function, so every other script keeps plain module semantics."""
+    try:
+        return compile(source, path, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        if exc.msg != "'return' outside function":
+            raise
+    tree = ast.parse(source, path)
+    body = tree.body
+    # A docstring and ``from __future__`` imports must stay at the top of the module.
+    head = 0
+    while head < len(body) and (
+            (isinstance(body[head], ast.ImportFrom) and body[head].module == "__future__")
+            or (head == 0 and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str))):
+        head += 1
+    wrapper = ast.parse(f"def __krait_script__():\n    pass\n{_RESULT} = __krait_script__()\n")
+    func = wrapper.body[0]
+    assert isinstance(func, ast.FunctionDef)
+    # The wrapper's own lines point at line 1, so that tracebacks name the script's lines.
+    for node in [func, func.args, *ast.walk(wrapper.body[1])]:
+        if hasattr(node, "lineno"):
+            node.lineno = node.end_lineno = 1
+    func.body = body[head:] or [ast.Pass()]
+    wrapper.body[:0] = body[:head]
+    ast.fix_missing_locations(wrapper)
+    return compile(wrapper, path, "exec", dont_inherit=True)
 
 
 class ScriptCache:
-    """Compiled ``.py`` targets, reused until the file changes (mtime or size)."""
+    """Compiled ``.py`` targets, reused until the file changes (mtime, size or inode)."""
 
     def __init__(self) -> None:
-        self._code: dict[str, tuple[int, int, Any]] = {}
+        self._code: dict[str, tuple[int, int, int, Any]] = {}
 
     def get(self, path: str) -> Any:
         st = os.stat(path)
         hit = self._code.get(path)
-        if hit and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
-            return hit[2]
+        if hit and hit[0] == st.st_mtime_ns and hit[1] == st.st_size and hit[2] == st.st_ino:
+            return hit[3]
         with open(path, "rb") as f:
-            code = compile(f.read(), path, "exec")
-        self._code[path] = (st.st_mtime_ns, st.st_size, code)
+            code = _compile_script(f.read(), path)
+        if len(self._code) >= _MEMO_MAX:
+            self._code.clear()
+        self._code[path] = (st.st_mtime_ns, st.st_size, st.st_ino, code)
         return code
 
 
-def _content_type_for(name: str) -> str | None:
+def _content_type_for(name: str) -> str:
     """Behaviour §6: the base filename's extension; ``x.json.pyml`` uses ``.json``."""
     base = os.path.basename(name)
     if base.endswith(".pyml"):
@@ -54,8 +103,21 @@ def _content_type_for(name: str) -> str | None:
     ext = os.path.splitext(base)[1]
     mime = _mime.type_for_extension(ext) if ext else None
     if mime is None:
-        return "application/octet-stream" if ext else None
+        return "application/octet-stream"  # unknown or no extension (behaviour §6)
     return _mime.with_charset(mime)
+
+
+def _as_response(value: Any) -> Response:
+    """Accept any object with ``http_version``, ``status_code``, ``headers`` and ``body`` as
+    ``krait.response`` (behaviour §5.2), checked like a :class:`Response`."""
+    if isinstance(value, Response):
+        return value
+    try:
+        return Response(getattr(value, "http_version", "HTTP/1.1"), value.status_code,
+                        value.headers, value.body)
+    except AttributeError:
+        raise TypeError(f"krait.response must be a krait.Response, not "
+                        f"{type(value).__name__}") from None
 
 
 class Worker:
@@ -70,22 +132,30 @@ class Worker:
         self.routes: list[config.Route] = []
         self.rules: Any = None
         self._templates: Any = None
+        self._bases: dict[str, str] = {}  # target file → base name relative to the root
+        self._flags: dict[str, int] = {}  # base name → cache flags
+        self._ctypes: dict[str, str] = {}  # base name → default content type
+        self._max_age = (300, 864000)
+        self._wlock = threading.Lock()
+        self._hub: Any = None  # krait._wshub.Hub, created with the first WebSocket
+        self._requests: queue.SimpleQueue[Any] | None = None  # set once a reader thread runs
 
     # -- start-up -----------------------------------------------------------------------------
 
     def load(self) -> None:
-        from krait.supervisor import Rules, _compile_list, load_site
+        from krait.supervisor import Rules, _compile_list, load_site, validate_routes
 
         self.site_globals = load_site(self.site_root)
         for key, value in os.environ.items():
             if key.startswith("KRAIT_CONFIG_"):
                 setattr(config, key[len("KRAIT_CONFIG_"):], float(value)
                         if "." in value else int(value))
-        self.routes = list(config.routes or []) or [config.Route()]
+        self.routes = validate_routes(self.site_root)
         self.rules = Rules(routes=self.routes, no_store=_compile_list("cache_no_store"),
                            private=_compile_list("cache_private"),
                            public=_compile_list("cache_public"),
                            long_term=_compile_list("cache_long_term"))
+        self._max_age = (int(config.cache_max_age_default), int(config.cache_max_age_long_term))
 
     @property
     def templates(self) -> Any:
@@ -100,16 +170,25 @@ class Worker:
     def namespace(self, path: str) -> dict[str, Any]:
         """Globals for a script or template: init.py's globals, then krait and ctrl."""
         ns = dict(self.site_globals)
-        ns.update({"__name__": "__krait_page__", "__file__": path, "krait": krait,
-                   "ctrl": mvc.curr_ctrl})
+        ns["__name__"] = "__krait_page__"
+        ns["__file__"] = path
+        ns["krait"] = krait
+        ns["ctrl"] = mvc.curr_ctrl
         return ns
 
     def run_script(self, path: str, ns: dict[str, Any] | None = None) -> None:
-        exec(self.scripts.get(path), ns if ns is not None else self.namespace(path))
+        """Run a ``.py`` file; a non-``None`` top-level ``return`` value becomes
+        ``krait.response``."""
+        if ns is None:
+            ns = self.namespace(path)
+        exec(self.scripts.get(path), ns)  # noqa: S102 - running site scripts is the point
+        result = ns.get(_RESULT)
+        if result is not None:
+            krait.response = result
 
     def render(self, path: str) -> str:
         """Render a view/template file; a non-template file is inserted verbatim."""
-        if path.endswith((".html", ".htm", ".pyml", ".mako")):
+        if path.endswith(_TEMPLATE_EXTENSIONS):
             return self.templates.render(path, self.namespace(path))
         if path.endswith(".py"):
             self.run_script(path)
@@ -129,30 +208,48 @@ class Worker:
         finally:
             mvc.pop_ctrl()
 
+    @staticmethod
+    def url_params(frame: protocol.RequestFrame) -> dict[str, str]:
+        """The named groups of the regex route that matched (the core sends them)."""
+        return dict(frame.params)
+
+    def base_name(self, path: str) -> str:
+        """The target file relative to the site root (for content types and cache rules)."""
+        base = self._bases.get(path)
+        if base is None:
+            base = os.path.relpath(path, self.site_root)
+            if len(self._bases) >= _MEMO_MAX:
+                self._bases.clear()
+            self._bases[path] = base
+        return base
+
     def handle(self, frame: protocol.RequestFrame) -> tuple[Response, str | None]:
         """Run the target; returns the response and the base filename for its content type
         and cache rules."""
         body_file = frame.body_file
-        req = Request(frame.method, frame.path, frame.query, frame.version, frame.headers,
-                      b"" if body_file else frame.body, remote_addr=frame.remote_addr,
-                      scheme="https" if frame.flags & protocol.REQ_TLS else "http",
-                      body_file=body_file)
-        krait.request = req
+        krait.request = Request(frame.method, frame.path, frame.query, frame.version,
+                                frame.headers, b"" if body_file else frame.body,
+                                remote_addr=frame.remote_addr,
+                                scheme="https" if frame.flags & protocol.REQ_TLS else "http",
+                                body_file=body_file)
         krait.response = None
         krait.extra_headers = []
-        krait.url_params = dict(frame.params)
+        krait.url_params = self.url_params(frame)
         krait._content_type = None
         mvc._reset()
+        websockets.response = None
+        websockets.request = websockets.WebsocketsRequest(krait.request) \
+            if frame.flags & protocol.REQ_WEBSOCKET else None
         route = self.routes[frame.route] if 0 <= frame.route < len(self.routes) else None
         if route is not None and route.ctrl_class is not None:
             base = frame.path.lstrip("/")
             ctrl = route.ctrl_class()
             if krait.response is not None:
-                return krait.response, base
+                return _as_response(krait.response), base
             text = self.render_ctrl(ctrl)
         else:
             path = frame.file
-            base = os.path.relpath(path, self.site_root)
+            base = self.base_name(path)
             if path.endswith(".py"):
                 self.run_script(path)
                 text = ""
@@ -161,8 +258,8 @@ class Worker:
             else:
                 text = self.render(path)
         if krait.response is not None:
-            return krait.response, base
-        return Response("HTTP/1.1", 200, [], text), base
+            return _as_response(krait.response), base
+        return Response("HTTP/1.1", 200, None, text), base
 
     def respond(self, frame: protocol.RequestFrame) -> None:
         base: str | None = None
@@ -170,15 +267,18 @@ class Worker:
             response, base = self.handle(frame)
         except HTTPError as exc:
             response = exc.to_response()
-        except Exception:  # noqa: BLE001 - a script's error is a 500, never a dead worker
-            sys.stderr.write(f"krait: error in {frame.method} {frame.path}\n")
-            traceback.print_exc()
-            response = self.error_page()
+        except (Exception, SystemExit, KeyboardInterrupt):  # noqa: BLE001
+            # A script's error (sys.exit() included) is a 500, never a dead worker.
+            response = self.error_page(frame)
         try:
+            if frame.flags & protocol.REQ_WEBSOCKET and self.websocket_answer(frame, response):
+                return
             self.send(frame, response, base)
         except (ValueError, TypeError):
-            traceback.print_exc()
-            self.send(frame, self.error_page(), None)
+            # A header or body the core cannot take: still an error of the site's code. The
+            # page goes out without the site's extra headers (they may be the culprit).
+            krait.extra_headers = []
+            self.send(frame, self.error_page(frame), None)
         finally:
             if frame.body_file:
                 try:
@@ -186,54 +286,69 @@ class Worker:
                 except OSError:
                     pass
 
-    def error_page(self) -> Response:
+    def error_page(self, frame: protocol.RequestFrame) -> Response:
+        """500 for the exception being handled: its traceback always goes to the error log,
+        and onto the page only with ``--debug``."""
+        text = traceback.format_exc()
+        sys.stderr.write(f"krait: error in {frame.method} {frame.path}\n{text}")
+        sys.stderr.flush()
         if self.debug:
-            text = html.escape(traceback.format_exc())
             body = (f"<html><head><title>500 Internal Server Error</title></head><body>"
-                    f"<h1>500 Internal Server Error</h1><pre>{text}</pre></body></html>")
+                    f"<h1>500 Internal Server Error</h1><pre>{html.escape(text)}</pre>"
+                    f"</body></html>")
             return Response("HTTP/1.1", 500, [("Content-Type", "text/html; charset=utf-8")],
                             body)
         return ErrorResponse(500)
 
+    def cache_flags(self, base: str) -> int:
+        flags = self._flags.get(base)
+        if flags is None:
+            flags = self.rules.cache_flags(base, dynamic=True)
+            if len(self._flags) >= _MEMO_MAX:
+                self._flags.clear()
+            self._flags[base] = flags
+        return flags
+
     def send(self, frame: protocol.RequestFrame, response: Response, base: str | None) -> None:
-        headers = [(str(k), str(v)) for k, v in response.headers]
-        headers += [(str(k), str(v)) for k, v in krait.extra_headers]
+        extra = krait.extra_headers
+        headers = list(response.headers)
+        if extra:
+            headers += [(str(k), str(v)) for k, v in extra]
         names = {k.lower() for k, _ in headers}
-        if "content-type" not in names and response.status_code not in (204, 304):
+        status = response.status_code
+        if "content-type" not in names and status not in (204, 304):
             ctype = krait._content_type
             if ctype is None and base is not None:
-                ctype = _content_type_for(base)
+                ctype = self._ctypes.get(base)
+                if ctype is None:
+                    ctype = _content_type_for(base)
+                    if len(self._ctypes) >= _MEMO_MAX:
+                        self._ctypes.clear()
+                    self._ctypes[base] = ctype
             if ctype is not None:
                 headers.append(("Content-Type", ctype))
-        flags = self.rules.cache_flags(base, dynamic=True) if base is not None else 1
-        from krait._core import lib
-
-        storable = not (flags & lib.KRAIT_CACHE_NO_STORE)
         fid = frame.id
-        if isinstance(response, FileResponse) or getattr(response, "file_path", None):
+        if response.file_path is not None:
             if "cache-control" not in names:
                 headers.append(("Cache-Control", _NO_STORE))
-            protocol.write_frames(self.sock, protocol.encode_response(
-                fid, response.status_code, headers, response.file_path, protocol.BODY_FILE))
+            self.write(protocol.encode_response(
+                fid, status, headers, response.file_path, protocol.BODY_FILE))
             return
         if response.is_stream:
             if "cache-control" not in names:
                 headers.append(("Cache-Control", _NO_STORE))
-            for out in protocol.stream_frames(fid, response.status_code, headers,
-                                              response.iter_body()):
-                protocol.write_frames(self.sock, out)
+            self.stream(fid, status, headers, response)
             return
         body = response.body_bytes()
-        status = response.status_code
         if "cache-control" not in names:
-            if storable and status == 200:
+            flags = self.cache_flags(base) if base is not None else _CACHE_NO_STORE
+            if not flags & _CACHE_NO_STORE and status == 200:
                 # Behaviour §16.5: a dynamic page made storable gets an ETag of its rendered
                 # body, never of its source file.
                 etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-                age = config.cache_max_age_long_term if flags & lib.KRAIT_CACHE_LONG \
-                    else config.cache_max_age_default
-                scope = "private, " if flags & lib.KRAIT_CACHE_PRIVATE else \
-                    "public, " if flags & lib.KRAIT_CACHE_PUBLIC else ""
+                age = self._max_age[1] if flags & _CACHE_LONG else self._max_age[0]
+                scope = "private, " if flags & _CACHE_PRIVATE else \
+                    "public, " if flags & _CACHE_PUBLIC else ""
                 headers.append(("Cache-Control", f"{scope}max-age={age}, must-revalidate"))
                 headers.append(("ETag", etag))
                 inm = krait.request.headers.get("if-none-match") if krait.request else None
@@ -242,16 +357,104 @@ class Worker:
             else:
                 headers.append(("Cache-Control", _NO_STORE))
         frames = protocol.encode_response_stream(fid, status, headers, body)
-        protocol.write_frames(self.sock, *frames)
+        self.write(*frames)
+
+    def write(self, *frames: bytes) -> None:
+        """Send frames to the core; controller threads send too, hence the lock."""
+        with self._wlock:
+            protocol.write_frames(self.sock, *frames)
+
+    @property
+    def hub(self) -> Any:
+        if self._hub is None:
+            from krait._wshub import Hub
+
+            self._hub = Hub(self.write)
+        return self._hub
+
+    def websocket_answer(self, frame: protocol.RequestFrame, response: Response) -> bool:
+        """Behaviour §12.1 for a handshake: accept (101) when the script set
+        krait.websockets.response and any krait.response is 2xx; otherwise send the script's
+        non-2xx response, or 400. Returns True when the response was sent here."""
+        accept = websockets.response
+        if accept is not None and 200 <= response.status_code < 300:
+            headers = [(k, v) for k, v in krait.extra_headers if k.lower() == "set-cookie"]
+            if accept.protocol is not None:
+                headers.append(("Sec-WebSocket-Protocol", accept.protocol))
+            self.write(protocol.encode_response(frame.id, 101, headers, b""))
+            self.hub.open(frame.id, accept.controller)
+            return True
+        if 200 <= response.status_code < 300:
+            self.send(frame, ResponseBadRequest(), None)
+            return True
+        return False
+
+    def stream(self, fid: int, status: int, headers: list[tuple[str, str]],
+               response: Response) -> None:
+        """Send a generator/iterable body chunk by chunk, as it is produced."""
+        frames = protocol.stream_frames(fid, status, headers, response.iter_body())
+        # The first frame (the RESPONSE head) checks the headers before anything is sent.
+        self.write(next(frames))
+        try:
+            for out in frames:
+                self.write(out)
+        except Exception:  # noqa: BLE001
+            # The status line has gone out: a 500 is impossible, and an END frame would make
+            # a truncated body look complete. Dying makes the core cut the connection, the
+            # only honest signal left (RFC 9112 §7.1: an incomplete chunked message).
+            sys.stderr.write("krait: a streamed response body failed after its headers were "
+                             f"sent; the connection is cut\n{traceback.format_exc()}")
+            sys.stderr.flush()
+            os._exit(70)
 
     def serve(self) -> None:
+        """Answer requests one at a time. Until a WebSocket is open the main thread reads the
+        socket itself (no hand-off on the hot path); from then on a reader thread does, so
+        controllers get their messages while the main thread runs a request."""
         reader = protocol.FrameReader(self.sock)
-        while True:
-            try:
-                frame = reader.read_request()
-            except EOFError:
-                return
-            self.respond(frame)
+        respond = self.respond
+        try:
+            while self._requests is None:
+                try:
+                    frame = reader.read_core_frame()
+                except EOFError:
+                    return
+                if isinstance(frame, tuple):
+                    self.hub.dispatch(*frame)
+                    continue
+                respond(frame)
+                if self._hub is not None and len(self._hub):
+                    self._requests = queue.SimpleQueue()
+                    threading.Thread(target=self._read_loop, args=(reader,), daemon=True,
+                                     name="krait-reader").start()
+            while True:
+                frame = self._requests.get()
+                if frame is None:
+                    return
+                respond(frame)
+        finally:
+            if self._hub is not None:
+                self._hub.close_all()
+
+    def _read_loop(self, reader: protocol.FrameReader) -> None:
+        assert self._requests is not None
+        try:
+            while True:
+                frame = reader.read_core_frame()
+                if isinstance(frame, tuple):
+                    self.hub.dispatch(*frame)
+                else:
+                    self._requests.put(frame)
+        except (EOFError, OSError, ValueError):
+            pass
+        finally:
+            self._requests.put(None)
+
+    def terminate(self, signum: int, _frame: Any) -> None:
+        """SIGTERM (the master stops): every open controller's on_stop runs, then exit."""
+        if self._hub is not None:
+            self._hub.close_all()
+        os._exit(0)
 
 
 def _etag_listed(etag: str, header: str) -> bool:
@@ -267,10 +470,24 @@ def _etag_listed(etag: str, header: str) -> bool:
     return False
 
 
+def _tell_ready(fd: int | None, text: str) -> bool:
+    """Write the readiness report for the supervisor; False when nobody listens."""
+    if fd is None:
+        return False
+    try:
+        os.write(fd, text.encode("utf-8", "replace"))
+        return True
+    except OSError:  # the supervisor did not wait for this worker (a replacement)
+        return False
+    finally:
+        os.close(fd)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="krait.worker")
     parser.add_argument("site_root")
     parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--ready-fd", type=int, default=None)
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     # The master blocks these for its signalfd; a forked+exec'd child inherits the mask.
@@ -284,9 +501,13 @@ def main(argv: list[str] | None = None) -> int:
     worker = Worker(args.site_root, sock, args.debug)
     try:
         worker.load()
-    except Exception as exc:  # noqa: BLE001
-        sys.stderr.write(f"krait worker: start-up failed: {exc}\n")
+    except Exception as exc:  # noqa: BLE001 - reported, then this worker is gone
+        text = str(exc) if type(exc).__name__ == "StartupError" else traceback.format_exc()
+        if not _tell_ready(args.ready_fd, text):
+            sys.stderr.write(f"krait worker {os.getpid()}: cannot load the site: {text}\n")
         return 3
+    signal.signal(signal.SIGTERM, worker.terminate)
+    _tell_ready(args.ready_fd, "ok")
     worker.serve()
     return 0
 

@@ -152,6 +152,23 @@ def test_query_from_bytes():
     assert req.query_string == "b=é\ufffd"
 
 
+def test_query_is_parsed_lazily_once_and_assignable():
+    req = make_request("a=1&b=2")
+    assert req._query is None                   # nothing parsed until asked
+    first = req.query
+    assert first == {"a": "1", "b": "2"} and req.query is first
+    req.query = {"x": "y"}
+    assert req.query == {"x": "y"}
+    assert req.query_string == "a=1&b=2"
+
+
+def test_headers_from_frame_pairs_mixed_types():
+    headers = Headers([("Host", "a"), (b"X-B", b"\xe9"), ("x-b", " two "), ("COOKIE", "a=1"),
+                       ("cookie", "b=2")])
+    assert dict(headers) == {"host": "a", "x-b": "\xe9,two", "cookie": "a=1; b=2"}
+    assert Headers(iter([("A", "1")])) == {"a": "1"}
+
+
 def test_get_post_form_parses_body_like_query():
     req = make_request(body=b"user=j+doe&pw=a%26b%3Dc&x=1=2&flag&bad=%FF")
     assert req.get_post_form() == {"user": "j doe", "pw": "a&b=c", "x": "1=2", "flag": "",

@@ -140,6 +140,7 @@ struct krait__conn {
     size_t body_len, body_cap;
     int64_t body_need;        /* Content-Length bytes still to read, -1 for chunked */
     krait__chunked chunk;
+    char spool[64];           /* the spooled body file of the request in progress, or "" */
     uint8_t *frame;           /* the encoded request frame waiting for a worker */
     size_t frame_len;
 
@@ -258,12 +259,14 @@ void krait__error(struct krait_server *srv, krait__conn *c, krait__request *rq, 
                   int close_after);
 void krait__log_begin(struct krait_server *srv, krait__conn *c, krait__request *rq, int status,
                       uint64_t bytes);
+void krait__log_status(krait__conn *c, int status, uint64_t bytes);
 const char *krait__reason(int status);
 const krait__header *krait__find_header(struct krait_server *srv, const char *name);
 
 /* static.c: answer a request with a file (or hand it to a worker). */
 void krait__static_respond(struct krait_server *srv, krait__conn *c, krait__request *rq,
-                           const char *rel, size_t rel_len, int route_verbs);
+                           const char *rel, size_t rel_len, int route, const char *params,
+                           size_t params_len);
 /* Resolve rel (no leading '/') with Krait's index and extension search (behaviour §3.2), never
  * leaving the root; returns an open fd (O_RDONLY) and fills st and the resolved relative name. */
 int krait__resolve_file(struct krait_server *srv, const char *rel, size_t rel_len,

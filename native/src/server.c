@@ -641,10 +641,39 @@ void krait__error(krait_server *srv, krait__conn *c, krait__request *rq, int sta
     if (status == 503)
         krait__out_str(c, "Retry-After: 1\r\n");
     krait__resp_end_headers(srv, c, n);
-    if (!(rq && rq->is_head))
+    /* Without rq the request was parsed earlier (a worker's failure): c->head_only says. */
+    int head = rq ? rq->is_head : c->head_only;
+    if (!head)
         krait__out_add(c, body, (size_t)n);
     krait__seg_mem(c, from);
-    krait__log_begin(srv, c, rq, status, (uint64_t)(rq && rq->is_head ? 0 : n));
+    if (!rq && c->log_len)
+        krait__log_status(c, status, (uint64_t)(head ? 0 : n));  /* keep the request's line */
+    else
+        krait__log_begin(srv, c, rq, status, (uint64_t)(head ? 0 : n));
+}
+
+/* Rewrite the pending log line's status and size now that they are known. */
+void krait__log_status(krait__conn *c, int status, uint64_t bytes)
+{
+    if (!c->log_len)
+        return;
+    /* The line holds '"<request>" <status> <bytes> "' once; find it from the right of the
+     * request part: the first '" ' after the opening quote of the request. */
+    char *q = memmem(c->log, c->log_len, "\" ", 2);
+    if (!q)
+        return;
+    char *end = memchr(q + 2, '"', c->log_len - (size_t)(q + 2 - c->log));
+    if (!end)
+        return;
+    char mid[48];
+    int n = snprintf(mid, sizeof mid, "\" %d %llu ", status, (unsigned long long)bytes);
+    size_t old = (size_t)(end - q);
+    size_t tail = c->log_len - (size_t)(end - c->log);
+    if (c->log_len - old + (size_t)n >= sizeof c->log)
+        return;
+    memmove(q + n, end, tail);
+    memcpy(q, mid, (size_t)n);
+    c->log_len = c->log_len - old + (size_t)n;
 }
 
 /* ---- connections ------------------------------------------------------------------------ */
@@ -692,6 +721,8 @@ static void reap(krait_server *srv)
 {
     for (size_t i = 0; i < srv->nreap; i++) {
         krait__conn *c = srv->reap[i];
+        if (c->spool[0])
+            unlink(c->spool);
         krait__ws_free(c);
         free(c->in);
         free(c->out);
@@ -717,6 +748,11 @@ static void response_done(krait_server *srv, krait__conn *c)
     c->seg_done = 0;
     c->out_len = 0;
     c->streaming = 0;
+    c->head_only = 0;
+    if (c->spool[0]) {
+        unlink(c->spool);  /* the worker is done with the spooled body */
+        c->spool[0] = '\0';
+    }
     if (!c->keep_alive || srv->draining) {
         /* RFC 9112 §9.6: after a response with "close", stop reading; half-close first so a
          * client still sending does not get a reset that could discard our response. */
@@ -1016,6 +1052,7 @@ static void handle_request(krait_server *srv, krait__conn *c, krait__request *rq
     c->keep_alive = rq->info.keep_alive && !srv->draining && !rq->has_body;
     c->consume = rq->head_len;
     c->http10 = rq->version_minor == 0;
+    c->head_only = rq->is_head;
 
     if (!rq->verb) {
         krait__error(srv, c, rq, 501, rq->has_body);
@@ -1128,8 +1165,8 @@ static void handle_request(krait_server *srv, krait__conn *c, krait__request *rq
         target = norm;
         target_len = norm_len;
     }
-    krait__static_respond(srv, c, rq, target + 1, target_len - 1,
-                          ans.route >= 0 ? srv->routes[ans.route].verbs : 0);
+    krait__static_respond(srv, c, rq, target + 1, target_len - 1, ans.route, ans.params,
+                          ans.params_len);
     (void)ans;
     if (c->state == CS_HEAD && c->nseg == 0 && c->worker < 0 && c->frame == NULL)
         krait__error(srv, c, rq, 500, 1);

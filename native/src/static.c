@@ -297,9 +297,9 @@ static void respond_simple(krait_server *srv, krait__conn *c, krait__request *rq
 }
 
 void krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq,
-                           const char *rel, size_t rel_len, int route_verbs)
+                           const char *rel, size_t rel_len, int route, const char *params,
+                           size_t params_len)
 {
-    (void)route_verbs;
     char name[KRAIT__PATH_MAX];
     struct stat st;
     int fd = krait__resolve_file(srv, rel, rel_len, name, sizeof name, &st);
@@ -312,7 +312,7 @@ void krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq
         close(fd);
         char full[KRAIT__PATH_MAX + KRAIT__PATH_MAX];
         snprintf(full, sizeof full, "%s/%s", srv->root, name);
-        krait__worker_dispatch(srv, c, rq, -1, full, NULL, 0);
+        krait__worker_dispatch(srv, c, rq, route, full, params, params_len);
         return;
     }
     if (rq->info.upgrade_websocket) {

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <string.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -89,7 +90,12 @@ int krait_server_set_tls(krait_server *srv, const char *cert, const char *key,
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        snprintf(what, sizeof what, "private key %s (wrong passphrase?)", key);
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
+            snprintf(what, sizeof what, "private key %s does not match certificate %s", key,
+                     cert);
+        else
+            snprintf(what, sizeof what, "private key %s (missing, unreadable or wrong "
+                                        "passphrase?)", key);
         err_text(err, errlen, what);
         goto fail;
     }

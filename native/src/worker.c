@@ -122,6 +122,7 @@ static int finish_frame(krait_server *srv, krait__conn *c)
             off += (size_t)w;
         }
         close(fd);
+        snprintf(c->spool, sizeof c->spool, "%s", path);
         c->frame[9] |= KRAIT__REQ_BODY_FILE;
         body = path;
         blen = strlen(path);
@@ -407,24 +408,6 @@ static int hop_by_hop(const krait__slice *name)
     return 0;
 }
 
-/* Rewrite the pending log line's status and size now that they are known. */
-static void log_status(krait__conn *c, int status, uint64_t bytes)
-{
-    if (!c->log_len)
-        return;
-    char *q = memmem(c->log, c->log_len, "\" 0 0 \"", 7);
-    if (!q)
-        return;
-    char mid[48];
-    int n = snprintf(mid, sizeof mid, "\" %d %llu \"", status, (unsigned long long)bytes);
-    size_t tail = c->log_len - (size_t)(q + 7 - c->log);
-    if (c->log_len - 7 + (size_t)n >= sizeof c->log)
-        return;
-    memmove(q + n, q + 7, tail);
-    memcpy(q, mid, (size_t)n);
-    c->log_len = c->log_len - 7 + (size_t)n;
-}
-
 static void deliver(krait_server *srv, krait__worker *w, const krait__ipc_frame *f)
 {
     krait__conn *c = w->conn;
@@ -442,7 +425,7 @@ static void deliver(krait_server *srv, krait__worker *w, const krait__ipc_frame 
                 c->out_len = 0;
                 c->nseg = c->seg_i = 0;
                 krait__ws_accept_response(srv, c, f);
-                log_status(c, 101, 0);
+                krait__log_status(c, 101, 0);
                 c->state = CS_WRITE;
                 krait__conn_flush(srv, c);
                 return;
@@ -514,7 +497,7 @@ static void deliver(krait_server *srv, krait__worker *w, const krait__ipc_frame 
         if (file_fd >= 0)
             close(file_fd);
         krait__seg_mem(c, from);
-        log_status(c, status, c->head_only || no_body ? 0 : blen);
+        krait__log_status(c, status, c->head_only || no_body ? 0 : blen);
         c->state = CS_WRITE;
         krait__conn_flush(srv, c);
         return;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 
 #include <zlib.h>
 
@@ -200,6 +201,8 @@ int krait__ws_handshake_check(krait_server *srv, krait__conn *c, krait__request 
     return 0;
 }
 
+static uint32_t ws_id(krait__conn *c);
+
 /* The worker accepted (status 101): answer with Sec-WebSocket-Accept and its headers. */
 void krait__ws_accept_response(krait_server *srv, krait__conn *c, const void *frame)
 {
@@ -239,6 +242,11 @@ void krait__ws_accept_response(krait_server *srv, krait__conn *c, const void *fr
     krait__seg_mem(c, from);
     c->ws_pending = 1;
     c->keep_alive = 1;
+    /* Known by id from now on: the controller may send before the 101 has left. */
+    uint32_t id = ws_id(c);
+    krait__map_entry *e = krait__map_put(&srv->ws_ids, (const char *)&id, sizeof id);
+    if (e)
+        e->num[0] = (int64_t)(intptr_t)c;
 }
 
 /* Compress data into the output buffer after a 10-byte hole for the header. Returns the
@@ -349,10 +357,12 @@ void krait__ws_begin(krait_server *srv, krait__conn *c)
     c->ws_pending = 0;
     c->state = CS_WS;
     c->ws_key[0] = '\0';
-    uint32_t id = ws_id(c);
-    krait__map_entry *e = krait__map_put(&srv->ws_ids, (const char *)&id, sizeof id);
-    if (e)
-        e->num[0] = (int64_t)(intptr_t)c;
+    if (c->ws_close_after_flush) {
+        /* The controller closed before the 101 was even out; that close frame is sent too. */
+        shutdown(c->fd, SHUT_WR);
+        krait__conn_close(srv, c);
+        return;
+    }
     krait__timer_set(srv, c, TL_WS);
     if (c->in_len)
         krait__ws_input(srv, c);
@@ -586,7 +596,7 @@ void krait__ws_from_worker(krait_server *srv, const void *frame)
     uint32_t id = f->id;
     krait__map_entry *e = krait__map_get(&srv->ws_ids, (const char *)&id, sizeof id);
     krait__conn *c = e ? (krait__conn *)(intptr_t)e->num[0] : NULL;
-    if (!c || c->closed || c->state != CS_WS)
+    if (!c || c->closed || (c->state != CS_WS && !c->ws_pending))
         return;  /* the connection is gone: the controller learns it from our WS_CLOSE */
     if (f->type == KRAIT__IPC_WS_CLOSE) {
         c->ws_notified = 1;  /* the worker knows: it asked */
@@ -622,7 +632,7 @@ void krait__ws_gone(krait_server *srv, krait__conn *c)
 {
     if (c->state != CS_WS && !c->ws_pending)
         return;
-    if (!c->ws_notified && c->worker >= 0 && c->state == CS_WS)
+    if (!c->ws_notified && c->worker >= 0)
         krait__worker_send_ws(srv, c->worker, KRAIT__IPC_WS_CLOSE, ws_id(c), 1006, "", 0);
     c->ws_notified = 1;
     unmap(srv, c);
