@@ -119,6 +119,9 @@ send_timeout: float = 60.0
 max_connections: int = 65536
 spool_threshold: int = 1024 * 1024
 shutdown_timeout: float = 10.0
+#: Seconds of silence after which the core pings an open WebSocket; no answer within as long
+#: again closes it.
+websocket_ping_interval: float = 30.0
 
 #: TLS (behaviour §13.1), used when an HTTPS port is given (``--https-port`` or
 #: ``--port HTTP/HTTPS``). Reloaded on SIGHUP.

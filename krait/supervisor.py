@@ -50,7 +50,23 @@ LIMITS = {
     "max_connections": (lib.KRAIT_LIMIT_MAX_CONNS, 1),
     "spool_threshold": (lib.KRAIT_LIMIT_SPOOL, 1),
     "shutdown_timeout": (lib.KRAIT_LIMIT_DRAIN, 1000),
+    "websocket_ping_interval": (lib.KRAIT_LIMIT_WS_PING, 1000),
 }
+
+
+def _raise_fd_limit() -> None:
+    """Every connection is a descriptor: take the whole hard limit the system allows, so
+    tens of thousands of idle keep-alive clients fit (the core also caps connections)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 class StartupError(Exception):
@@ -707,6 +723,7 @@ class Supervisor:
 
     def run(self) -> int:
         opts = self.opts
+        _raise_fd_limit()
         try:
             server = self.configure()
             urls = []

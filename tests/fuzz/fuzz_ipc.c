@@ -64,6 +64,13 @@ static void parse_stream(const uint8_t *data, size_t size)
         case KRAIT__IPC_CHUNK:
             CHECK(f.nheaders == 0 && (const uint8_t *)f.body.p + f.body.n == end);
             break;
+        case KRAIT__IPC_WS_MESSAGE:
+            CHECK((f.body_kind == 1 || f.body_kind == 2) &&
+                  (const uint8_t *)f.body.p + f.body.n == end);
+            break;
+        case KRAIT__IPC_WS_CLOSE:
+            CHECK((const uint8_t *)f.body.p + f.body.n == end);
+            break;
         case KRAIT__IPC_END:
             CHECK(n == (long)KRAIT__IPC_HEADER && f.body.n == 0);
             break;
