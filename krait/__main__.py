@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="tracebacks on error pages")
     p.add_argument("--reload", action="store_true",
                    help="restart workers when a .py file under the site changes")
+    p.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR",
+                   help="a reverse proxy (address or network) whose X-Forwarded-For and "
+                        "X-Forwarded-Proto are believed; repeatable")
     for flag, (_, kind, text) in _LIMIT_FLAGS.items():
         p.add_argument(f"--{flag}", type=kind, default=None, help=text)
     return p
@@ -93,10 +96,17 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= args.https_port <= 65535:
             parser.error(f"invalid port '{args.https_port}' for --https-port")
         https_port = args.https_port
+    from krait._proxy import parse_proxy
+
+    for spec in args.trusted_proxy:
+        try:
+            parse_proxy(spec)
+        except ValueError:
+            parser.error(f"--trusted-proxy {spec!r} is not an address or network")
     opts = Options(site_root=site_root, host=args.host, port=http_port,
                    https_port=https_port, workers=args.workers,
                    access_log=args.access_log, debug=args.debug, reload=args.reload,
-                   limits=limits)
+                   limits=limits, trusted_proxies=list(args.trusted_proxy))
     return Supervisor(opts).run()
 
 

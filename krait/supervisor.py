@@ -310,6 +310,7 @@ class Options:
     debug: bool = False
     reload: bool = False
     limits: dict[str, float] = field(default_factory=dict)
+    trusted_proxies: list[str] = field(default_factory=list)
 
 
 #: Signals the C loop takes through its signalfd. They are blocked in every thread of the
@@ -498,6 +499,8 @@ class Supervisor:
                str(child.fileno()), "--ready-fd", str(ready_w)]
         if self.opts.debug:
             cmd.append("--debug")
+        for proxy in self.opts.trusted_proxies:
+            cmd += ["--trusted-proxy", proxy]
         env = dict(os.environ)
         for name, value in self.opts.limits.items():
             env[f"KRAIT_CONFIG_{name}"] = repr(value)

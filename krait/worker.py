@@ -27,6 +27,7 @@ from typing import Any
 
 import krait
 from krait import _mime, config, mvc, protocol, websockets
+from krait._proxy import TrustedProxies
 from krait.errors import HTTPError
 from krait.request import Request
 from krait.response import ErrorResponse, Response, ResponseBadRequest
@@ -36,7 +37,6 @@ _NO_STORE = "no-cache, no-store, must-revalidate"
 _CACHE_NO_STORE, _CACHE_PRIVATE, _CACHE_PUBLIC, _CACHE_LONG = 1, 2, 4, 8
 # Bounded memo tables (cleared when full: they refill on demand).
 _MEMO_MAX = 4096
-_TEMPLATE_EXTENSIONS = (".html", ".htm", ".pyml", ".mako")
 _RESULT = "__krait_return__"
 
 
@@ -136,6 +136,7 @@ class Worker:
         self._flags: dict[str, int] = {}  # base name → cache flags
         self._ctypes: dict[str, str] = {}  # base name → default content type
         self._max_age = (300, 864000)
+        self.proxies = TrustedProxies()
         self._wlock = threading.Lock()
         self._hub: Any = None  # krait._wshub.Hub, created with the first WebSocket
         self._requests: queue.SimpleQueue[Any] | None = None  # set once a reader thread runs
@@ -156,13 +157,24 @@ class Worker:
                            public=_compile_list("cache_public"),
                            long_term=_compile_list("cache_long_term"))
         self._max_age = (int(config.cache_max_age_default), int(config.cache_max_age_long_term))
+        _ = self.templates  # Mako is imported now, not during the first page
 
     @property
     def templates(self) -> Any:
+        """The site's templates (:class:`krait.templates.lookup.SiteTemplates`). Compiled
+        modules go to one cache directory shared by every worker of the site, outside it."""
         if self._templates is None:
             from krait.templates.lookup import SiteTemplates
 
-            self._templates = SiteTemplates(self.site_root, run_script=self.run_script)
+            def import_script(filename: str, ns: dict[str, Any]) -> None:
+                ns["__file__"] = filename
+                self.run_script(filename, ns)
+
+            self._templates = SiteTemplates(self.site_root, run_script=import_script)
+            if self._templates.module_directory is None:
+                sys.stderr.write("krait: no usable cache directory for compiled templates; "
+                                 "each worker compiles them in memory (set "
+                                 "KRAIT_TEMPLATE_CACHE to a writable directory)\n")
         return self._templates
 
     # -- running one request ------------------------------------------------------------------
@@ -187,24 +199,26 @@ class Worker:
             krait.response = result
 
     def render(self, path: str) -> str:
-        """Render a view/template file; a non-template file is inserted verbatim."""
-        if path.endswith(_TEMPLATE_EXTENSIONS):
-            return self.templates.render(path, self.namespace(path))
-        if path.endswith(".py"):
-            self.run_script(path)
-            return ""
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            return f.read()
+        """Render a target or view file by its extension (behaviour §7.4): a template, a
+        ``.py`` script (which outputs nothing), any other file verbatim."""
+        return self.templates.render(path, self.namespace(path))
 
     def render_ctrl(self, ctrl: Any) -> str:
+        """Make ``ctrl`` current, render the view its ``get_view()`` names (relative to the
+        site root), and restore the previous controller (behaviour §9.2, §9.3)."""
         mvc.push_ctrl(ctrl)
         try:
             view = ctrl.get_view()
-            full = krait.get_full_path(view)
-            if not os.path.isfile(full):
+            templates = self.templates
+            filename = templates.locate(view, absolute_ok=True)[0]
+            try:
+                return templates.render(view, self.namespace(filename))
+            except FileNotFoundError as exc:
+                if getattr(exc, "filename", None) != filename:
+                    raise  # something the view imports is missing, not the view
                 raise FileNotFoundError(
-                    f"view {view!r} of controller {type(ctrl).__name__} not found ({full})")
-            return self.render(full)
+                    f"view {view!r} of controller {type(ctrl).__qualname__} not found "
+                    f"({filename})") from None
         finally:
             mvc.pop_ctrl()
 
@@ -227,11 +241,19 @@ class Worker:
         """Run the target; returns the response and the base filename for its content type
         and cache rules."""
         body_file = frame.body_file
+        addr = frame.remote_addr
+        scheme = "https" if frame.flags & protocol.REQ_TLS else "http"
+        if self.proxies:
+            fwd_for = fwd_proto = None
+            for name, value in frame.headers:
+                if name == "x-forwarded-for":
+                    fwd_for = value if fwd_for is None else f"{fwd_for},{value}"
+                elif name == "x-forwarded-proto":
+                    fwd_proto = value
+            addr, scheme = self.proxies.resolve(addr, fwd_for, fwd_proto, scheme)
         krait.request = Request(frame.method, frame.path, frame.query, frame.version,
                                 frame.headers, b"" if body_file else frame.body,
-                                remote_addr=frame.remote_addr,
-                                scheme="https" if frame.flags & protocol.REQ_TLS else "http",
-                                body_file=body_file)
+                                remote_addr=addr, scheme=scheme, body_file=body_file)
         krait.response = None
         krait.extra_headers = []
         krait.url_params = self.url_params(frame)
@@ -489,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--ready-fd", type=int, default=None)
     parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--trusted-proxy", action="append", default=[])
     args = parser.parse_args(argv)
     # The master blocks these for its signalfd; a forked+exec'd child inherits the mask.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
@@ -499,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout = io.TextIOWrapper(os.fdopen(os.dup(2), "wb", buffering=0), line_buffering=True)
     sock = socket.socket(fileno=args.fd)
     worker = Worker(args.site_root, sock, args.debug)
+    worker.proxies = TrustedProxies(args.trusted_proxy)
     try:
         worker.load()
     except Exception as exc:  # noqa: BLE001 - reported, then this worker is gone

@@ -1,0 +1,65 @@
+"""Trusted reverse proxies (``--trusted-proxy``): only a request that reaches krait from one of
+them may change ``krait.request.remote_addr`` (``X-Forwarded-For``) and ``scheme``
+(``X-Forwarded-Proto``). From anyone else those headers are ignored, since a client can send
+whatever it likes."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_proxy(spec: str) -> Network:
+    """An address or a network (``10.0.0.5``, ``10.0.0.0/8``, ``::1``); ValueError otherwise."""
+    return ipaddress.ip_network(spec.strip(), strict=False)
+
+
+class TrustedProxies:
+    """The set of trusted proxy networks.
+
+    :param specs: addresses or networks, as given to ``--trusted-proxy``.
+    """
+
+    def __init__(self, specs: Iterable[str] = ()) -> None:
+        self.networks: list[Network] = [parse_proxy(s) for s in specs]
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def trusts(self, addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr.strip().strip("[]"))
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.networks)
+
+    def resolve(self, peer: str, forwarded_for: str | None, forwarded_proto: str | None,
+                scheme: str) -> tuple[str, str]:
+        """The client's address and the scheme it used.
+
+        ``X-Forwarded-For`` is read from the right: each trusted hop is skipped and the first
+        untrusted address is the client (an address a client wrote itself further left is never
+        believed). ``X-Forwarded-Proto`` counts only its last value, the nearest proxy's.
+        """
+        if not self.networks or not self.trusts(peer):
+            return peer, scheme
+        addr = peer
+        if forwarded_for:
+            hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+            for hop in reversed(hops):
+                addr = hop
+                if not self.trusts(hop):
+                    break
+            try:
+                ipaddress.ip_address(addr.strip("[]"))
+            except ValueError:
+                addr = peer  # garbage in the header: keep what the socket says
+        if forwarded_proto:
+            proto = forwarded_proto.split(",")[-1].strip().lower()
+            if proto in ("http", "https"):
+                scheme = proto
+        return addr, scheme
