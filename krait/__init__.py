@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 from krait._globals import get_full_path, set_content_type  # noqa: E402
 from krait.request import MultipartFormData, Request  # noqa: E402
 from krait.response import (  # noqa: E402
+    ErrorResponse,
+    FileResponse,
     JsonResponse,
     Response,
     ResponseBadRequest,
@@ -32,10 +34,10 @@ extra_headers: list[tuple[str, str]] = []
 url_params: dict[str, str] = {}
 
 __all__ = [
-    "JsonResponse", "MultipartFormData", "Request", "Response", "ResponseBadRequest",
-    "ResponseNotFound", "ResponseRedirect", "config", "cookie", "extra_headers",
-    "get_full_path", "mvc", "request", "response", "set_content_type", "site_root", "url_params",
-    "websockets",
+    "ErrorResponse", "FileResponse", "JsonResponse", "MultipartFormData", "Request", "Response",
+    "ResponseBadRequest", "ResponseNotFound", "ResponseRedirect", "config", "cookie",
+    "extra_headers", "get_full_path", "mvc", "request", "response", "set_content_type",
+    "site_root", "url_params", "websockets",
 ]
 
 _content_type: Any = None

@@ -495,7 +495,9 @@ class Supervisor:
         its readiness pipe to learn when it has loaded the site."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ready_r, ready_w = os.pipe()
-        cmd = [sys.executable, "-m", "krait.worker", self.opts.site_root, "--fd",
+        # -P: the current directory must not shadow the installed krait (a checkout has a
+        # krait/ folder without the compiled core).
+        cmd = [sys.executable, "-P", "-m", "krait.worker", self.opts.site_root, "--fd",
                str(child.fileno()), "--ready-fd", str(ready_w)]
         if self.opts.debug:
             cmd.append("--debug")

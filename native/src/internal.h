@@ -140,7 +140,7 @@ struct krait__conn {
     size_t body_len, body_cap;
     int64_t body_need;        /* Content-Length bytes still to read, -1 for chunked */
     krait__chunked chunk;
-    char spool[64];           /* the spooled body file of the request in progress, or "" */
+    char spool[256];          /* the spooled body file of the request in progress, or "" */
     uint8_t *frame;           /* the encoded request frame waiting for a worker */
     size_t frame_len;
 

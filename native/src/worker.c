@@ -102,10 +102,13 @@ static int finish_frame(krait_server *srv, krait__conn *c)
 {
     const char *body = c->body ? c->body : "";
     size_t blen = c->body_len;
-    char path[64];
+    char path[256];
     if ((int64_t)blen > srv->limits[KRAIT_LIMIT_SPOOL]) {
         /* Large bodies travel by path: the worker streams them from disk (multipart). */
-        snprintf(path, sizeof path, "/tmp/krait-body-XXXXXX");
+        const char *tmp = getenv("TMPDIR");
+        if (!tmp || !*tmp || strlen(tmp) > sizeof path - 24)
+            tmp = "/tmp";
+        snprintf(path, sizeof path, "%s/krait-body-XXXXXX", tmp);
         int fd = mkstemp(path);
         if (fd < 0)
             return -1;
