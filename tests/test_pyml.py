@@ -143,6 +143,33 @@ def test_escaping_table_is_exact() -> None:
     assert pyml.escape(12) == "12"
 
 
+class StrSub(str):
+    def __html__(self) -> str:          # MarkupSafe would trust this; escape() must not
+        return "<trusted>"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.sampled_from(list("&<>\"'#3947;ax é")) | st.characters(
+    blacklist_categories=("Cs",)), max_size=20))
+def test_both_escape_implementations_agree(text: str) -> None:
+    expected = (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                .replace('"', "&quot;").replace("'", "&apos;"))
+    assert pyml._escape_py(text) == expected
+    assert pyml.escape(text) == expected
+    if pyml._c_escape is not None:
+        assert pyml._escape_c(text) == expected
+        assert pyml._escape_c(StrSub(text)) == expected
+
+
+def test_escape_of_other_types() -> None:
+    for escape in {pyml.escape, pyml._escape_py}:
+        assert escape("&#39;&#34;") == "&amp;#39;&amp;#34;"
+        assert escape(StrSub("<")) == "&lt;"
+        assert escape(True) == "True"
+        assert escape(1.5) == "1.5"
+        assert escape(["<'>"]) == "[&quot;&lt;&apos;&gt;&quot;]"
+
+
 def test_multiline_code_in_expressions_and_conditions() -> None:
     assert render("@(a +\n  b)@") == "5"
     assert render("@if (x and\n    n == 0):A@/if@") == "A"
@@ -228,6 +255,47 @@ def test_text_without_at_is_copied_exactly(text: str) -> None:
 def test_text_around_constructs_is_copied_exactly(before: str, after: str) -> None:
     source = f"{before}@if x:{after}@else:-@/if@{before}@@{after}@!name@{after}"
     assert pyml.render_string(source, BINDINGS) == f"{before}{after}{before}@{after}Ann{after}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(ALPHABET, max_size=25), st.text(ALPHABET, max_size=25),
+       st.text(ALPHABET, max_size=25))
+def test_text_and_values_on_one_line_are_copied_exactly(a: str, b: str, c: str) -> None:
+    # Such a line becomes one f-string write; its literal parts must survive any character.
+    source = f"{a}@name@{b}@html@{c}@!html@{a}@(d['a'])@{b}@d[\"b\"]@{c}"
+    expected = (f"{a}Ann{b}&lt;b&gt;&quot;hi&quot; &amp; &apos;bye&apos;&lt;/b&gt;{c}"
+                f"{BINDINGS['html']}{a}1{b}2{c}")
+    assert pyml.render_string(source, BINDINGS) == expected
+
+
+def test_a_line_of_text_and_values_is_one_write() -> None:
+    source = pyml.to_mako("<td>@name@</td><td>@!html@</td>\n<p>@(a + b)@</p>")
+    assert "${f'<td>{_krait_esc((name))}</td><td>{_krait_str((html))}</td>\\n'|n}\\\n" \
+        in source
+    assert "${f'<p>{_krait_esc(((a + b)))}</p>'|n}" in source
+    # Values whose code an f-string cannot hold (here: a backslash, a quote like its delimiter,
+    # several lines) are written one by one, with the same output.
+    for code, value in (("'a\\tb'", "a\tb"), ("(name + '!')", "Ann!"), ("(a +\n b)", "5")):
+        source = f"<i>@{code}@</i>\n"
+        assert "f'" not in pyml.to_mako(source)
+        assert render(source) == f"<i>{value}</i>\n"
+    # Values keep their own rendering (str(), not format()) in a joined line.
+    assert render("<i>@!v@|@v@</i>", v=Formatted()) == "<i>str<|str&lt;</i>"
+
+
+class Formatted:
+    def __str__(self) -> str:
+        return "str<"
+
+    def __format__(self, spec: str) -> str:
+        return "format"
+
+
+def test_errors_on_joined_lines_keep_their_line() -> None:
+    source = "a\n<td>@name@</td>\n<td>@ok@</td><td>@(1 / n)@</td>\n"
+    with pytest.raises(ZeroDivisionError) as info:
+        pyml.render_string(source, {**BINDINGS, "ok": 1}, filename="s.pyml")
+    assert info.value.pyml_lineno == 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,8 +463,10 @@ def test_runtime_errors_map_to_pyml_lines_also_from_cached_modules(site: Path,
         with pytest.raises(AttributeError) as info2:
             templates.render("outer.pyml", {"n": 0})
         notes = info2.value.__notes__
-        assert notes == [f'  in template "{site / "outer.pyml"}", line 2',
-                         f'  in template "{site / ".view/inner.html"}", line 3']
+        assert notes == [f'  in template "{site / "outer.pyml"}", line 2\n'
+                         "    @import '.view/inner.html'",
+                         f'  in template "{site / ".view/inner.html"}", line 3\n'
+                         "    @(n.nope)@"]
     assert (cache / "page.pyml.py").is_file()
 
 
@@ -562,6 +632,14 @@ def test_layouts_extends_and_block(site: Path, cache: Path) -> None:
         "<footer>(c) 2024 Ann</footer></html>")
 
 
+def test_pyml_page_extends_a_mako_layout(site: Path, cache: Path) -> None:
+    write(site, "l.mako", '<%page args="year"/><b>${year}</b>${self.content()}'
+                          '<%def name="content()">-</%def>')
+    write(site, "p.html", "@extends 'l.mako'\n@block content:[@name@]@/block@")
+    templates = lookup.KraitLookup(str(site), str(cache))
+    assert templates.render("p.html", {"year": 2026, "name": "<a>"}) == "<b>2026</b>[&lt;a&gt;]"
+
+
 def test_runtime_error_in_a_child_block(site: Path, cache: Path) -> None:
     write(site, "l.html", "[\n@block content:L@/block@]")
     write(site, "c.html", "@extends 'l.html'\n@block content:\n\n@(1/0)@@/block@")
@@ -569,7 +647,8 @@ def test_runtime_error_in_a_child_block(site: Path, cache: Path) -> None:
     with pytest.raises(ZeroDivisionError) as info:
         templates.render("c.html", {})
     assert (info.value.pyml_filename, info.value.pyml_lineno) == (str(site / "c.html"), 4)
-    assert info.value.__notes__[0] == f'  in template "{site / "l.html"}", line 2'
+    assert info.value.__notes__[0] == (f'  in template "{site / "l.html"}", line 2\n'
+                                       "    @block content:L@/block@]")
 
 
 def test_block_sees_names_bound_before_it(site: Path, cache: Path) -> None:
@@ -593,6 +672,33 @@ def test_edited_template_is_served_fresh(site: Path, cache: Path) -> None:
     assert lookup.KraitLookup(str(site), str(cache)).render("page.pyml", {"v": 4}) == "three 4"
 
 
+def test_cached_modules_are_reused_only_with_a_matching_stamp(site: Path, cache: Path) -> None:
+    write(site, "p.html", "v1 @v@")
+    assert lookup.KraitLookup(str(site), str(cache)).render("p.html", {"v": 1}) == "v1 1"
+    module = cache / "p.html.py"
+    first = module.stat()
+    # A second worker loads the module as it is: nothing is compiled or written again.
+    assert lookup.KraitLookup(str(site), str(cache)).render("p.html", {"v": 2}) == "v1 2"
+    assert (module.stat().st_mtime_ns, module.stat().st_ino) == (first.st_mtime_ns,
+                                                                 first.st_ino)
+    # A module without our stamp (another krait or Mako, a damaged file) is compiled again,
+    # whatever its modification time says.
+    module.write_text("raise SystemExit('stale module executed')\n")
+    os.utime(module, (time.time() + 100, time.time() + 100))
+    assert lookup.KraitLookup(str(site), str(cache)).render("p.html", {"v": 3}) == "v1 3"
+    # Nothing else is left in the cache directory (temporary files are renamed into place).
+    assert sorted(p.name for p in cache.iterdir()) == ["p.html.py"]
+
+
+def test_a_cache_that_cannot_be_written_is_not_fatal(site: Path, cache: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    write(site, "sub/p.html", "ok @v@")
+    cache.mkdir()
+    (cache / "sub").write_text("a file where the module's folder should be")
+    assert lookup.KraitLookup(str(site), str(cache)).render("sub/p.html", {"v": 1}) == "ok 1"
+    assert "cannot cache the compiled" in capsys.readouterr().err
+
+
 def test_edited_layout_is_served_fresh(site: Path, cache: Path) -> None:
     write(site, "l.html", "[@block b:@/block@]", mtime=time.time() - 100)
     write(site, "c.html", "@extends 'l.html'\n@block b:child@/block@")
@@ -609,6 +715,20 @@ def test_file_bytes_are_kept(site: Path, cache: Path) -> None:
     templates = lookup.KraitLookup(str(site), str(cache))
     assert templates.render("enc.html", {"v": "ü"}).encode() == raw.replace(b"@v@", "ü".encode())
     assert templates.render("enc2.html", {"v": 1}).encode() == raw[3:].replace(b"@v@", b"1")
+
+
+def test_is_static_follows_the_file(site: Path, cache: Path) -> None:
+    write(site, "s.html", "mail: a@@b.c @{ }", mtime=time.time() - 100)
+    write(site, "d.html", "@x@")
+    write(site, "v.mako", "${x}")
+    templates = lookup.KraitLookup(str(site), str(cache))
+    assert templates.is_static("s.html") and templates.render("s.html", {}) == "mail: a@b.c "
+    assert not templates.is_static("d.html")
+    assert not templates.is_static(str(site / "v.mako"))
+    write(site, "s.html", "now @dynamic@", mtime=time.time() + 10)
+    assert not templates.is_static("/s.html")
+    with pytest.raises(lookup.TemplateNotFoundError):
+        templates.is_static("missing.html")
 
 
 def test_module_directory_must_be_outside_the_root(site: Path) -> None:

@@ -5,6 +5,17 @@
 one ``module_directory`` outside the site root, shared by all workers, and a template edited on
 disk is recompiled on its next use. Paths are always relative to the site root (§7.4), whatever
 file asks for them.
+
+The per-request path is short on purpose (it runs for every dynamic page): a path seen before
+maps to its file through a dictionary, each template file is checked with one ``stat`` per use,
+and a translated template is rendered without Mako's per-call argument introspection.
+
+A compiled module is reused only if it was compiled from the same file version (modification
+time, size, inode) by the same translator and Mako: the stamp at its end says so. Mako's own
+check compares whole-second modification times and would keep a stale module for an edit made
+in the same second, or for a file replaced by an older copy; and the import system's
+``__pycache__`` has the same weakness, so modules are compiled from their source here, never
+imported.
 """
 
 from __future__ import annotations
@@ -13,15 +24,22 @@ import hashlib
 import importlib
 import os
 import posixpath
+import sys
+import tempfile
 import threading
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import mako
+from mako import codegen, runtime, util
+from mako import template as mako_template
 from mako.exceptions import MakoException, TopLevelLookupException
 from mako.lexer import Lexer
 from mako.lookup import TemplateLookup
-from mako.template import Template
+from mako.template import ModuleInfo, Template
 
+import krait
 from krait.templates import pyml
 
 __all__ = [
@@ -41,6 +59,11 @@ MAKO_EXTENSION = ".mako"
 #: ``py_hook(filename, context) -> str | None``: runs an imported ``.py`` file.
 PyHook = Callable[[str, dict[str, Any]], "str | None"]
 
+# What a resolved path is (the third item of KraitLookup._paths values).
+_PYML, _MAKO, _SCRIPT, _VERBATIM = 0, 1, 2, 3
+# Bounded memo of resolved paths (cleared when full: it refills on demand).
+_MEMO_MAX = 4096
+
 
 class _PymlLexer(Lexer):
     """Mako's lexer, decoding a ``.pyml`` file as plain UTF-8.
@@ -57,7 +80,103 @@ class _PymlLexer(Lexer):
 
 
 class TemplateNotFoundError(TopLevelLookupException, FileNotFoundError):
-    """A template, or a file named by ``@import``, does not exist under the site root."""
+    """A template, or a file named by ``@import``, does not exist under the site root.
+
+    ``filename`` is the absolute path that was looked for.
+    """
+
+    def __init__(self, message: str, filename: str | None = None) -> None:
+        super().__init__(message)
+        self.filename = filename
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+_translator_stamp: str | None = None
+
+
+def _translator_id() -> str:
+    """What else a compiled module depends on: krait's translator and Mako's code generator.
+
+    A hash of this module's and the translator's source, so that a module compiled by another
+    version of either is never reused from the shared cache directory.
+    """
+    global _translator_stamp
+    if _translator_stamp is None:
+        digest = hashlib.sha256(f"{getattr(krait, '__version__', '')}:{mako.__version__}:"
+                                f"{codegen.MAGIC_NUMBER}".encode())
+        for source in (pyml.__file__, __file__):
+            try:
+                with open(source, "rb") as f:
+                    digest.update(f.read())
+            except OSError:  # pragma: no cover - running from a zip, say
+                digest.update(os.fsencode(source))
+        _translator_stamp = digest.hexdigest()[:16]
+    return _translator_stamp
+
+
+_mako_compile = getattr(mako_template, "_compile", None)
+
+
+class _Template(Template):
+    """A Mako template whose cached module is validated by a stamp, not by modification times.
+
+    ``_krait_stamp`` (set before Mako's constructor runs) names the source version; a module
+    file ending with another stamp is recompiled. Modules are written atomically (a temporary
+    file renamed into place), so several workers may share the directory.
+    """
+
+    _krait_stamp = ""
+
+    def _compile_from_file(self, path: str | None, filename: str) -> types.ModuleType:
+        # mako.template._compile (lexer + code generator) has kept its signature since Mako
+        # 1.0; should it go, Mako's own mtime-based module cache takes over.
+        if path is None or _mako_compile is None:
+            return super()._compile_from_file(path, filename)
+        stamp = f"\n# krait-source: {self._krait_stamp}\n".encode()
+        source = None
+        try:
+            with open(path, "rb") as f:
+                source = f.read()
+        except OSError:  # not there yet (or unreadable): compile
+            pass
+        if source is None or not source.endswith(stamp):
+            with open(filename, "rb") as f:
+                data = f.read()
+            generated, lexer = _mako_compile(self, data, filename, generate_magic_comment=True)
+            if isinstance(generated, str):
+                generated = generated.encode(lexer.encoding or "ascii")
+            source = generated + stamp
+            try:
+                _write_atomically(path, source)
+            except OSError as exc:   # a full or read-only cache: serve from memory anyway
+                sys.stderr.write(f"krait: cannot cache the compiled {filename}: {exc}\n")
+        # The module's name must be unique per template (Mako's module_id is not: "/a.b" and
+        # "/a_b" share one); errors are mapped back to the .pyml through it.
+        name = "krait_template:" + self.uri
+        module = types.ModuleType(name)
+        module.__file__ = path
+        code = compile(source, path, "exec", dont_inherit=True)
+        exec(code, module.__dict__)  # the template's own compiled code
+        ModuleInfo(module, path, self, filename, source.decode("utf-8", "replace"), None, None)
+        return module
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".py")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def default_py_hook(filename: str, context: dict[str, Any]) -> str | None:
@@ -74,6 +193,19 @@ def default_py_hook(filename: str, context: dict[str, Any]) -> str | None:
     namespace.setdefault("__name__", "__krait_import__")
     exec(code, namespace)  # running the site's own script is the point
     return None
+
+
+def _render_translated(template: Template, data: dict[str, Any]) -> str:
+    """``template.render(**data)`` for a translated ``.pyml`` template, without Mako's
+    introspection of the render function on every call (``inspect.getfullargspec``): a
+    translated template never declares ``<%page args=…>``, so its render function always
+    takes ``**pageargs`` and Mako would pass it all of ``data``, as done here."""
+    buf = util.FastEncodingBuffer()
+    context = runtime.Context(buf, **data)
+    context._outputting_as_unicode = False
+    context._set_with_template(template)
+    runtime._render_context(template, template.callable_, context, **data)
+    return context._pop_buffer().getvalue()
 
 
 class KraitLookup(TemplateLookup):
@@ -106,8 +238,11 @@ class KraitLookup(TemplateLookup):
         self.py_hook: PyHook = py_hook or default_py_hook
         self._mvc = mvc
         self._lock = threading.RLock()
+        self._root_prefix = self.root.rstrip(os.sep) + os.sep
         # uri → (template, (mtime_ns, size, inode) of its file when it was loaded)
         self._templates: dict[str, tuple[Template, tuple[int, int, int]]] = {}
+        # path as asked for → (absolute filename, "/uri", kind)
+        self._paths: dict[Any, tuple[str, str, int]] = {}
 
     # -- paths ----------------------------------------------------------------------------------
 
@@ -133,13 +268,64 @@ class KraitLookup(TemplateLookup):
     def _relative(self, path: Any) -> Any:
         """An absolute filename inside the root becomes root-relative; anything else is kept."""
         if isinstance(path, str) and os.path.isabs(path):
+            if path.startswith(self._root_prefix):
+                return path[len(self._root_prefix):]
             for root, absolute in ((self.root, os.path.abspath(path)),
                                    (os.path.realpath(self.root), os.path.realpath(path))):
                 if os.path.commonpath([root, absolute]) == root:
                     return os.path.relpath(absolute, root)
         return path
 
+    def locate(self, path: Any, absolute_ok: bool = False) -> tuple[str, str, int]:
+        """``(filename, uri, kind)`` of a path, remembered: the same path costs one dictionary
+        lookup the next time.
+
+        :param path: relative to the site root (a leading ``/`` too); with ``absolute_ok``, an
+            absolute filename inside the root is accepted as well.
+        """
+        try:
+            return self._paths[path, absolute_ok]
+        except (KeyError, TypeError):
+            pass
+        filename, uri = self.resolve(self._relative(path) if absolute_ok else path)
+        if filename.endswith(PYML_EXTENSIONS):
+            kind = _PYML
+        elif filename.endswith(MAKO_EXTENSION):
+            kind = _MAKO
+        elif filename.endswith(".py"):
+            kind = _SCRIPT
+        else:
+            kind = _VERBATIM
+        entry = (filename, uri, kind)
+        try:
+            if len(self._paths) >= _MEMO_MAX:
+                self._paths.clear()
+            self._paths[path, absolute_ok] = entry
+        except TypeError:  # an unhashable path-like object
+            pass
+        return entry
+
     # -- Mako interface -------------------------------------------------------------------------
+
+    def is_static(self, path: Any) -> bool:
+        """True when the template at ``path`` holds no Python construct (behaviour §3.3): its
+        output is its text with ``@@`` as ``@``, the same for every request, so it may be
+        cached like a static file. Decided once per version of the file (with the compiled
+        template), so it costs a dictionary look-up once the template has been rendered.
+
+        :param path: as for :meth:`render`.
+        :raises TemplateNotFoundError: when the file does not exist.
+        """
+        filename, uri, kind = self.locate(path, absolute_ok=True)
+        if kind != _PYML:
+            return False
+        template = self._template(filename, uri)
+        static = getattr(template, "_krait_static", None)
+        if static is None:
+            with open(filename, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+            static = template._krait_static = pyml.static_output(text) is not None
+        return static
 
     def has_template(self, uri: str) -> bool:
         try:
@@ -154,27 +340,31 @@ class KraitLookup(TemplateLookup):
         :raises TemplateNotFoundError: when the file does not exist.
         :raises PymlSyntaxError: when a ``.pyml`` file does not translate.
         """
-        filename, key = self.resolve(uri)
+        filename, key, _ = self.locate(uri)
+        return self._template(filename, key)
+
+    def _template(self, filename: str, key: str) -> Template:
         with self._lock:
             entry = self._templates.get(key)
             if entry is not None and not self.filesystem_checks:
                 return entry[0]
             try:
                 st = os.stat(filename)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 self._templates.pop(key, None)
                 raise TemplateNotFoundError(f"cannot find template {key!r} under "
-                                            f"{self.root!r}") from None
+                                            f"{self.root!r}", filename) from None
             signature = (st.st_mtime_ns, st.st_size, st.st_ino)
             if entry is not None and entry[1] == signature:
                 return entry[0]
-            template = self._compile(filename, key, st)
+            template = self._compile(filename, key, signature)
             self._templates[key] = (template, signature)
             return template
 
-    def _compile(self, filename: str, uri: str, st: os.stat_result) -> Template:
+    def _compile(self, filename: str, uri: str, signature: tuple[int, int, int]) -> Template:
         args = dict(self.template_args)
         translation: list[pyml.Translation] = []
+        error: BaseException | None = None
         if filename.endswith(MAKO_EXTENSION):
             args.pop("preprocessor", None)
             args["enable_loop"] = True           # Mako's own default for Mako-syntax views
@@ -189,32 +379,28 @@ class KraitLookup(TemplateLookup):
         module_filename = None
         if self.module_directory is not None:
             module_filename = os.path.join(self.module_directory, uri.lstrip("/") + ".py")
-            self._expire_module(module_filename, st)
+        template = _Template.__new__(_Template)
+        mtime_ns, size, inode = signature
+        template._krait_stamp = f"{mtime_ns}:{size}:{inode}:{_translator_id()}"
         try:
-            return Template(uri=uri, filename=filename, lookup=self,
-                            module_filename=module_filename, **args)
+            template.__init__(uri=uri, filename=filename, lookup=self,  # type: ignore[misc]
+                              module_filename=module_filename, **args)
+            template._krait_translated = not filename.endswith(MAKO_EXTENSION)
+            return template
+        except pyml.PymlSyntaxError as exc:
+            error = exc
         except MakoException as exc:
             # Mako rejected the generated source: report it against the .pyml line.
             lineno = getattr(exc, "lineno", None)
-            if translation and lineno:
-                line = translation[-1].pyml_line(lineno)
-                raise pyml.PymlSyntaxError(f"template does not compile: {exc}", filename,
-                                           line, 1) from exc
-            raise
-
-    @staticmethod
-    def _expire_module(module_filename: str, st: os.stat_result) -> None:
-        """Make Mako recompile a cached module that is not newer than its source.
-
-        Mako compares whole seconds, so a template saved in the same second as its module was
-        written would keep the stale module. Setting the module's mtime to 0 makes Mako write
-        a fresh one (atomically, by rename), which is safe with several workers.
-        """
-        try:
-            if os.stat(module_filename).st_mtime_ns <= st.st_mtime_ns:
-                os.utime(module_filename, ns=(0, 0))
-        except FileNotFoundError:
-            pass
+            if not (translation and lineno):
+                raise
+            line = translation[-1].pyml_line(lineno)
+            error = pyml.PymlSyntaxError(f"template does not compile: {exc}", filename, line, 1)
+        # Raised here, outside the handler, so that the traceback ends at the template instead
+        # of running through Mako's lexer (where the translator was called).
+        assert error is not None
+        _note_location(error)
+        raise error.with_traceback(None)
 
     # -- rendering ------------------------------------------------------------------------------
 
@@ -224,17 +410,20 @@ class KraitLookup(TemplateLookup):
         :param path: relative to the site root, or an absolute filename inside it.
         :param context: the names the template sees: ``ctrl``, ``krait``, ``init.py``'s
             globals… Mako's reserved names (``context``, ``UNDEFINED``, ``STOP_RENDERING``)
-            are left out.
+            are left out. The mapping is not modified.
         :returns: the output text. ``.py`` files go to ``py_hook``; a file that is neither a
             template nor a script is returned as it is.
         :raises PymlSyntaxError: for a template that does not translate.
+        :raises TemplateNotFoundError: when the file does not exist (``filename`` says which).
         :raises Exception: whatever the template raised, with notes naming the ``.pyml`` file
             and line of each template frame (see :func:`pyml.annotate_exception`).
         """
-        data = {k: v for k, v in context.items() if k not in pyml.MAKO_RESERVED_NAMES}
-        data.setdefault("ctrl", None)
+        data: Any = context
+        if "ctrl" not in data or not pyml.MAKO_RESERVED_NAMES.isdisjoint(data):
+            data = {k: v for k, v in context.items() if k not in pyml.MAKO_RESERVED_NAMES}
+            data.setdefault("ctrl", None)
         try:
-            return self.include(self._relative(path), data)
+            return self._include(self.locate(path, absolute_ok=True), data)
         except Exception as exc:
             pyml.annotate_exception(exc)
             raise
@@ -245,12 +434,17 @@ class KraitLookup(TemplateLookup):
         :param path: relative to the site root, never to the importing file.
         :param context: the top-level names of the importing template.
         """
-        filename, uri = self.resolve(path)
-        if filename.endswith(PYML_EXTENSIONS) or filename.endswith(MAKO_EXTENSION):
-            return self.get_template(uri).render(**context)
+        return self._include(self.locate(path), context)
+
+    def _include(self, located: tuple[str, str, int], context: Any) -> str:
+        filename, uri, kind = located
+        if kind == _PYML:
+            return _render_translated(self._template(filename, uri), context)
+        if kind == _MAKO:
+            return self._template(filename, uri).render(**context)
         if not os.path.isfile(filename):
-            raise TemplateNotFoundError(f"cannot find {uri!r} under {self.root!r}")
-        if filename.endswith(".py"):
+            raise TemplateNotFoundError(f"cannot find {uri!r} under {self.root!r}", filename)
+        if kind == _SCRIPT:
             return self.py_hook(filename, dict(context)) or ""
         with open(filename, encoding="utf-8", errors="replace", newline="") as f:
             return f.read()
@@ -264,6 +458,14 @@ class KraitLookup(TemplateLookup):
             return self.include(current.get_view(), {**context, "ctrl": current})
         finally:
             mvc.pop_ctrl()
+
+
+def _note_location(exc: pyml.PymlSyntaxError) -> None:
+    """Say where a syntax error is in the same words as a runtime error's notes (the file, the
+    line and the column), so that the log and the ``--debug`` page both show it."""
+    note = f'  in template "{exc.filename or "<pyml>"}", line {exc.lineno}, column {exc.offset}'
+    if note not in getattr(exc, "__notes__", ()):
+        exc.add_note(note)
 
 
 def default_module_directory(root: str) -> str | None:

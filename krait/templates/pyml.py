@@ -27,6 +27,7 @@ import ast
 import bisect
 import io
 import keyword
+import linecache
 import re
 import symtable
 import tokenize
@@ -101,17 +102,58 @@ class PymlSyntaxError(SyntaxError):
 # --------------------------------------------------------------------------------------------
 # Runtime helpers imported by every generated module
 
-_ESCAPE_TABLE = str.maketrans({
-    "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;",
-})
-
-
-def escape(value: Any) -> str:
-    """``str(value)`` with exactly ``& < > " '`` replaced by entities (§7.4); ``None`` → ``None``.
+def _escape_py(value: Any, _str: type = str, _int: type = int) -> str:
+    """``str(value)`` with exactly ``& < > " '`` replaced by entities (§7.4), in pure Python
+    (used when MarkupSafe's C code is not available).
 
     :param value: any object; it is converted with :func:`str` first.
     """
-    return str(value).translate(_ESCAPE_TABLE)
+    # Plain ints need no escaping; for short strings a scan per character beats one
+    # ``str.translate`` with a mapping (about 3x faster). ``&`` goes first so that the entities
+    # are not escaped again.
+    if type(value) is not _str:
+        if type(value) is _int:
+            return _str(value)
+        value = _str(value)
+    if "&" in value:
+        value = value.replace("&", "&amp;")
+    if "<" in value:
+        value = value.replace("<", "&lt;")
+    if ">" in value:
+        value = value.replace(">", "&gt;")
+    if '"' in value:
+        value = value.replace('"', "&quot;")
+    if "'" in value:
+        value = value.replace("'", "&apos;")
+    return value
+
+
+try:
+    # MarkupSafe (a dependency of Mako) escapes the same five characters in C, but writes the
+    # quotes as &#34; and &#39;. Its output holds "&#" only where it escaped a quote (an "&" of
+    # the value became "&amp;"), so two replacements, rarely needed, give our entities.
+    from markupsafe._speedups import _escape_inner as _c_escape
+except ImportError:  # pragma: no cover - MarkupSafe without its C extension
+    _c_escape = None
+
+
+def _escape_c(value: Any, _str: type = str, _int: type = int,
+              _inner: Any = _c_escape) -> str:
+    """The same as :func:`_escape_py`, through MarkupSafe's C code (about 25% faster)."""
+    if type(value) is not _str:
+        if type(value) is _int:
+            return _str(value)
+        value = _str(value)
+    value = _inner(value)
+    if "&#" in value:
+        value = value.replace("&#39;", "&apos;").replace("&#34;", "&quot;")
+    return value
+
+
+#: ``escape(value) -> str``: ``str(value)`` with exactly ``& < > " '`` replaced by entities
+#: (§7.4), ``None`` → ``"None"``. The hot spot of a page (one call per ``@expr@``): the fastest
+#: of the two equivalent implementations available.
+escape = _escape_c if _c_escape is not None else _escape_py
 
 
 def include(context: Any, path: Any) -> str:
@@ -868,28 +910,21 @@ class _Translator:
     def emit(self, prepared: dict[int, Any]) -> None:
         out = self.out
         self.prelude(0)
-        pending: list[_Node] = []     # consecutive text nodes, flushed before any construct
-
-        def flush() -> None:
-            if pending:
-                text = "".join(n.text for n in pending)
-                newlines = [n.pos + m.start() for n in pending for m in re.finditer("\n", n.text)]
-                out.literal(text, newlines)
-                pending.clear()
+        inline: list[tuple[Any, ...]] = []   # text and expressions, flushed before any other
 
         for k, node in enumerate(self.nodes):
             kind = node.kind
             if kind == "text":
-                pending.append(node)
+                inline.append(("t", node.text, node.pos))
+                continue
+            if kind in ("expr", "rawexpr"):
+                inline.append(("e", node, prepared[k]))
                 continue
             if kind == "nothing":
                 continue
-            flush()
-            if kind in ("expr", "rawexpr"):
-                out.glue("${(")
-                out.code_lines(prepared[k])
-                out.glue(")|n,_krait_esc}" if kind == "expr" else ")|n,_krait_str}")
-            elif kind in ("import", "importctrl"):
+            self.emit_inline(inline)
+            inline.clear()
+            if kind in ("import", "importctrl"):
                 out.glue("${_krait_include(context, (" if kind == "import"
                          else "${_krait_include_ctrl(context, (")
                 out.code_lines(prepared[k])
@@ -923,7 +958,50 @@ class _Translator:
                 self.prelude(node.inner)
             elif kind == "endblock":
                 out.glue("</%block>")
-        flush()
+        self.emit_inline(inline)
+
+    def emit_inline(self, items: list[tuple[Any, ...]]) -> None:
+        """Literal text and ``@expr``/``@!expr`` outputs, as few writes as possible.
+
+        Most of a page's time goes to its loops' lines, such as
+        ``<tr><td>@p.id@</td><td>@p.name@</td></tr>``: five writes for three texts and two
+        values, each a call. On a line holding both, the pieces are joined into one f-string
+        (``${f'<tr><td>{_krait_esc((p.id))}</td>…</tr>\\n'|n}``), about 15% faster per row,
+        printing exactly the same. Only within one line, so that errors keep their line, and
+        only for expressions that fit in an f-string (checked by compiling it); any other line
+        is written as before: the text as Mako text, each value as a Mako expression.
+        """
+        out = self.out
+        text_run: list[tuple[str, int]] = []   # consecutive plain text, written as one
+
+        def flush_text() -> None:
+            if text_run:
+                text = "".join(t for t, _ in text_run)
+                newlines = [pos + m.start() for t, pos in text_run
+                            for m in re.finditer("\n", t)]
+                out.literal(text, newlines)
+                text_run.clear()
+
+        for line in _lines(items):
+            merged = _fstring(line)
+            if merged is not None:
+                flush_text()
+                out.glue("${" + merged + "|n}")
+                last = line[-1]
+                if last[0] == "t" and last[1].endswith("\n"):
+                    out.glue("\\")               # Mako's escaped newline: prints nothing
+                    out.newline(last[2] + len(last[1]))
+                continue
+            for piece in line:
+                if piece[0] == "t":
+                    text_run.append((piece[1], piece[2]))
+                    continue
+                flush_text()
+                _, node, lines = piece
+                out.glue("${(")
+                out.code_lines(lines)
+                out.glue(")|n,_krait_esc}" if node.kind == "expr" else ")|n,_krait_str}")
+        flush_text()
 
     def prelude(self, scope: int) -> None:
         """Bind, at the start of a scope, every name the scope assigns, to its context value.
@@ -946,6 +1024,73 @@ class _Translator:
                 continue
             runs.append((k + 1, line))
         return tuple(runs)
+
+
+def _lines(items: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
+    """Split text pieces at newlines: each list ends with a newline-terminated text piece or at
+    the end of the items. Text pieces are ``("t", text, source offset)``."""
+    lines: list[list[tuple[Any, ...]]] = [[]]
+    for item in items:
+        if item[0] != "t":
+            lines[-1].append(item)
+            continue
+        _, text, pos = item
+        start = 0
+        while True:
+            end = text.find("\n", start)
+            if end < 0:
+                if start < len(text):
+                    lines[-1].append(("t", text[start:], pos + start))
+                break
+            lines[-1].append(("t", text[start:end + 1], pos + start))
+            lines.append([])
+            start = end + 1
+    return [line for line in lines if line]
+
+
+_FSTRING_ESCAPES = {"\\": "\\\\", "'": "\\'", "{": "{{", "}": "}}", "\n": "\\n", "\r": "\\r"}
+
+
+def _fstring_text(text: str) -> str:
+    """``text`` as the literal part of a ``f'…'`` string (one source line, ASCII controls
+    escaped)."""
+    out = []
+    for c in text:
+        e = _FSTRING_ESCAPES.get(c)
+        if e is None:
+            o = ord(c)
+            e = c if 32 <= o != 127 and c not in "\x85\u2028\u2029" else (
+                f"\\x{o:02x}" if o < 256 else f"\\u{o:04x}")
+        out.append(e)
+    return "".join(out)
+
+
+def _fstring(line: list[tuple[Any, ...]]) -> str | None:
+    """One line of text and values as a single f-string expression, or ``None`` when it is
+    not worth it (no value, or a lone value) or not possible (multi-line code, or code an
+    f-string cannot hold, such as a backslash, a quote like its delimiter or a comment)."""
+    if len(line) < 2 or all(piece[0] == "t" for piece in line):
+        return None
+    parts = ["f'"]
+    for piece in line:
+        if piece[0] == "t":
+            parts.append(_fstring_text(piece[1]))
+            continue
+        _, node, lines = piece
+        if len(lines) != 1:
+            return None
+        code = lines[0][0]
+        if "\\" in code or "'" in code or "#" in code:
+            return None
+        func = "_krait_esc" if node.kind == "expr" else "_krait_str"
+        parts.append(f"{{{func}(({code}))}}")
+    parts.append("'")
+    source = "".join(parts)
+    try:
+        compile(source, "<pyml>", "eval", dont_inherit=True)
+    except SyntaxError:
+        return None
+    return source
 
 
 def _layout_uri(value: str, src: _Source, node: _Node) -> str:
@@ -1019,8 +1164,9 @@ def annotate_exception(exc: BaseException) -> BaseException:
     """Add the ``.pyml`` file and line of each template frame to ``exc``.
 
     The exception keeps its type (an HTTP error raised by a view must stay one); it gains a
-    note per template frame (``template "x.pyml", line 3``) and the attributes
-    ``pyml_filename``/``pyml_lineno`` of the innermost one. Calling it twice is harmless.
+    note per template frame (``template "x.pyml", line 3``, then that line of the file, as a
+    Python traceback shows it) and the attributes ``pyml_filename``/``pyml_lineno`` of the
+    innermost one. Calling it twice is harmless.
     """
     if getattr(exc, "_krait_annotated", False):
         return exc
@@ -1032,8 +1178,19 @@ def annotate_exception(exc: BaseException) -> BaseException:
     except AttributeError:
         return exc
     for filename, line in frames:
-        exc.add_note(f'  in template "{filename or "<pyml>"}", line {line}')
+        note = f'  in template "{filename or "<pyml>"}", line {line}'
+        text = _source_line(filename, line)
+        exc.add_note(f"{note}\n    {text}" if text else note)
     return exc
+
+
+def _source_line(filename: str | None, line: int) -> str:
+    """Line ``line`` of a template file, stripped and shortened; ``""`` when unreadable."""
+    if not filename:
+        return ""
+    linecache.checkcache(filename)
+    text = linecache.getline(filename, line).strip()
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def render_string(source: str, context: dict[str, Any] | None = None,
