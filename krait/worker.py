@@ -133,10 +133,11 @@ class Worker:
         self.rules: Any = None
         self._templates: Any = None
         self._bases: dict[str, str] = {}  # target file → base name relative to the root
-        self._flags: dict[str, int] = {}  # base name → cache flags
+        self._flags: dict[tuple[str, bool], int] = {}  # (base, dynamic) → cache flags
         self._ctypes: dict[str, str] = {}  # base name → default content type
         self._max_age = (300, 864000)
         self.proxies = TrustedProxies()
+        self._static_page = False  # the current target is a template without constructs
         self._wlock = threading.Lock()
         self._hub: Any = None  # krait._wshub.Hub, created with the first WebSocket
         self._requests: queue.SimpleQueue[Any] | None = None  # set once a reader thread runs
@@ -254,6 +255,7 @@ class Worker:
         krait.request = Request(frame.method, frame.path, frame.query, frame.version,
                                 frame.headers, b"" if body_file else frame.body,
                                 remote_addr=addr, scheme=scheme, body_file=body_file)
+        self._static_page = False
         krait.response = None
         krait.extra_headers = []
         krait.url_params = self.url_params(frame)
@@ -279,6 +281,10 @@ class Worker:
                     text = self.render_ctrl(mvc.init_ctrl)
             else:
                 text = self.render(path)
+                # Behaviour §3.3: a template without constructs (only "@@") is static: it
+                # is cached like a static file (an ETag of its body, a max-age).
+                self._static_page = path.endswith((".html", ".htm", ".pyml")) and \
+                    self.templates.is_static(path)
         if krait.response is not None:
             return _as_response(krait.response), base
         return Response("HTTP/1.1", 200, None, text), base
@@ -322,13 +328,14 @@ class Worker:
                             body)
         return ErrorResponse(500)
 
-    def cache_flags(self, base: str) -> int:
-        flags = self._flags.get(base)
+    def cache_flags(self, base: str, dynamic: bool = True) -> int:
+        key = (base, dynamic)
+        flags = self._flags.get(key)
         if flags is None:
-            flags = self.rules.cache_flags(base, dynamic=True)
+            flags = self.rules.cache_flags(base, dynamic=dynamic)
             if len(self._flags) >= _MEMO_MAX:
                 self._flags.clear()
-            self._flags[base] = flags
+            self._flags[key] = flags
         return flags
 
     def send(self, frame: protocol.RequestFrame, response: Response, base: str | None) -> None:
@@ -363,7 +370,8 @@ class Worker:
             return
         body = response.body_bytes()
         if "cache-control" not in names:
-            flags = self.cache_flags(base) if base is not None else _CACHE_NO_STORE
+            flags = self.cache_flags(base, not self._static_page) if base is not None \
+                else _CACHE_NO_STORE
             if not flags & _CACHE_NO_STORE and status == 200:
                 # Behaviour §16.5: a dynamic page made storable gets an ETag of its rendered
                 # body, never of its source file.
@@ -403,8 +411,15 @@ class Worker:
             headers = [(k, v) for k, v in krait.extra_headers if k.lower() == "set-cookie"]
             if accept.protocol is not None:
                 headers.append(("Sec-WebSocket-Protocol", accept.protocol))
-            self.write(protocol.encode_response(frame.id, 101, headers, b""))
-            self.hub.open(frame.id, accept.controller)
+            # Bound before the 101 leaves: the client may send at once, and the reader
+            # thread must find the controller (messages wait until on_start has run).
+            self.hub.bind(frame.id, accept.controller)
+            try:
+                self.write(protocol.encode_response(frame.id, 101, headers, b""))
+            except BaseException:
+                self.hub.ended(frame.id)
+                raise
+            self.hub.start(frame.id)
             return True
         if 200 <= response.status_code < 300:
             self.send(frame, ResponseBadRequest(), None)

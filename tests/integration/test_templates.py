@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from krait.templates.pyml import is_dynamic
 from tests.conftest import HttpReader, KraitProcess, write_site
 
 INIT = '''\
@@ -129,8 +130,9 @@ def test_forms_render_exactly(site: Path, krait_server) -> None:  # type: ignore
         status, headers, body = get(server, f"/cases/{filename}")
         assert (filename, status) == (filename, 200), body
         assert body.decode() == expected, filename
-        # Without an '@' the core serves the file itself (Mako syntax is only text).
-        dynamic = "@" in template
+        # Without a construct the page is static: the core serves a file without any '@'
+        # itself, and a page whose only '@' are '@@' is cacheable too (behaviour §3.3).
+        dynamic = is_dynamic(template)
         assert ("no-store" in headers["cache-control"]) == dynamic, filename
         assert ("etag" in headers) != dynamic, filename
     # The default content type follows the file name; .pyml is HTML.
@@ -175,10 +177,12 @@ def test_static_and_dynamic_pages(site: Path, krait_server) -> None:  # type: ig
     assert (status, body) == (200, b"<p>plain, no construct</p>\n")
     assert "etag" in headers and "max-age=" in headers["cache-control"]
     assert get(server, "/plain.html", f"If-None-Match: {headers['etag']}\r\n")[0] == 304
-    # Only '@@': rendered by a worker ('@@' → '@'); the core sends any file holding an '@' to
-    # a worker, so the page is not stored (behaviour §3.3 would make it static).
+    # Only '@@': rendered by a worker ('@@' → '@') but static by behaviour §3.3: cacheable,
+    # with an ETag of its body that answers If-None-Match.
     status, headers, body = get(server, "/only-atat.html")
     assert (status, body) == (200, b"mail: a@b.c\n")
+    assert "max-age=" in headers["cache-control"] and "etag" in headers
+    assert get(server, "/only-atat.html", f"If-None-Match: {headers['etag']}\r\n")[0] == 304
     # A page with constructs is dynamic: never stored.
     status, headers, _ = get(server, "/cases/hello.html")
     assert headers["cache-control"] == "no-cache, no-store, must-revalidate"
