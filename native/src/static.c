@@ -296,6 +296,16 @@ static void respond_simple(krait_server *srv, krait__conn *c, krait__request *rq
     krait__log_begin(srv, c, rq, status, 0);
 }
 
+/* The head of one multipart/byteranges part (RFC 9110 §14.6). */
+static int part_head(char *out, size_t cap, const char *boundary, const char *ctype,
+                     const krait__range *r, uint64_t size)
+{
+    return snprintf(out, cap,
+                    "\r\n--%s\r\nContent-Type: %s\r\nContent-Range: bytes %llu-%llu/%llu\r\n\r\n",
+                    boundary, ctype, (unsigned long long)r->first, (unsigned long long)r->last,
+                    (unsigned long long)size);
+}
+
 void krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq,
                            const char *rel, size_t rel_len, int route, const char *params,
                            size_t params_len)
@@ -451,11 +461,7 @@ void krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq
         uint64_t total = 0;
         char part[512];
         for (int i = 0; i < nr; i++) {
-            int pn = snprintf(part, sizeof part,
-                              "\r\n--%s\r\nContent-Type: %s\r\nContent-Range: bytes %llu-%llu/%llu"
-                              "\r\n\r\n",
-                              boundary, m.ctype, (unsigned long long)ranges[i].first,
-                              (unsigned long long)ranges[i].last, (unsigned long long)size);
+            int pn = part_head(part, sizeof part, boundary, m.ctype, &ranges[i], size);
             total += (uint64_t)pn + ranges[i].last - ranges[i].first + 1;
         }
         total += strlen(boundary) + 8;  /* "\r\n--" boundary "--\r\n" */
@@ -466,11 +472,7 @@ void krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq
         add_meta(srv, c, &m, 0);
         krait__resp_end_headers(srv, c, (int64_t)total);
         for (int i = 0; i < nr; i++) {
-            int pn = snprintf(part, sizeof part,
-                              "\r\n--%s\r\nContent-Type: %s\r\nContent-Range: bytes %llu-%llu/%llu"
-                              "\r\n\r\n",
-                              boundary, m.ctype, (unsigned long long)ranges[i].first,
-                              (unsigned long long)ranges[i].last, (unsigned long long)size);
+            int pn = part_head(part, sizeof part, boundary, m.ctype, &ranges[i], size);
             krait__out_add(c, part, (size_t)pn);
             krait__seg_mem(c, from);
             from = c->out_len;
