@@ -1,6 +1,11 @@
 """The worker's side of open WebSockets: which controller owns which connection id, and the
 frames between the controllers and the core. The worker's reader thread hands WS_MESSAGE and
-WS_CLOSE frames to :meth:`Hub.dispatch`; controllers send through the worker's locked writer."""
+WS_CLOSE frames to :meth:`Hub.dispatch`; controllers send through the worker's locked writer.
+
+A connection is bound (:meth:`Hub.bind`) before its 101 leaves, so that no message the client
+sends right after the handshake can arrive for an id the hub does not know yet; frames that
+arrive before :meth:`Hub.start` has run ``on_start`` wait, in order, and are handed over right
+after it."""
 
 from __future__ import annotations
 
@@ -12,6 +17,20 @@ from krait import protocol
 from krait.websockets import WebsocketsCtrlBase
 
 
+class _Conn:
+    """One open connection: its controller and what arrived before on_start ran."""
+
+    __slots__ = ("ctrl", "lock", "started", "pending")
+
+    def __init__(self, ctrl: WebsocketsCtrlBase) -> None:
+        self.ctrl = ctrl
+        # Serialises delivery to this controller (reader thread) with its start (main
+        # thread); reentrant, so a controller may close itself from on_start/on_in_message.
+        self.lock = threading.RLock()
+        self.started = False
+        self.pending: list[tuple[int, int, bytes]] = []
+
+
 class Hub:
     """Open WebSocket controllers of one worker.
 
@@ -21,13 +40,13 @@ class Hub:
     def __init__(self, write: Callable[[bytes], None]) -> None:
         self._write = write
         self._lock = threading.Lock()
-        self._ctrls: dict[int, WebsocketsCtrlBase] = {}
+        self._conns: dict[int, _Conn] = {}
 
     def __len__(self) -> int:
-        return len(self._ctrls)
+        return len(self._conns)
 
-    def open(self, conn_id: int, ctrl: WebsocketsCtrlBase) -> None:
-        """Bind a controller to a connection the core has just upgraded, then start it."""
+    def bind(self, conn_id: int, ctrl: WebsocketsCtrlBase) -> None:
+        """Attach a controller to a connection id before the 101 is sent."""
 
         def send(message: str | bytes) -> None:
             try:
@@ -42,46 +61,72 @@ class Hub:
                 self._write(protocol.encode_ws_close(conn_id, code, reason))
             except OSError:
                 pass
+            # The core will not report a close the worker asked for: the connection is over
+            # for the controller now.
+            self.ended(conn_id)
 
         ctrl._send = send
         ctrl._close = close
         with self._lock:
-            self._ctrls[conn_id] = ctrl
-        try:
-            ctrl.on_start()
-        except Exception:  # noqa: BLE001 - a broken controller closes its connection only
-            traceback.print_exc()
-            close(1011, "")
-            self.ended(conn_id)
+            self._conns[conn_id] = _Conn(ctrl)
+
+    def start(self, conn_id: int) -> None:
+        """The 101 is on its way: run on_start, then hand over what arrived meanwhile."""
+        with self._lock:
+            conn = self._conns.get(conn_id)
+        if conn is None:
+            return
+        with conn.lock:
+            try:
+                conn.ctrl.on_start()
+            except Exception:  # noqa: BLE001 - a broken controller closes its connection only
+                traceback.print_exc()
+                conn.ctrl._close(1011, "")  # type: ignore[misc]
+                return
+            conn.started = True
+            pending, conn.pending = conn.pending, []
+            for ftype, kind, data in pending:
+                self._handle(conn_id, conn, ftype, kind, data)
+
+    def open(self, conn_id: int, ctrl: WebsocketsCtrlBase) -> None:
+        """Bind and start at once (for a connection whose 101 has already been sent)."""
+        self.bind(conn_id, ctrl)
+        self.start(conn_id)
 
     def dispatch(self, ftype: int, conn_id: int, kind: int, code: int, data: bytes) -> None:
         """A WS_MESSAGE or WS_CLOSE frame from the core."""
         with self._lock:
-            ctrl = self._ctrls.get(conn_id)
-        if ctrl is None:
+            conn = self._conns.get(conn_id)
+        if conn is None:
             return
+        with conn.lock:
+            if not conn.started:
+                conn.pending.append((ftype, kind, data))
+                return
+            self._handle(conn_id, conn, ftype, kind, data)
+
+    def _handle(self, conn_id: int, conn: _Conn, ftype: int, kind: int, data: bytes) -> None:
         if ftype == protocol.WS_CLOSE:
             self.ended(conn_id)
-            return
-        if kind == protocol.WS_TEXT:
-            ctrl._deliver(data.decode("utf-8"))  # the core validated it (RFC 6455 §8.1)
+        elif kind == protocol.WS_TEXT:
+            conn.ctrl._deliver(data.decode("utf-8"))  # the core validated it (RFC 6455 §8.1)
         else:
-            ctrl._deliver(data)
+            conn.ctrl._deliver(data)
 
     def ended(self, conn_id: int) -> None:
         """The connection is over: on_stop exactly once, forget the controller."""
         with self._lock:
-            ctrl = self._ctrls.pop(conn_id, None)
-        if ctrl is None:
+            conn = self._conns.pop(conn_id, None)
+        if conn is None:
             return
         try:
-            ctrl._ended()
+            conn.ctrl._ended()
         except Exception:  # noqa: BLE001
             traceback.print_exc()
 
     def close_all(self) -> None:
         """The worker is stopping: every controller's on_stop runs."""
         with self._lock:
-            ids = list(self._ctrls)
+            ids = list(self._conns)
         for conn_id in ids:
             self.ended(conn_id)

@@ -28,6 +28,8 @@ __all__ = [
 ]
 
 Message = str | bytes
+#: Queued after the last message once the connection has ended: wakes a waiting pop.
+_ENDED: Any = object()
 
 
 class WebsocketsRequest:
@@ -110,24 +112,23 @@ class WebsocketsCtrlBase:
         """The next incoming message, or ``None``.
 
         :param timeout: seconds to wait for one; ``0`` (the default, as in the original) does not
-            wait, ``None`` waits until a message arrives or the connection ends.
+            wait, ``None`` waits until a message arrives or the connection ends. Messages that
+            arrived before the end are still returned, in order; then ``None`` at once.
         :raises RuntimeError: when the controller was made with ``use_in_message_queue=False``.
         """
         if not self.use_in_message_queue:
             raise RuntimeError("this controller does not queue incoming messages")
         try:
             if timeout == 0:
-                return self._in.get_nowait()
-            if timeout is None:
-                while not self._stop.is_set():
-                    try:
-                        return self._in.get(timeout=0.25)
-                    except queue.Empty:
-                        continue
-                return self._in.get_nowait()
-            return self._in.get(timeout=timeout)
+                item = self._in.get_nowait()
+            else:
+                item = self._in.get(timeout=timeout)
         except queue.Empty:
             return None
+        if item is _ENDED:
+            self._in.put(_ENDED)  # for the next call, and for any other waiting thread
+            return None
+        return item
 
     def push_out_message(self, message: Message) -> None:
         """Send a message: ``str`` as a text frame, ``bytes`` as a binary frame. Safe from any
@@ -139,7 +140,22 @@ class WebsocketsCtrlBase:
         self._send(message if isinstance(message, str) else bytes(message))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close the connection with a status code (RFC 6455 §7.4); :meth:`on_stop` follows."""
+        """Close the connection with a status code and a reason the client receives in the
+        close frame (RFC 6455 §5.5.1); :meth:`on_stop` follows at once. Does nothing once the
+        connection has ended.
+
+        :param code: 1000 (normal), 1001 (going away), 1003 (cannot accept this data), 1007,
+            1008 (policy), 1009, 1011 (server error), or an application code 3000-4999
+            (RFC 6455 §7.4).
+        :param reason: at most 123 bytes once encoded as UTF-8.
+        :raises ValueError: a code an endpoint may not send, or a reason too long.
+        """
+        if isinstance(code, bool) or not isinstance(code, int) or not (
+                code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1011
+                or 3000 <= code <= 4999):
+            raise ValueError(f"{code!r} is not a close code a server may send")
+        if len(reason.encode("utf-8")) > 123:
+            raise ValueError("a close reason is at most 123 bytes of UTF-8")
         if self._close is not None and not self._stop.is_set():
             self._close(code, reason)
 
@@ -182,6 +198,7 @@ class WebsocketsCtrlBase:
             self.on_stop()
         finally:
             self._stop.set()
+            self._in.put(_ENDED)  # wakes a pop_in_message that waits
 
 
 #: The handshake being handled (``None`` for ordinary requests); reset per request.

@@ -332,15 +332,20 @@ static void unmap(krait_server *srv, krait__conn *c)
         e->num[0] = 0;
 }
 
-/* Close from our side: a close frame with code (0: none), the worker told notify_code
- * (0: not told), then the TCP connection ends once the frame is out. */
-void krait__ws_close(krait_server *srv, krait__conn *c, int code, int notify_code)
+/* Close from our side: a close frame with this payload (a code and a reason, or nothing), the
+ * worker told notify_code (0: not told). Failing the connection (RFC 6455 §7.1.7) ends TCP
+ * as soon as the frame is out, and reads nothing more. A clean close we start (linger) sends
+ * the frame and a FIN (§7.1.1: the server closes TCP first), then goes on reading until the
+ * client's close frame or EOF, within one ping interval: closing the socket with the
+ * client's reply unread would reset the connection and could destroy our close frame before
+ * the client reads it. */
+static void close_with(krait_server *srv, krait__conn *c, const uint8_t *payload, size_t n,
+                       int notify_code, int linger)
 {
     if (c->closed)
         return;
     if (!c->ws_close_sent) {
-        uint8_t payload[2] = {(uint8_t)(code >> 8), (uint8_t)code};
-        ws_send(srv, c, KRAIT__WS_CLOSE, (const char *)payload, code ? 2 : 0);
+        ws_send(srv, c, KRAIT__WS_CLOSE, (const char *)payload, n);
         c->ws_close_sent = 1;
     }
     if (notify_code && !c->ws_notified && c->worker >= 0) {
@@ -348,8 +353,51 @@ void krait__ws_close(krait_server *srv, krait__conn *c, int code, int notify_cod
                               "", 0);
         c->ws_notified = 1;
     }
-    c->ws_close_after_flush = 1;
+    if (!linger || c->state != CS_WS || c->ws_close_after_flush) {
+        c->ws_close_after_flush = 1;
+        krait__conn_flush(srv, c);
+        return;
+    }
     krait__conn_flush(srv, c);
+    if (c->closed)
+        return;
+    if (c->seg_i < c->nseg) {
+        /* The client is not reading: no point waiting for its answer. */
+        c->ws_close_after_flush = 1;
+        return;
+    }
+    shutdown(c->fd, SHUT_WR);
+    krait__timer_set(srv, c, TL_WS);
+}
+
+void krait__ws_close(krait_server *srv, krait__conn *c, int code, int notify_code)
+{
+    uint8_t payload[2] = {(uint8_t)(code >> 8), (uint8_t)code};
+    close_with(srv, c, payload, code ? 2 : 0, notify_code, 0);
+}
+
+/* A clean close we start (the controller asked, the worker died, the server stops). */
+static void ws_close_clean(krait_server *srv, krait__conn *c, int code, const char *reason,
+                           size_t reason_len, int notify_code)
+{
+    /* RFC 6455 §5.5: a control frame payload is at most 125 bytes, so the reason at most
+     * 123. A code an endpoint may not send (§7.4.1/§7.4.2) or a reason that is not UTF-8
+     * (§5.5.1) is not passed on: the client would have to fail the connection. */
+    uint8_t payload[125] = {(uint8_t)(code >> 8), (uint8_t)code};
+    size_t n = 2;
+    int bad = 0;
+    if (reason_len > 0 && reason_len <= 123) {
+        memcpy(payload + 2, reason, reason_len);
+        n += reason_len;
+    }
+    if (krait__ws_check_close(payload, n, &bad) < 0) {
+        n = 2;
+        if (krait__ws_check_close(payload, n, &bad) < 0) {
+            payload[0] = 1011 >> 8;
+            payload[1] = 1011 & 0xFF;
+        }
+    }
+    close_with(srv, c, payload, n, notify_code, 1);
 }
 
 void krait__ws_begin(krait_server *srv, krait__conn *c)
@@ -584,7 +632,8 @@ void krait__ws_input(krait_server *srv, krait__conn *c)
         krait__ws_close(srv, c, fail, fail);
         return;
     }
-    if (!c->ws_close_after_flush)
+    /* Input re-arms the idle ping, but never extends the wait for an answer to our close. */
+    if (!c->ws_close_after_flush && !c->ws_close_sent)
         krait__timer_set(srv, c, TL_WS);
     krait__conn_flush(srv, c);
 }
@@ -600,7 +649,7 @@ void krait__ws_from_worker(krait_server *srv, const void *frame)
         return;  /* the connection is gone: the controller learns it from our WS_CLOSE */
     if (f->type == KRAIT__IPC_WS_CLOSE) {
         c->ws_notified = 1;  /* the worker knows: it asked */
-        krait__ws_close(srv, c, f->status ? f->status : 1000, 0);
+        ws_close_clean(srv, c, f->status ? f->status : 1000, f->body.p, f->body.n, 0);
         return;
     }
     /* Never let one slow client hold unbounded output: beyond twice the message limit
@@ -617,8 +666,8 @@ void krait__ws_from_worker(krait_server *srv, const void *frame)
 /* Idle: ping; still no answer one interval later: the peer is gone. */
 void krait__ws_timer(krait_server *srv, krait__conn *c)
 {
-    if (c->ws_close_after_flush || c->ws_ping_out) {
-        krait__conn_close(srv, c);
+    if (c->ws_close_after_flush || c->ws_close_sent || c->ws_ping_out) {
+        krait__conn_close(srv, c);  /* no pong, or no answer to our close frame */
         return;
     }
     c->ws_ping_out = 1;
@@ -646,7 +695,7 @@ void krait__ws_worker_died(krait_server *srv, int slot)
         if (c->state == CS_WS && c->worker == slot && !c->closed) {
             c->ws_notified = 1;
             c->worker = -1;
-            krait__ws_close(srv, c, 1011, 0);  /* §7.4.1: the server hit a condition */
+            ws_close_clean(srv, c, 1011, "", 0, 0);  /* §7.4.1: the server hit a condition */
         }
     }
 }
@@ -657,6 +706,6 @@ void krait__ws_drain(krait_server *srv)
         krait__conn *c = (krait__conn *)((char *)l - offsetof(krait__conn, all));
         l = l->next;
         if (c->state == CS_WS && !c->closed)
-            krait__ws_close(srv, c, 1001, 1001);  /* going away */
+            ws_close_clean(srv, c, 1001, "", 0, 1001);  /* going away */
     }
 }
