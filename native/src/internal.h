@@ -302,7 +302,7 @@ void krait__ws_from_worker(struct krait_server *srv, const void *frame);
 void krait__ws_close(struct krait_server *srv, krait__conn *c, int code, int notify_code);
 void krait__ws_timer(struct krait_server *srv, krait__conn *c);
 void krait__ws_gone(struct krait_server *srv, krait__conn *c);
-void krait__ws_worker_died(struct krait_server *srv, int slot);
+void krait__ws_worker_died(struct krait_server *srv, int slot, int code);
 void krait__ws_drain(struct krait_server *srv);
 void krait__ws_free(krait__conn *c);
 /* worker.c: queue a WS_MESSAGE/WS_CLOSE frame to a worker. */

@@ -569,7 +569,9 @@ static void worker_gone(krait_server *srv, krait__worker *w, int status_for_clie
             krait__conn_flush(srv, c);
         }
     }
-    krait__ws_worker_died(srv, slot);
+    /* RFC 6455 §7.4.1: a worker retired by a reload is "going away" (1001: reconnect to
+     * the new code); one that died hit "an unexpected condition" (1011). */
+    krait__ws_worker_died(srv, slot, w->retiring ? 1001 : 1011);
     if (srv->event_cb)
         srv->event_cb(srv->cb_ud, KRAIT_EVENT_WORKER_EXIT, slot, pid);
 }

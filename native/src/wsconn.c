@@ -687,7 +687,7 @@ void krait__ws_gone(krait_server *srv, krait__conn *c)
     unmap(srv, c);
 }
 
-void krait__ws_worker_died(krait_server *srv, int slot)
+void krait__ws_worker_died(krait_server *srv, int slot, int code)
 {
     for (krait__link *l = srv->conns.next; l != &srv->conns;) {
         krait__conn *c = (krait__conn *)((char *)l - offsetof(krait__conn, all));
@@ -695,7 +695,7 @@ void krait__ws_worker_died(krait_server *srv, int slot)
         if (c->state == CS_WS && c->worker == slot && !c->closed) {
             c->ws_notified = 1;
             c->worker = -1;
-            ws_close_clean(srv, c, 1011, "", 0, 0);  /* §7.4.1: the server hit a condition */
+            ws_close_clean(srv, c, code, "", 0, 0);
         }
     }
 }

@@ -847,6 +847,23 @@ def test_sigterm_closes_with_1001(tmp_path: Path, krait_server: Callable[..., Kr
     assert got.count("on_stop") == 1, got
 
 
+def test_reload_closes_with_1001_and_new_connections_work(
+        tmp_path: Path, krait_server: Callable[..., KraitProcess]) -> None:
+    site = write_site(tmp_path / "site", FILES)
+    p = krait_server(site, "--workers", "1")
+    ws = connect(p, "/ws/probe")
+    ws.send("echo:before")
+    assert ws.recv() == "before"
+    p.proc.send_signal(signal.SIGHUP)
+    # The retired worker's connections are told the server is going away: reconnect.
+    assert close_frame(ws)[0] == 1001
+    ws.shutdown()
+    again = connect(p, "/ws/probe")
+    again.send("echo:after")
+    assert again.recv() == "after"
+    again.close()
+
+
 def test_dying_worker_closes_with_1011(tmp_path: Path,
                                        krait_server: Callable[..., KraitProcess]) -> None:
     site = write_site(tmp_path / "site", FILES)
