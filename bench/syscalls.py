@@ -144,7 +144,8 @@ def main(argv: list[str]) -> int:
     cases = [("krait static", "/1k.bin"), ("nginx", "/1k.bin"), ("krait static", "/1m.bin"),
              ("nginx", "/1m.bin"), ("krait dynamic", "/hello"), ("krait dynamic", "/hello.py"),
              ("krait dynamic", "/8k")]
-    lines = []
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [f"{when}, krait build: {common.krait_build()}"]
     try:
         with Servers() as running:
             for key, server in servers.items():
