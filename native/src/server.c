@@ -635,9 +635,6 @@ void krait__error(krait_server *srv, krait__conn *c, krait__request *rq, int sta
     size_t from = c->out_len;
     krait__resp_start(srv, c, status);
     krait__out_str(c, "Content-Type: text/html; charset=utf-8\r\n");
-    if (status == 405 || status == 501) {
-        /* Allow is added by the caller for 405 when it knows more; keep a sane default. */
-    }
     if (status == 503)
         krait__out_str(c, "Retry-After: 1\r\n");
     krait__resp_end_headers(srv, c, n);
@@ -1167,7 +1164,6 @@ static void handle_request(krait_server *srv, krait__conn *c, krait__request *rq
     }
     krait__static_respond(srv, c, rq, target + 1, target_len - 1, ans.route, ans.params,
                           ans.params_len);
-    (void)ans;
     if (c->state == CS_HEAD && c->nseg == 0 && c->worker < 0 && c->frame == NULL)
         krait__error(srv, c, rq, 500, 1);
 }

@@ -144,28 +144,6 @@ void krait__ws_free(krait__conn *c)
     }
 }
 
-/* Does a comma-separated header list contain token (case-insensitive)? */
-static int has_token(const krait__header *h, const char *token)
-{
-    if (!h)
-        return 0;
-    size_t tl = strlen(token);
-    const char *p = h->value, *end = h->value + h->value_len;
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-            p++;
-        const char *s = p;
-        while (p < end && *p != ',')
-            p++;
-        const char *e = p;
-        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-            e--;
-        if ((size_t)(e - s) == tl && strncasecmp(s, token, tl) == 0)
-            return 1;
-    }
-    return 0;
-}
-
 /* RFC 6455 §4.2.1: GET, HTTP/1.1, Upgrade/Connection (checked by the parser), version 13, a
  * key that is base64 of 16 bytes, no body. Returns 0 to go on, or answers 400/426 itself. */
 int krait__ws_handshake_check(krait_server *srv, krait__conn *c, krait__request *rq)
@@ -197,7 +175,6 @@ int krait__ws_handshake_check(krait_server *srv, krait__conn *c, krait__request 
     memcpy(c->ws_key, key->value, key->value_len);
     c->ws_key[key->value_len] = '\0';
     c->ws_deflate = deflate_offer(srv);
-    (void)has_token;
     return 0;
 }
 
