@@ -43,6 +43,7 @@ _LIMIT_FLAGS = {
     "keepalive-timeout": ("keepalive_timeout", float, "idle keep-alive seconds"),
     "worker-timeout": ("worker_timeout", float, "seconds a worker may take (504 beyond)"),
     "max-queue": ("max_queue", int, "requests waiting for a worker (503 beyond)"),
+    "worker-pipeline": ("worker_pipeline", int, "requests handed to one worker at once (1-8)"),
     "max-connections": ("max_connections", int, "open connections"),
 }
 

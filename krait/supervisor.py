@@ -51,7 +51,11 @@ LIMITS = {
     "spool_threshold": (lib.KRAIT_LIMIT_SPOOL, 1),
     "shutdown_timeout": (lib.KRAIT_LIMIT_DRAIN, 1000),
     "websocket_ping_interval": (lib.KRAIT_LIMIT_WS_PING, 1000),
+    "worker_pipeline": (lib.KRAIT_LIMIT_WORKER_DEPTH, 1),
 }
+
+#: The core's ceiling on requests handed to one worker at once (KRAIT__WORKER_DEPTH_MAX).
+MAX_WORKER_PIPELINE = 8
 
 
 def _raise_fd_limit() -> None:
@@ -441,6 +445,11 @@ class Supervisor:
             raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.max_header_fields "
                                f"may be at most {MAX_HEADER_FIELDS}, not "
                                f"{config.max_header_fields!r}")
+        if not isinstance(config.worker_pipeline, int) or config.worker_pipeline > MAX_WORKER_PIPELINE:
+            set_at = config.where("worker_pipeline")
+            raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.worker_pipeline "
+                               f"must be a whole number from 1 to {MAX_WORKER_PIPELINE}, not "
+                               f"{config.worker_pipeline!r}")
         for name in ("cache_max_age_default", "cache_max_age_long_term"):
             value = getattr(config, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

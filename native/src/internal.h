@@ -158,15 +158,22 @@ struct krait__conn {
     struct z_stream_s *ws_inflate, *ws_deflater;  /* created on first use */
 };
 
+#define KRAIT__WORKER_DEPTH_MAX 8
+
 typedef struct {
     int kind;                 /* OBJ_WORKER */
     int fd;                   /* -1: free slot */
     int pid;
     int retiring;
-    krait__conn *conn;        /* the request it runs, or NULL */
+    /* Requests sent to it, oldest first: jobs[0] runs, the others wait in its socket so that
+     * it never idles between requests (architecture: "keep workers fed"). A job whose client
+     * left keeps its place with conn NULL; its answer is dropped. */
+    struct { krait__conn *conn; uint32_t id; } jobs[KRAIT__WORKER_DEPTH_MAX];
+    int njobs;
     uint8_t *in; size_t in_len, in_cap;     /* frames from the worker */
     uint8_t *out; size_t out_len, out_off, out_cap;  /* frames to the worker */
-    int64_t deadline;         /* ms; 0 when idle */
+    int64_t deadline;         /* ms, for jobs[0]; 0 when idle */
+    int64_t started;          /* ms, when jobs[0] started */
     int epoll_out;
 } krait__worker;
 

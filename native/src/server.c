@@ -45,6 +45,7 @@ static const int64_t default_limits[KRAIT_LIMIT_COUNT] = {
     [KRAIT_LIMIT_SPOOL] = 1024 * 1024,
     [KRAIT_LIMIT_DRAIN] = 10000,
     [KRAIT_LIMIT_WS_PING] = 30000,
+    [KRAIT_LIMIT_WORKER_DEPTH] = 2,
 };
 
 static int64_t mono_ms(void)
@@ -226,6 +227,8 @@ int krait_server_set_limit(krait_server *srv, int which, int64_t value)
     if (which < 0 || which >= KRAIT_LIMIT_COUNT || value <= 0)
         return KRAIT_EINVAL;
     if (which == KRAIT_LIMIT_HEADERS && value > KRAIT__MAX_HEADERS_CAP)
+        return KRAIT_EINVAL;
+    if (which == KRAIT_LIMIT_WORKER_DEPTH && value > KRAIT__WORKER_DEPTH_MAX)
         return KRAIT_EINVAL;
     srv->limits[which] = value;
     return KRAIT_OK;
@@ -1303,8 +1306,13 @@ static void conn_event(krait_server *srv, krait__conn *c, uint32_t ev)
             return;
     }
     if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-        if ((c->state == CS_WRITE || c->state == CS_WORKER) && !(ev & (EPOLLHUP | EPOLLERR)))
-            return;  /* no read-ahead while answering (see conn_events) */
+        if ((c->state == CS_WRITE || c->state == CS_WORKER) && !(ev & (EPOLLHUP | EPOLLERR))) {
+            /* No read-ahead while answering: stop watching until the response is out, so the
+             * client's further bytes wait in the kernel (the flush restores the interest).
+             * Done only when bytes come, so a plain keep-alive request costs no epoll_ctl. */
+            krait__conn_pause(srv, c);
+            return;
+        }
         if (ev & (EPOLLHUP | EPOLLERR)) {
             krait__conn_close(srv, c);
             return;

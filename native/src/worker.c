@@ -68,7 +68,7 @@ int krait_server_retire_worker(krait_server *srv, int slot)
         return KRAIT_EINVAL;
     krait__worker *w = &srv->workers[slot];
     w->retiring = 1;
-    if (!w->deadline)
+    if (!w->njobs)
         worker_gone(srv, w, 0);
     return KRAIT_OK;
 }
@@ -215,14 +215,29 @@ int krait__body_continue(krait_server *srv, krait__conn *c)
 
 /* ---- dispatch --------------------------------------------------------------------------- */
 
-static krait__worker *idle_worker(krait_server *srv)
+/* A request is queued behind a busy worker's running one only while that one is young: a
+ * slow script must not hold back the requests an idle worker could soon take from the wait
+ * queue. Short requests (the case pipelining is for) finish well within this. */
+#define PIPELINE_WINDOW_MS 50
+
+/* The worker with the fewest requests in hand, if one can take another: an idle worker
+ * first, else one whose running request would otherwise leave it waiting for the next. */
+static krait__worker *pick_worker(krait_server *srv)
 {
+    krait__worker *best = NULL;
+    int depth = (int)srv->limits[KRAIT_LIMIT_WORKER_DEPTH];
     for (int i = 0; i < srv->nworkers; i++) {
         krait__worker *w = &srv->workers[i];
-        if (w->fd >= 0 && !w->retiring && !w->deadline)
+        if (w->fd < 0 || w->retiring || w->njobs >= depth)
+            continue;
+        if (w->njobs && srv->now_ms - w->started >= PIPELINE_WINDOW_MS)
+            continue;
+        if (!w->njobs)
             return w;
+        if (!best || w->njobs < best->njobs)
+            best = w;
     }
-    return NULL;
+    return best;
 }
 
 static void worker_write(krait_server *srv, krait__worker *w)
@@ -253,12 +268,19 @@ static void worker_write(krait_server *srv, krait__worker *w)
     }
 }
 
+/* The frame stays with the connection until its answer comes: if the worker dies before
+ * starting the request, it is sent to another one (requeue_jobs). */
 static void assign(krait_server *srv, krait__worker *w, krait__conn *c)
 {
-    w->conn = c;
-    w->deadline = srv->now_ms + srv->limits[KRAIT_LIMIT_WORKER_TIMEOUT];
+    if (!w->njobs) {
+        w->deadline = srv->now_ms + srv->limits[KRAIT_LIMIT_WORKER_TIMEOUT];
+        w->started = srv->now_ms;
+    }
     c->worker = (int)(w - srv->workers);
     c->req_id = ++srv->next_req_id;
+    w->jobs[w->njobs].conn = c;
+    w->jobs[w->njobs].id = c->req_id;
+    w->njobs++;
     put_u32(c->frame + 5, c->req_id);
     if (w->out_len + c->frame_len > w->out_cap) {
         size_t ncap = w->out_len + c->frame_len;
@@ -272,16 +294,48 @@ static void assign(krait_server *srv, krait__worker *w, krait__conn *c)
     }
     memcpy(w->out + w->out_len, c->frame, c->frame_len);
     w->out_len += c->frame_len;
-    free(c->frame);
-    c->frame = NULL;
-    c->frame_len = 0;
     worker_write(srv, w);
+}
+
+/* jobs[0] is answered: the next one (already in the worker's socket) starts now. */
+static krait__conn *job_done(krait_server *srv, krait__worker *w)
+{
+    krait__conn *c = w->jobs[0].conn;
+    w->njobs--;
+    memmove(&w->jobs[0], &w->jobs[1], (size_t)w->njobs * sizeof w->jobs[0]);
+    w->deadline = w->njobs ? srv->now_ms + srv->limits[KRAIT_LIMIT_WORKER_TIMEOUT] : 0;
+    w->started = srv->now_ms;
+    if (c) {
+        free(c->frame);
+        c->frame = NULL;
+        c->frame_len = 0;
+    }
+    return c;
+}
+
+/* The worker is gone: the requests it had not started go back to the head of the wait
+ * queue, in order, for another worker. */
+static void requeue_jobs(krait_server *srv, krait__worker *w)
+{
+    for (int i = w->njobs - 1; i >= 1; i--) {
+        krait__conn *c = w->jobs[i].conn;
+        if (!c || c->closed || !c->frame)
+            continue;
+        c->worker = -1;
+        krait__link *head = &srv->waitq;
+        c->wq.prev = head;
+        c->wq.next = head->next;
+        head->next->prev = &c->wq;
+        head->next = &c->wq;
+        srv->nwait++;
+    }
+    w->njobs = 0;
 }
 
 void krait__worker_feed(krait_server *srv)
 {
     while (srv->waitq.next != &srv->waitq) {
-        krait__worker *w = idle_worker(srv);
+        krait__worker *w = pick_worker(srv);
         if (!w)
             return;
         krait__link *l = srv->waitq.next;
@@ -296,8 +350,7 @@ static void submit(krait_server *srv, krait__conn *c)
 {
     c->state = CS_WORKER;
     krait__timer_set(srv, c, -1);
-    krait__conn_pause(srv, c);
-    krait__worker *w = idle_worker(srv);
+    krait__worker *w = pick_worker(srv);
     if (w) {
         assign(srv, w, c);
         return;
@@ -413,13 +466,11 @@ static int hop_by_hop(const krait__slice *name)
 
 static void deliver(krait_server *srv, krait__worker *w, const krait__ipc_frame *f)
 {
-    krait__conn *c = w->conn;
+    krait__conn *c = w->jobs[0].conn;
     if (f->type == KRAIT__IPC_RESPONSE) {
         int stream = f->body_kind == KRAIT__BODY_STREAM;
-        if (!stream) {
-            w->conn = NULL;
-            w->deadline = 0;
-        }
+        if (!stream)
+            job_done(srv, w);
         if (!c)
             return;  /* the client left; the answer is dropped */
         if (c->ws_key[0]) {
@@ -507,8 +558,7 @@ static void deliver(krait_server *srv, krait__worker *w, const krait__ipc_frame 
     }
     if (f->type == KRAIT__IPC_CHUNK || f->type == KRAIT__IPC_END) {
         if (f->type == KRAIT__IPC_END) {
-            w->conn = NULL;
-            w->deadline = 0;
+            job_done(srv, w);
         } else {
             w->deadline = srv->now_ms + srv->limits[KRAIT_LIMIT_WORKER_TIMEOUT];
         }
@@ -549,15 +599,19 @@ static void worker_gone(krait_server *srv, krait__worker *w, int status_for_clie
 {
     if (w->fd < 0)
         return;
-    krait__conn *c = w->conn;
+    krait__conn *c = w->njobs ? w->jobs[0].conn : NULL;
     epoll_ctl(srv->epfd, EPOLL_CTL_DEL, w->fd, NULL);
     close(w->fd);
     w->fd = -1;
-    w->conn = NULL;
+    requeue_jobs(srv, w);
     w->deadline = 0;
+    w->out_len = w->out_off = 0;
     int slot = (int)(w - srv->workers), pid = w->pid;
     if (c && !c->closed) {
         c->worker = -1;
+        free(c->frame);
+        c->frame = NULL;
+        c->frame_len = 0;
         if (c->streaming) {
             /* Part of the body is gone already: the only honest signal is to cut the stream. */
             krait__conn_close(srv, c);
@@ -574,6 +628,7 @@ static void worker_gone(krait_server *srv, krait__worker *w, int status_for_clie
     krait__ws_worker_died(srv, slot, w->retiring ? 1001 : 1011);
     if (srv->event_cb)
         srv->event_cb(srv->cb_ud, KRAIT_EVENT_WORKER_EXIT, slot, pid);
+    krait__worker_feed(srv);  /* requests it had not started, to the others */
 }
 
 void krait__worker_send_ws(krait_server *srv, int slot, uint8_t type, uint32_t id, unsigned arg,
@@ -647,10 +702,16 @@ void krait__worker_event(krait_server *srv, krait__worker *w, uint32_t events)
             worker_gone(srv, w, 502);
             return;
         }
-        if (f.type == KRAIT__IPC_WS_MESSAGE || f.type == KRAIT__IPC_WS_CLOSE)
+        if (f.type == KRAIT__IPC_WS_MESSAGE || f.type == KRAIT__IPC_WS_CLOSE) {
             krait__ws_from_worker(srv, &f);
-        else
+        } else if (!w->njobs || f.id != w->jobs[0].id) {
+            /* Workers answer in order; anything else is a broken worker. */
+            kill(w->pid, SIGKILL);
+            worker_gone(srv, w, 502);
+            return;
+        } else {
             deliver(srv, w, &f);
+        }
         off += (size_t)n;
         if (w->fd < 0)
             return;
@@ -659,12 +720,10 @@ void krait__worker_event(krait_server *srv, krait__worker *w, uint32_t events)
         memmove(w->in, w->in + off, w->in_len - off);
         w->in_len -= off;
     }
-    if (!w->deadline) {
-        if (w->retiring)
-            worker_gone(srv, w, 0);
-        else
-            krait__worker_feed(srv);
-    }
+    if (!w->njobs && w->retiring)
+        worker_gone(srv, w, 0);
+    else
+        krait__worker_feed(srv);
 }
 
 void krait__worker_sweep(krait_server *srv)
@@ -688,8 +747,9 @@ void krait__worker_conn_gone(krait_server *srv, krait__conn *c)
     }
     if (c->worker >= 0) {
         krait__worker *w = &srv->workers[c->worker];
-        if (w->conn == c)
-            w->conn = NULL;  /* the worker finishes; its answer is dropped */
+        for (int i = 0; i < w->njobs; i++)
+            if (w->jobs[i].conn == c)
+                w->jobs[i].conn = NULL;  /* the worker still runs it; the answer is dropped */
         c->worker = -1;
     }
 }

@@ -97,6 +97,10 @@ def test_route_errors(tmp_path, init, message):
     ("config.max_queue = 0\n", "init.py:2: krait.config.max_queue must be a positive number"),
     ("config.worker_timeout = 'soon'\n",
      "init.py:2: krait.config.worker_timeout must be a positive number"),
+    ("config.worker_pipeline = 9\n",
+     "init.py:2: krait.config.worker_pipeline must be a whole number from 1 to 8, not 9"),
+    ("config.worker_pipeline = 1.5\n",
+     "init.py:2: krait.config.worker_pipeline must be a whole number from 1 to 8, not 1.5"),
     ("config.cache_max_age_default = -5\n",
      "init.py:2: krait.config.cache_max_age_default must be a number of seconds"),
 ])
@@ -124,6 +128,8 @@ def test_failure_only_in_the_workers(tmp_path):
     (["SITE", "--workers", "-1"], "--workers must be 0"),
     (["SITE", "--worker-timeout", "0"], "--worker-timeout must be positive"),
     (["SITE", "--max-queue", "many"], "invalid int value: 'many'"),
+    (["SITE", "--worker-pipeline", "0"], "--worker-pipeline must be positive"),
+    (["SITE", "--worker-pipeline", "9"], "worker_pipeline must be a whole number from 1 to 8"),
     ([], "the site root is required"),
 ])
 def test_bad_arguments_one_line(tmp_path, args, needle):

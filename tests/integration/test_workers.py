@@ -389,6 +389,7 @@ def test_full_queue_gives_503_with_retry_after(site, krait_server, tmp_path):
     marker = tmp_path / "pid"
     busy = send(server, f"/x/slow?t=2&marker={marker}")
     wait_pid_file(marker)                       # the only worker is busy
+    time.sleep(0.2)                             # too long to be pipelined behind it
     queued = send(server, "/x/slow?t=0")        # waits in the queue (its one place)
     time.sleep(0.3)
     started = time.monotonic()
@@ -402,6 +403,67 @@ def test_full_queue_gives_503_with_retry_after(site, krait_server, tmp_path):
     busy.close()
     queued.close()
     assert get(server, "/x/hello")[0] == 200
+
+
+# --- pipelining: requests queued on a busy worker's socket (architecture: keep workers fed) ---
+
+@pytest.mark.parametrize("pipeline, refused", [("2", 1), ("1", 2)])
+def test_a_busy_worker_takes_its_next_request_ahead(site, krait_server, pipeline, refused):
+    # Four requests at once, one worker, one place in the wait queue: the worker runs one and,
+    # with --worker-pipeline 2, holds the next in its socket; the queue takes one more; the
+    # rest are refused.
+    server = krait_server(site, "--workers", "1", "--max-queue", "1",
+                          "--worker-pipeline", pipeline)
+    socks = [send(server, "/x/slow?t=1") for _ in range(4)]
+    statuses = sorted(HttpReader(s, timeout=10).read()[0] for s in socks)
+    assert statuses == [200] * (4 - refused) + [503] * refused
+    for s in socks:
+        s.close()
+
+
+def test_a_request_queued_behind_a_killed_one_goes_to_the_new_worker(site, krait_server,
+                                                                     tmp_path):
+    server = krait_server(site, "--workers", "1")
+    marker = tmp_path / "pid"
+    doomed = send(server, f"/x/slow?t=30&marker={marker}")
+    behind = send(server, "/x/pid")
+    pid = wait_pid_file(marker)
+    os.kill(pid, signal.SIGKILL)
+    assert HttpReader(doomed, timeout=10).read()[0] == 502
+    status, _, body = HttpReader(behind, timeout=10).read()
+    assert status == 200 and int(body) != pid  # not failed: it had not started
+
+
+def test_a_request_queued_behind_an_overrun_is_served_not_timed_out(site, krait_server,
+                                                                    tmp_path):
+    server = krait_server(site, "--workers", "1", "--worker-timeout", "1")
+    marker = tmp_path / "pid"
+    looping = send(server, f"/x/loop?marker={marker}")
+    behind = send(server, "/x/pid")
+    pid = wait_pid_file(marker)
+    assert HttpReader(looping, timeout=10).read()[0] == 504
+    status, _, body = HttpReader(behind, timeout=10).read()
+    assert status == 200 and int(body) != pid
+
+
+def test_each_queued_request_gets_the_whole_time_limit(site, krait_server):
+    # 0.7 s each, one after the other on the only worker: the second ends 1.4 s after it was
+    # sent, past the 1 s limit, but its own run took 0.7 s.
+    server = krait_server(site, "--workers", "1", "--worker-timeout", "1")
+    first = send(server, "/x/slow?t=0.7")
+    second = send(server, "/x/slow?t=0.7")
+    assert HttpReader(first, timeout=10).read()[::2] == (200, b"slept")
+    assert HttpReader(second, timeout=10).read()[::2] == (200, b"slept")
+
+
+def test_a_queued_request_whose_client_left_is_dropped(site, krait_server):
+    server = krait_server(site, "--workers", "1")
+    first = send(server, "/x/slow?t=0.3")
+    gone_client = send(server, "/x/slow?t=0.3")
+    gone_client.close()
+    assert HttpReader(first, timeout=10).read()[::2] == (200, b"slept")
+    for _ in range(5):
+        assert get(server, "/x/hello")[::2] == (200, b"Hello world!")
 
 
 # --- request bodies ------------------------------------------------------------------------
