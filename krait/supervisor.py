@@ -445,7 +445,8 @@ class Supervisor:
             raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.max_header_fields "
                                f"may be at most {MAX_HEADER_FIELDS}, not "
                                f"{config.max_header_fields!r}")
-        if not isinstance(config.worker_pipeline, int) or config.worker_pipeline > MAX_WORKER_PIPELINE:
+        pipeline = config.worker_pipeline
+        if not isinstance(pipeline, int) or pipeline > MAX_WORKER_PIPELINE:
             set_at = config.where("worker_pipeline")
             raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.worker_pipeline "
                                f"must be a whole number from 1 to {MAX_WORKER_PIPELINE}, not "
