@@ -128,6 +128,8 @@ struct krait__conn {
     int peer_port;
     struct ssl_st *ssl;       /* TLS session, or NULL for plain HTTP */
     int tls_want_write;       /* the TLS engine needs the socket writable to go on */
+    int tls_ready;            /* the TLS handshake has completed */
+    krait__link tls_later;    /* membership in srv->tls_later: OpenSSL holds input to read */
 
     /* Worker dispatch (worker.c). */
     krait__link wq;           /* membership in the wait queue */
@@ -194,6 +196,7 @@ struct krait_server {
     int wake_fd;
     struct { krait__obj obj; int fd; int tls; } listeners[8];
     struct ssl_ctx_st *ssl_ctx;
+    krait__link tls_later;    /* TLS connections to read again after this event batch */
     int https_redirect_port;  /* > 0: plain-HTTP requests are redirected there */
     char hsts[128];           /* Strict-Transport-Security value for TLS answers, or "" */
     int nlisteners;
@@ -201,6 +204,7 @@ struct krait_server {
     int spare_fd;             /* released on EMFILE to accept-and-close */
 
     krait__map mime, cache_rules, route_cache, dyn_cache, ws_ids;
+    krait__map resolved;      /* URL path -> file found by the index/extension search */
     krait__route *routes;
     size_t nroutes;
     krait_cache_fn cache_cb;
@@ -288,6 +292,8 @@ ssize_t krait__conn_send(struct krait_server *srv, krait__conn *c, const char *b
 ssize_t krait__conn_sendfile(struct krait_server *srv, krait__conn *c, int fd, off_t off,
                              size_t n);
 int krait__conn_pending(krait__conn *c);
+int krait__tls_coalesce(krait__conn *c);
+ssize_t krait__tls_send_segs(struct krait_server *srv, krait__conn *c);
 int krait__tls_start(struct krait_server *srv, krait__conn *c);
 void krait__tls_free(krait__conn *c);
 void krait__tls_ctx_free(struct krait_server *srv);

@@ -128,10 +128,12 @@ krait_server *krait_server_new(const char *site_root, char *err, size_t errlen)
     srv->cache_rules.max = 16384;
     srv->route_cache.max = 16384;
     srv->dyn_cache.max = 16384;
+    srv->resolved.max = 16384;
     for (int i = 0; i < TL_COUNT; i++)
         list_init(&srv->timers[i]);
     list_init(&srv->conns);
     list_init(&srv->waitq);
+    list_init(&srv->tls_later);
     for (int i = 0; i < KRAIT__MAX_WORKERS; i++)
         srv->workers[i].fd = -1;
 
@@ -205,6 +207,7 @@ void krait_server_free(krait_server *srv)
     krait__map_free(&srv->cache_rules);
     krait__map_free(&srv->route_cache);
     krait__map_free(&srv->dyn_cache);
+    krait__map_free(&srv->resolved);
     krait__map_free(&srv->ws_ids);
     if (srv->sig_fd >= 0)
         close(srv->sig_fd);
@@ -698,6 +701,7 @@ void krait__conn_close(krait_server *srv, krait__conn *c)
     krait__worker_conn_gone(srv, c);
     krait__timer_set(srv, c, -1);
     krait__link_remove(&c->wq);
+    krait__link_remove(&c->tls_later);
     epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     krait__tls_free(c);
     close(c->fd);
@@ -735,6 +739,17 @@ static void reap(krait_server *srv)
 
 static void process_input(krait_server *srv, krait__conn *c);
 
+/* TLS read-ahead leaves input in OpenSSL, where level-triggered epoll can't see it: a
+ * connection that goes back to reading with such bytes is read again after the event batch
+ * (not from here, which may be deep in a pipelined response). */
+static void tls_read_later(krait_server *srv, krait__conn *c)
+{
+    if (c->ssl && !c->closed && !c->tls_later.next &&
+        (c->state == CS_HEAD || c->state == CS_BODY || c->state == CS_WS) &&
+        krait__conn_pending(c))
+        krait__link_append(&srv->tls_later, &c->tls_later);
+}
+
 /* The response is fully sent: log it, drop the answered bytes and go on with the next
  * pipelined request (responses leave in request order because only one is built at a time). */
 static void response_done(krait_server *srv, krait__conn *c)
@@ -769,6 +784,7 @@ static void response_done(krait_server *srv, krait__conn *c)
     }
     if (c->ws_pending) {
         krait__ws_begin(srv, c);
+        tls_read_later(srv, c);
         return;
     }
     c->state = CS_HEAD;
@@ -784,6 +800,7 @@ static void response_done(krait_server *srv, krait__conn *c)
         }
         krait__timer_set(srv, c, TL_IDLE);
     }
+    tls_read_later(srv, c);
 }
 
 /* Send pending segments. Returns when everything is sent, the socket is full (EPOLLOUT armed)
@@ -794,7 +811,16 @@ void krait__conn_flush(krait_server *srv, krait__conn *c)
         krait__seg *s = &c->segs[c->seg_i];
         uint64_t left = s->len - c->seg_done;
         ssize_t n;
-        if (s->is_file) {
+        if (krait__tls_coalesce(c)) {
+            /* TLS without kTLS: head and body pieces leave together, a record at a time. */
+            n = krait__tls_send_segs(srv, c);
+            if (n == 0) {
+                krait__conn_close(srv, c);  /* the file shrank */
+                return;
+            }
+            if (n > 0)
+                continue;  /* the segments were advanced */
+        } else if (s->is_file) {
             off_t off = (off_t)(s->off + c->seg_done);
             size_t want = left > (1u << 30) ? (1u << 30) : (size_t)left;
             n = krait__conn_sendfile(srv, c, c->file_fd, off, want);
@@ -1282,6 +1308,26 @@ static void conn_read(krait_server *srv, krait__conn *c)
         if ((size_t)n < READ_CHUNK && !krait__conn_pending(c))
             return;
     }
+    tls_read_later(srv, c);  /* the rounds are used up: a plain socket stays readable */
+}
+
+/* Read the connections that tls_read_later() listed. One that is listed again (its rounds
+ * used up again) waits for the next batch, which then polls without sleeping. */
+static void tls_read_run(krait_server *srv)
+{
+    krait__link todo;
+    if (srv->tls_later.next == &srv->tls_later)
+        return;
+    todo.next = srv->tls_later.next;
+    todo.prev = srv->tls_later.prev;
+    todo.next->prev = todo.prev->next = &todo;
+    list_init(&srv->tls_later);
+    while (todo.next != &todo) {
+        krait__conn *c = CONTAINER(todo.next, krait__conn, tls_later);
+        krait__link_remove(&c->tls_later);
+        if (!c->closed && krait__conn_pending(c))
+            conn_read(srv, c);
+    }
 }
 
 static void conn_event(krait_server *srv, krait__conn *c, uint32_t ev)
@@ -1511,7 +1557,7 @@ int krait_server_run(krait_server *srv)
             begin_drain(srv);
         if (srv->draining && (srv->nconns == 0 || srv->now_ms >= srv->drain_deadline))
             break;
-        int timeout = 1000;
+        int timeout = srv->tls_later.next != &srv->tls_later ? 0 : 1000;
         int n = epoll_wait(srv->epfd, evs, MAX_EVENTS, timeout);
         if (n < 0 && errno != EINTR)
             return KRAIT_ESYS;
@@ -1541,6 +1587,7 @@ int krait_server_run(krait_server *srv)
             }
             }
         }
+        tls_read_run(srv);
         sweep_timers(srv);
         reap(srv);
         if (srv->log_len)

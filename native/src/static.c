@@ -126,6 +126,89 @@ int krait__resolve_file(krait_server *srv, const char *rel, size_t rel_len, char
     return fd;
 }
 
+/* ---- the resolution cache ----------------------------------------------------------------
+ * The search for "hello" tries hello, hello.html, hello.htm, hello.pyml before hello.py: four
+ * failed opens per request for a Python page, and the script's own open only to learn that it
+ * is a file. Its outcome depends only on the entries of one directory, so it is remembered
+ * with that directory's identity and change time (ctime: any entry added, removed or renamed
+ * changes it, and unlike mtime it cannot be set back). A hit costs one fstatat of the
+ * directory. A directory changed in the last two seconds is not trusted (timestamps are
+ * coarser than the events they order). */
+
+#define RESOLVE_SETTLE_S 2
+
+/* The directory part of rel: its length (0 for the root). A rel ending in '/' (or empty) names
+ * a directory whose index is searched: then the directory is rel itself. */
+static size_t search_dir_len(const char *rel, size_t len, int index_search)
+{
+    if (index_search)
+        return len && rel[len - 1] == '/' ? len - 1 : len;
+    while (len && rel[len - 1] != '/')
+        len--;
+    return len ? len - 1 : 0;
+}
+
+static int dir_stat(krait_server *srv, const char *name, size_t dir_len, struct stat *st)
+{
+    char dir[KRAIT__PATH_MAX];
+    if (dir_len >= sizeof dir)
+        return -1;
+    memcpy(dir, name, dir_len);
+    dir[dir_len] = '\0';
+    return fstatat(srv->root_fd, dir_len ? dir : ".", st, AT_SYMLINK_NOFOLLOW);
+}
+
+static int64_t ctime_ns(const struct stat *st)
+{
+    return (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+}
+
+/* The remembered file for rel, into name, if its directory has not changed since. */
+static int resolved_lookup(krait_server *srv, const char *rel, size_t rel_len, char *name,
+                           size_t name_cap)
+{
+    krait__map_entry *e = krait__map_get(&srv->resolved, rel, rel_len);
+    struct stat ds;
+    if (!e || !e->val || e->val_len >= name_cap ||
+        dir_stat(srv, e->val, (size_t)e->num[0], &ds) < 0 || !S_ISDIR(ds.st_mode) ||
+        (int64_t)ds.st_ino != e->num[1] || (int64_t)ds.st_dev != e->num[2] ||
+        ctime_ns(&ds) != e->num[3])
+        return 0;
+    memcpy(name, e->val, e->val_len + 1);
+    return 1;
+}
+
+static void resolved_store(krait_server *srv, const char *rel, size_t rel_len,
+                           const char *name, size_t name_len)
+{
+    int index_search = !rel_len || rel[rel_len - 1] == '/';
+    size_t dl = search_dir_len(rel, rel_len, index_search);
+    /* Only outcomes decided inside that one directory ("docs" → "docs/index.py" also depends
+     * on the parent's entries: not cached). */
+    if (search_dir_len(name, name_len, 0) != dl || (dl && memcmp(name, rel, dl) != 0))
+        return;
+    struct stat ds;
+    if (dir_stat(srv, name, dl, &ds) < 0 || !S_ISDIR(ds.st_mode) ||
+        ds.st_ctim.tv_sec + RESOLVE_SETTLE_S > srv->date_sec)
+        return;
+    krait__map_entry *e = krait__map_put(&srv->resolved, rel, rel_len);
+    if (!e)
+        return;
+    char *v = realloc(e->val, name_len + 1);
+    if (!v) {
+        free(e->val);
+        e->val = NULL;
+        return;
+    }
+    memcpy(v, name, name_len + 1);
+    e->val = v;
+    e->val_len = name_len;
+    e->num[0] = (int64_t)dl;
+    e->num[1] = (int64_t)ds.st_ino;
+    e->num[2] = (int64_t)ds.st_dev;
+    e->num[3] = ctime_ns(&ds);
+}
+
 /* Behaviour §3.3: .py is always Python; .html/.htm/.pyml need Python only when they contain
  * an '@' (a construct); everything else is static. The scan is cached per file version. */
 int krait__needs_python(krait_server *srv, int fd, const char *name, size_t len,
@@ -247,7 +330,7 @@ typedef struct {
     char last_modified[KRAIT__DATE_LEN + 1];
     char ctype[160];
     int flags;       /* KRAIT_CACHE_* */
-    int vary;        /* a gzip sibling exists */
+    int vary;        /* the answer depends on Accept-Encoding */
     int gzip;        /* serving the sibling */
 } file_meta;
 
@@ -312,14 +395,32 @@ void krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq
 {
     char name[KRAIT__PATH_MAX];
     struct stat st;
-    int fd = krait__resolve_file(srv, rel, rel_len, name, sizeof name, &st);
-    if (fd < 0) {
-        krait__error(srv, c, rq, 404, rq->has_body);
-        return;
+    int fd = -1;
+    size_t name_len;
+    if (resolved_lookup(srv, rel, rel_len, name, sizeof name)) {
+        name_len = strlen(name);
+        if (ends_with(name, name_len, ".py"))
+            goto python;  /* a script: the worker opens it, the core need not */
+        fd = open_beneath(srv, name, &st);
+        if (fd >= 0 && !S_ISREG(st.st_mode)) {
+            close(fd);
+            fd = -1;
+        }
     }
-    size_t name_len = strlen(name);
+    if (fd < 0) {
+        fd = krait__resolve_file(srv, rel, rel_len, name, sizeof name, &st);
+        if (fd < 0) {
+            krait__error(srv, c, rq, 404, rq->has_body);
+            return;
+        }
+        name_len = strlen(name);
+        if (name_len != rel_len || ends_with(name, name_len, ".py"))
+            resolved_store(srv, rel, rel_len, name, name_len);
+    }
+    name_len = strlen(name);
     if (krait__needs_python(srv, fd, name, name_len, &st)) {
         close(fd);
+    python:;
         char full[KRAIT__PATH_MAX + KRAIT__PATH_MAX];
         snprintf(full, sizeof full, "%s/%s", srv->root, name);
         krait__worker_dispatch(srv, c, rq, route, full, params, params_len);
@@ -351,25 +452,22 @@ void krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq
     content_type_of(srv, name, name_len, m.ctype, sizeof m.ctype);
     m.flags = krait__cache_flags(srv, name, name_len);
 
-    /* A precompressed sibling (name.gz): served when the client takes gzip; its existence alone
-     * makes every answer for this file vary on Accept-Encoding. */
-    if (name_len + 4 < sizeof name) {
+    /* A precompressed sibling (name.gz), looked for only when the client takes gzip (as
+     * nginx's gzip_static does): that answer says Vary: Accept-Encoding; one to a client that
+     * does not take gzip is the file itself, right for it and any other client. */
+    if (name_len + 4 < sizeof name && accepts_gzip(krait__find_header(srv, "accept-encoding"))) {
         memcpy(name + name_len, ".gz", 4);
         struct stat gst;
         int gfd = open_beneath(srv, name, &gst);
         name[name_len] = '\0';
         if (gfd >= 0 && S_ISREG(gst.st_mode)) {
-            m.vary = 1;
-            if (accepts_gzip(krait__find_header(srv, "accept-encoding"))) {
-                close(fd);
-                fd = gfd;
-                st = gst;
-                m.gzip = 1;
-                gfd = -1;
-            }
-        }
-        if (gfd >= 0)
+            close(fd);
+            fd = gfd;
+            st = gst;
+            m.vary = m.gzip = 1;
+        } else if (gfd >= 0) {
             close(gfd);
+        }
     }
     m.etag_len = krait__etag_make((uint64_t)st.st_ino, (uint64_t)st.st_size,
                                   (int64_t)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, m.etag);
