@@ -90,9 +90,17 @@ Text = str | bytes | bytearray | memoryview
 Pairs = Iterable[tuple[Text, Text]]
 
 
-@dataclass(frozen=True, slots=True)
 class RequestFrame:
-    """A decoded REQUEST frame (core -> worker). Strings use UTF-8 with surrogateescape."""
+    """A decoded REQUEST frame (core -> worker). Strings use UTF-8 with surrogateescape.
+
+    Built once per request, so it is a plain slotted class, and its headers are decoded only
+    when first read (most pages never look at them). Treat it as read-only.
+    """
+
+    __slots__ = ("id", "flags", "route", "method", "path", "query", "version", "file",
+                 "remote_addr", "remote_port", "params", "body", "_headers", "_raw")
+    _FIELDS = ("id", "flags", "route", "method", "path", "query", "version", "file",
+               "remote_addr", "remote_port", "params", "headers", "body")
 
     id: int
     flags: int
@@ -105,8 +113,46 @@ class RequestFrame:
     remote_addr: str
     remote_port: int
     params: list[tuple[str, str]]  #: URL parameters of a regex route
-    headers: list[tuple[str, str]]  #: names lower-cased, arrival order, repeats kept
     body: bytes  #: the body, or with ``REQ_BODY_FILE`` the spooled file's path
+
+    def __init__(self, id: int, flags: int, route: int, method: str, path: str, query: str,
+                 version: str, file: str, remote_addr: str, remote_port: int,
+                 params: list[tuple[str, str]], headers: list[tuple[str, str]] | None,
+                 body: bytes, _raw: tuple[bytes, int] | None = None) -> None:
+        self.id = id
+        self.flags = flags
+        self.route = route
+        self.method = method
+        self.path = path
+        self.query = query
+        self.version = version
+        self.file = file
+        self.remote_addr = remote_addr
+        self.remote_port = remote_port
+        self.params = params
+        self.body = body
+        self._headers = headers
+        self._raw = _raw  # (frame, offset of the header pairs) while not yet decoded
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """``(name, value)`` pairs: names lower-cased, arrival order, repeats kept."""
+        if self._headers is None:
+            buf, pos = self._raw  # type: ignore[misc]
+            self._headers = _decode_pairs(buf, pos)[0]
+            self._raw = None
+        return self._headers
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not RequestFrame:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self._FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._FIELDS)
+        return f"RequestFrame({fields})"
 
     @property
     def body_file(self) -> str | None:
@@ -236,6 +282,24 @@ def _reject_header(name: bytes, value: bytes) -> None:
     raise ValueError(f"CR, LF or NUL in response header {name!r}: {value!r}")
 
 
+# Encoded header pairs by (name, value): most responses repeat the same few headers
+# (Content-Type, Cache-Control), so each is checked and encoded once. b"" marks a header the
+# core owns (dropped). Cleared when full.
+_PAIR_MEMO: dict[tuple[Text, Text], bytes] = {}
+_PAIR_MEMO_MAX = 1024
+
+
+def _encode_header(name: Text, value: Text) -> bytes:
+    """One response header as ``str name, str value`` bytes, or b"" for a core header."""
+    n = name.encode(_ENC, _ERRORS) if type(name) is str else _b(name)
+    v = value.encode(_ENC, _ERRORS) if type(value) is str else _b(value)
+    if not n or _BAD_HEADER_BYTE(n) or _BAD_HEADER_BYTE(v):
+        _reject_header(n, v)
+    if n.lower() in CORE_HEADERS:
+        return b""
+    return b"".join((_LEN.pack(len(n)), n, _LEN.pack(len(v)), v))
+
+
 def encode_response(id: int, status: int, headers: Pairs = (), body: Text = b"",
                     body_kind: int = BODY_INLINE, *, max_frame: int = MAX_FRAME) -> bytes:
     """Encode a RESPONSE frame.
@@ -258,7 +322,7 @@ def encode_response(id: int, status: int, headers: Pairs = (), body: Text = b"",
     :raises ValueError: any other violation listed above.
     """
     # This runs once per request in every worker, so it is written for speed: one pass over
-    # the headers, one regex search per name and value, one join.
+    # the headers (each seen before is one dict lookup), one join.
     _check_id(id)
     if not 100 <= status <= 999:
         raise ValueError(f"status {status} outside 100..999")
@@ -271,24 +335,26 @@ def encode_response(id: int, status: int, headers: Pairs = (), body: Text = b"",
         raise ValueError(f"bad file path {raw_body!r}")
     parts: list[bytes] = [b"", b""]
     append = parts.append
-    pack = _LEN.pack
-    bad = _BAD_HEADER_BYTE
-    for name, value in headers:
-        n = name.encode(_ENC, _ERRORS) if type(name) is str else _b(name)
-        v = value.encode(_ENC, _ERRORS) if type(value) is str else _b(value)
-        if not n or bad(n) or bad(v):
-            _reject_header(n, v)
-        if n.lower() in CORE_HEADERS:
-            continue
-        append(pack(len(n)))
-        append(n)
-        append(pack(len(v)))
-        append(v)
-    count = (len(parts) - 2) // 4
+    memo = _PAIR_MEMO
+    for pair in headers:
+        name, value = pair
+        try:
+            chunk = memo.get(pair)  # type: ignore[call-overload]
+        except TypeError:  # unhashable (a list pair, a bytearray): no memo
+            chunk = _encode_header(name, value)
+        else:
+            if chunk is None:
+                chunk = _encode_header(name, value)
+                if len(memo) >= _PAIR_MEMO_MAX:
+                    memo.clear()
+                memo[pair] = chunk  # type: ignore[index]
+        if chunk:
+            append(chunk)
+    count = len(parts) - 2
     if count > _U16_MAX:
         raise ValueError(f"{count} headers; a frame holds at most {_U16_MAX}")
     parts[1] = _RESP_FIXED.pack(status, body_kind, count)
-    append(pack(len(raw_body)))
+    append(_LEN.pack(len(raw_body)))
     append(raw_body)
     return _finish(parts, RESPONSE, id, max_frame)
 
@@ -486,12 +552,21 @@ def decode_request(buf: bytes | bytearray | memoryview) -> RequestFrame:
             text.append(buf[pos + 4:pos + 4 + n].decode(_ENC, _ERRORS))
             pos += 4 + n
         (port,) = _U16.unpack_from(buf, pos)
-        params, pos = _decode_pairs(buf, pos + 2)
-        headers, pos = _decode_pairs(buf, pos)
+        if buf[pos + 2] or buf[pos + 3]:
+            params, pos = _decode_pairs(buf, pos + 2)
+        else:
+            params, pos = [], pos + 4
+        # The headers are decoded on first use (RequestFrame.headers); here they are only
+        # stepped over, which checks that they lie within the frame.
+        headers_at = pos
+        (count,) = _U16.unpack_from(buf, pos)
+        pos += 2
+        for _ in range(2 * count):
+            pos += 4 + unpack(buf, pos)[0]
         (n,) = unpack(buf, pos)
         body = buf[pos + 4:pos + 4 + n]
         pos += 4 + n
-    except struct.error:
+    except (struct.error, IndexError):
         raise ValueError("a request field runs past the end of the frame") from None
     if pos > len(buf):
         raise ValueError("a request field runs past the end of the frame")
@@ -499,7 +574,7 @@ def decode_request(buf: bytes | bytearray | memoryview) -> RequestFrame:
         raise ValueError(f"{len(buf) - pos} trailing bytes after the request body")
     method, path, query, version, file, remote_addr = text
     return RequestFrame(frame_id, flags, route, method, path, query, version, file,
-                        remote_addr, port, params, headers, body)
+                        remote_addr, port, params, None, body, (buf, headers_at))
 
 
 def decode_response(buf: bytes | bytearray | memoryview) -> ResponseFrame:

@@ -10,7 +10,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, BinaryIO, NamedTuple
 from urllib.parse import quote, unquote_plus
 
@@ -180,7 +180,8 @@ class Request:
     :param query_string: the raw query string (after ``?``, still encoded); ``""`` when none.
         Bytes are decoded as UTF-8 (invalid sequences become U+FFFD).
     :param http_version: ``"HTTP/1.1"`` or ``"HTTP/1.0"``.
-    :param headers: ``(name, value)`` pairs or a mapping (see :class:`Headers`).
+    :param headers: ``(name, value)`` pairs or a mapping (see :class:`Headers`), or a
+        function of no arguments returning them, called when :attr:`headers` is first read.
     :param body: the body, ``b""`` when there is none. Ignored (pass ``b""``) when ``body_file``
         is given.
     :param remote_addr: the client's address, e.g. ``"203.0.113.7"``.
@@ -193,7 +194,8 @@ class Request:
     MultipartFormData = MultipartFormData
 
     def __init__(self, http_method: str, url: str, query_string: str | bytes | None,
-                 http_version: str, headers: HeadersArg, body: bytes | str | None, *,
+                 http_version: str, headers: HeadersArg | Callable[[], HeadersArg],
+                 body: bytes | str | None, *,
                  remote_addr: str = "", scheme: str = "http",
                  body_file: str | os.PathLike[str] | None = None) -> None:
         #: The method as sent (``"HEAD"`` stays ``"HEAD"`` although it is routed as GET).
@@ -207,8 +209,8 @@ class Request:
         self._query: dict[str, str] | None = None
         #: ``"HTTP/1.1"`` or ``"HTTP/1.0"``.
         self.http_version: str = http_version
-        #: The headers, with lower-cased names (lookups are case-insensitive).
-        self.headers: Headers = Headers(headers)
+        self._headers: Headers | None = None
+        self._header_source: Any = headers
         #: The client's address.
         self.remote_addr: str = remote_addr
         #: ``"http"`` or ``"https"``.
@@ -238,6 +240,21 @@ class Request:
     @query.setter
     def query(self, value: dict[str, str]) -> None:
         self._query = value
+
+    @property
+    def headers(self) -> Headers:
+        """The headers, with lower-cased names (lookups are case-insensitive); see
+        :class:`Headers`. Built on first access."""
+        if self._headers is None:
+            source = self._header_source
+            self._headers = Headers(source() if callable(source) else source)
+            self._header_source = None
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: HeadersArg) -> None:
+        self._headers = value if isinstance(value, Headers) else Headers(value)
+        self._header_source = None
 
     @property
     def body(self) -> bytes:

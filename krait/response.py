@@ -149,13 +149,15 @@ class Response:
                  headers: HeadersArg = None, body: Body | None = b"") -> None:
         if http_version not in _HTTP_VERSIONS:
             raise ValueError(f"http_version must be 'HTTP/1.1' or 'HTTP/1.0', not {http_version!r}")
-        if (isinstance(status_code, bool) or not isinstance(status_code, int)
-                or not 100 <= status_code <= 599):
+        if (type(status_code) is not int and (isinstance(status_code, bool) or
+                                              not isinstance(status_code, int))) \
+                or not 100 <= status_code <= 599:
             raise ValueError(f"status_code must be an int in 100-599, not {status_code!r}")
         if body is None:
             body = b""
-        if isinstance(body, Mapping) or not isinstance(
-                body, (str, bytes, bytearray, memoryview, Iterable)):
+        # (bytes and str, the usual bodies, skip the slower abstract-class checks)
+        if type(body) is not bytes and type(body) is not str and (isinstance(body, Mapping) or
+                not isinstance(body, (str, bytes, bytearray, memoryview, Iterable))):
             # A dict would otherwise "stream" its keys; JsonResponse is what was meant.
             raise TypeError(f"a response body must be str, bytes or an iterable of them, not "
                             f"{type(body).__name__} (use JsonResponse for JSON)")

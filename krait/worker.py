@@ -253,7 +253,7 @@ class Worker:
                     fwd_proto = value
             addr, scheme = self.proxies.resolve(addr, fwd_for, fwd_proto, scheme)
         krait.request = Request(frame.method, frame.path, frame.query, frame.version,
-                                frame.headers, b"" if body_file else frame.body,
+                                lambda: frame.headers, b"" if body_file else frame.body,
                                 remote_addr=addr, scheme=scheme, body_file=body_file)
         self._static_page = False
         krait.response = None
