@@ -124,7 +124,7 @@ shutdown_timeout: float = 10.0
 websocket_ping_interval: float = 30.0
 #: Requests handed to one worker at once: it runs one, the next waits in its socket so the
 #: worker goes straight on to it. 1 sends a request only to an idle worker.
-worker_pipeline: int = 2
+worker_pipeline: int = 4
 
 #: TLS (behaviour §13.1), used when an HTTPS port is given (``--https-port`` or
 #: ``--port HTTP/HTTPS``). Reloaded on SIGHUP.

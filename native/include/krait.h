@@ -54,7 +54,7 @@
 #define KRAIT_LIMIT_DRAIN 13           /* default 10 s: graceful stop bound */
 #define KRAIT_LIMIT_WS_PING 14         /* default 30 s: ping an idle WebSocket; no answer in
                                           as long again → close */
-#define KRAIT_LIMIT_WORKER_DEPTH 15    /* default 2, at most 8: requests handed to one worker
+#define KRAIT_LIMIT_WORKER_DEPTH 15    /* default 4, at most 8: requests handed to one worker
                                           at once (it runs one; the rest wait in its socket) */
 #define KRAIT_LIMIT_COUNT 16
 

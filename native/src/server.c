@@ -45,7 +45,7 @@ static const int64_t default_limits[KRAIT_LIMIT_COUNT] = {
     [KRAIT_LIMIT_SPOOL] = 1024 * 1024,
     [KRAIT_LIMIT_DRAIN] = 10000,
     [KRAIT_LIMIT_WS_PING] = 30000,
-    [KRAIT_LIMIT_WORKER_DEPTH] = 2,
+    [KRAIT_LIMIT_WORKER_DEPTH] = 4,
 };
 
 static int64_t mono_ms(void)
