@@ -1,7 +1,13 @@
 /* TLS with OpenSSL: the server context (certificate chain, key, passphrase, TLS 1.2–1.3, modern
  * ciphers, ALPN http/1.1, session resumption), and the per-connection I/O that server.c calls
  * for every connection: plain sockets go straight to recv/send/sendfile, TLS ones through
- * SSL_read/SSL_write (or kTLS SSL_sendfile). WANT_READ/WANT_WRITE become EAGAIN plus a flag. */
+ * SSL_read/SSL_write (or kTLS SSL_sendfile). WANT_READ/WANT_WRITE become EAGAIN plus a flag.
+ *
+ * Without kTLS, a response's pending segments (head, file bytes, multipart separators) are
+ * gathered into records of up to 16 KiB (krait__tls_send_segs), so a small response is one
+ * record, one write and one TCP segment. Reads use read-ahead: one recv takes a record's
+ * header and body (and whatever follows), and krait__conn_pending reports bytes OpenSSL holds
+ * that epoll can no longer see. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <openssl/err.h>
@@ -60,6 +66,18 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
     return SSL_TLSEXT_ERR_NOACK;
 }
 
+/* The handshake is over (also called again after TLS 1.3 post-handshake messages): from now
+ * on a failure is not a handshake failure. */
+static void info_cb(const SSL *ssl, int where, int ret)
+{
+    (void)ret;
+    if (where & SSL_CB_HANDSHAKE_DONE) {
+        krait__conn *c = SSL_get_app_data(ssl);
+        if (c)
+            c->tls_ready = 1;
+    }
+}
+
 int krait_server_set_tls(krait_server *srv, const char *cert, const char *key,
                          const char *passphrase, char *err, size_t errlen)
 {
@@ -73,10 +91,21 @@ int krait_server_set_tls(krait_server *srv, const char *cert, const char *key,
     SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
     /* TLS 1.2: forward-secret AEAD suites only (TLS 1.3 suites are all modern). */
     SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS");
+    /* A client that closes without close_notify (common: Python's ssl, browsers) is an EOF,
+     * as a TCP close on a plain connection, not a fatal error with an alert sent to a closed
+     * socket. HTTP messages are self-delimiting, so a truncation is still detected. */
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
-                                 SSL_OP_NO_COMPRESSION | SSL_OP_ENABLE_KTLS);
+                                 SSL_OP_NO_COMPRESSION | SSL_OP_ENABLE_KTLS |
+                                 SSL_OP_IGNORE_UNEXPECTED_EOF);
+    /* Partial writes: SSL_write returns after each record. Moving buffer: a write retried
+     * after WANT_WRITE may come from another address (krait__tls_send_segs gathers the same
+     * bytes again, possibly followed by more). */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
+    /* One recv per record instead of two (5-byte header, then the body); bytes read ahead
+     * stay in OpenSSL, see krait__conn_pending. */
+    SSL_CTX_set_read_ahead(ctx, 1);
+    SSL_CTX_set_info_callback(ctx, info_cb);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"krait", 5);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
@@ -132,6 +161,7 @@ int krait__tls_start(krait_server *srv, krait__conn *c)
         return -1;
     SSL_set_fd(c->ssl, c->fd);
     SSL_set_accept_state(c->ssl);
+    SSL_set_app_data(c->ssl, c);
     return 0;
 }
 
@@ -167,7 +197,9 @@ static ssize_t tls_result(krait_server *srv, krait__conn *c, int r)
         return -1;
     default: {
         unsigned long code = ERR_peek_error();
-        if (!SSL_is_init_finished(c->ssl)) {
+        /* SSL_is_init_finished() is false after any fatal error, so it can't tell; a client
+         * that drops the connection mid-handshake is not worth a line either. */
+        if (!c->tls_ready && ERR_GET_REASON(code) != SSL_R_UNEXPECTED_EOF_WHILE_READING) {
             char buf[200];
             ERR_error_string_n(code, buf, sizeof buf);
             fprintf(stderr, "krait: TLS handshake with %s failed: %s\n", c->peer, buf);
@@ -204,9 +236,11 @@ ssize_t krait__conn_recv(krait_server *srv, krait__conn *c, char *buf, size_t n)
     return tls_result(srv, c, r);
 }
 
+/* OpenSSL holds bytes epoll can't see: decrypted ones not yet read, or (read-ahead) received
+ * ones not yet decrypted, possibly only part of a record (a read then just finds EAGAIN). */
 int krait__conn_pending(krait__conn *c)
 {
-    return c->ssl ? SSL_pending(c->ssl) > 0 : 0;
+    return c->ssl ? SSL_has_pending(c->ssl) : 0;
 }
 
 ssize_t krait__conn_send(krait_server *srv, krait__conn *c, const char *buf, size_t n, int more)
@@ -260,6 +294,82 @@ ssize_t krait__conn_sendfile(krait_server *srv, krait__conn *c, int fd, off_t of
     if (got <= 0)
         return got;
     return krait__conn_send(srv, c, buf, (size_t)got, 0);
+}
+
+/* Whether krait__tls_send_segs sends this connection's output: TLS without kTLS (with kTLS,
+ * files leave through SSL_sendfile, segment by segment). */
+int krait__tls_coalesce(krait__conn *c)
+{
+    return c->ssl && !BIO_get_ktls_send(SSL_get_wbio(c->ssl));
+}
+
+#define TLS_RECORD 16384
+
+/* Send the next record of the pending segments, c->segs[c->seg_i] from c->seg_done on: memory
+ * and file bytes are gathered into one SSL_write of up to a full record, so a response head and
+ * a small file (or a multipart body) leave together. Advances seg_i/seg_done past what was sent
+ * and returns its length; 0 when a file segment has no more bytes (the file shrank); -1 with
+ * errno (EAGAIN: try again later; c->tls_want_write says on which event).
+ *
+ * A write that found the socket full must be retried with the same bytes (OpenSSL has already
+ * encrypted them and sends that record first, counting its length only). Nothing is consumed
+ * until a write succeeds, and output is only ever appended to the pending segments while they
+ * wait, so the retry gathers the same bytes, perhaps followed by more: that is allowed with
+ * SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, and the retried length is never shorter. */
+ssize_t krait__tls_send_segs(krait_server *srv, krait__conn *c)
+{
+    char buf[TLS_RECORD];
+    const char *p = buf;
+    size_t len = 0;
+    int i = c->seg_i;
+    uint64_t done = c->seg_done;
+    while (i < c->nseg && len < sizeof buf) {
+        const krait__seg *s = &c->segs[i];
+        uint64_t left = s->len - done;
+        size_t take = left < sizeof buf - len ? (size_t)left : sizeof buf - len;
+        if (!s->is_file) {
+            const char *from = c->out + s->off + done;
+            if (len == 0 && (take == sizeof buf || i + 1 == c->nseg)) {
+                p = from;  /* a whole record, or the last piece: no copy needed */
+                len = take;
+                break;
+            }
+            memcpy(buf + len, from, take);
+        } else {
+            ssize_t got;
+            do
+                got = pread(c->file_fd, buf + len, take, (off_t)(s->off + done));
+            while (got < 0 && errno == EINTR);
+            if (got <= 0) {
+                if (len == 0)
+                    return got;  /* 0: the file shrank; -1: a read error */
+                break;           /* send what came before; the next call reports it */
+            }
+            if ((size_t)got < take) {
+                len += (size_t)got;
+                break;
+            }
+        }
+        len += take;
+        if (take < left)
+            break;
+        i++;
+        done = 0;
+    }
+    ssize_t n = krait__conn_send(srv, c, p, len, 0);
+    if (n <= 0)
+        return n < 0 ? -1 : 0;
+    for (uint64_t adv = (uint64_t)n; adv && c->seg_i < c->nseg;) {
+        uint64_t left = c->segs[c->seg_i].len - c->seg_done;
+        if (adv < left) {
+            c->seg_done += adv;
+            break;
+        }
+        adv -= left;
+        c->seg_i++;
+        c->seg_done = 0;
+    }
+    return n;
 }
 
 void krait__tls_ctx_free(krait_server *srv)

@@ -1,5 +1,6 @@
 """HTTPS in the core: a test CA and server certificate made with the openssl command, requests
-verifying against the CA, openssl s_client for versions and ALPN, and hostile TLS input."""
+verifying against the CA, openssl s_client for versions and ALPN, hostile TLS input, and a
+client over memory BIOs that sees the server's TLS records (how responses are packed)."""
 
 from __future__ import annotations
 
@@ -48,9 +49,19 @@ def _site(root: Path, pki: Path, extra: str = "", key: str = "server.key",
         ".py/init.py": init,
         "index.html": "<p>secure</p>\n",
         "big.bin": bytes(range(256)) * 4096,
+        "kb.bin": KB,
         "hello.py": "import krait\nkrait.response = krait.Response('HTTP/1.1', 200, "
                     "[('Content-Type', 'text/plain')], 'dynamic ' + krait.request.scheme)\n",
+        "file.py": "import krait\nfrom krait.response import FileResponse\n"
+                   "krait.response = FileResponse('kb.bin')\n",
+        "stream.py": "import krait\nn = int(krait.request.query.get('n', '3'))\n"
+                     "krait.response = krait.Response('HTTP/1.1', 200, [], "
+                     "(('%06d;' % i) * 100 for i in range(n)))\n",
     })
+
+
+KB = bytes((i * 7) % 256 for i in range(1024))
+BIG = bytes(range(256)) * 4096
 
 
 def _https_port(server) -> int:
@@ -198,3 +209,246 @@ def test_sighup_reloads_certificate(tmp_path, pki, krait_server):
     while serial() == before and time.monotonic() < deadline:
         time.sleep(0.2)
     assert serial() != before
+
+
+# -- how responses are packed into TLS records ------------------------------------------------
+
+
+class RecordClient:
+    """TLS over a plain socket through memory BIOs: the test sees each record the server sends
+    and which plaintext it carried (records without application data, such as TLS 1.3 session
+    tickets, are left out)."""
+
+    def __init__(self, port: int, ca: Path, version: ssl.TLSVersion | None = None) -> None:
+        ctx = ssl.create_default_context(cafile=str(ca))
+        if version is not None:
+            ctx.minimum_version = ctx.maximum_version = version
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.inc, self.out, server_hostname="localhost")
+        self.raw = b""
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                data = self.sock.recv(65536)
+                assert data, "the server closed during the handshake"
+                self.inc.write(data)
+        self._flush()
+        self.plain = b""     # received plaintext not yet returned by response()
+
+    def _flush(self) -> None:
+        data = self.out.read()
+        if data:
+            self.sock.sendall(data)
+
+    def send(self, *requests: bytes) -> None:
+        """Each request in its own record(s), all in one TCP write."""
+        for r in requests:
+            self.tls.write(r)
+        self._flush()
+
+    def record(self) -> bytes:
+        """The plaintext of the next record that carries application data."""
+        while True:
+            while len(self.raw) < 5 or len(self.raw) < 5 + int.from_bytes(self.raw[3:5], "big"):
+                data = self.sock.recv(65536)
+                if not data:
+                    raise EOFError("connection closed")
+                self.raw += data
+            n = 5 + int.from_bytes(self.raw[3:5], "big")
+            self.inc.write(self.raw[:n])
+            self.raw = self.raw[n:]
+            out = b""
+            try:
+                while True:
+                    out += self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                pass
+            if out:
+                return out
+
+    def response(self, head_only: bool = False) -> tuple[bytes, bytes, list[int]]:
+        """(head, body, the plaintext size of every record the response came in). A record
+        may end with the start of the next response: the sizes count it in full."""
+        sizes: list[int] = []
+
+        def more() -> None:
+            rec = self.record()
+            sizes.append(len(rec))
+            self.plain += rec
+
+        while b"\r\n\r\n" not in self.plain:
+            more()
+        head, _, rest = self.plain.partition(b"\r\n\r\n")
+        m = re.search(rb"\r\ncontent-length: *(\d+)", head, re.I)
+        if head_only or b" 304 " in head.split(b"\r\n")[0]:
+            n = 0
+        elif m:
+            n = int(m.group(1))
+        else:
+            assert b"chunked" in head.lower(), head
+            while b"\r\n0\r\n\r\n" not in b"\r\n" + rest:
+                more()
+                rest = self.plain.partition(b"\r\n\r\n")[2]
+            n = (b"\r\n" + rest).index(b"\r\n0\r\n\r\n") + 3
+        while len(rest) < n:
+            more()
+            rest = self.plain.partition(b"\r\n\r\n")[2]
+        self.plain = rest[n:]
+        return head, rest[:n], sizes
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = b""
+    while True:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return out
+        out, body = out + body[:size], body[size + 2:]
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_small_responses_leave_in_one_record(tmp_path, pki, krait_server, version):
+    """Head and body in one SSL_write: one record, one write, one TCP segment (as nginx)."""
+    server = krait_server(_site(tmp_path / "s", pki), "--https-port", "0")
+    c = RecordClient(_https_port(server), pki / "ca.pem", version)
+    try:
+        c.send(b"GET /kb.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body, sizes = c.response()
+        assert head.startswith(b"HTTP/1.1 200 ") and body == KB
+        assert sizes == [len(head) + 4 + 1024]
+        etag = re.search(rb"\r\netag: *([^\r]+)", head, re.I).group(1)
+
+        c.send(b"HEAD /kb.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body, sizes = c.response(head_only=True)
+        assert re.search(rb"\r\nContent-Length: 1024(\r\n|$)", head) and sizes == [len(head) + 4]
+
+        c.send(b"GET /kb.bin HTTP/1.1\r\nHost: x\r\nIf-None-Match: " + etag + b"\r\n\r\n")
+        head, body, sizes = c.response()
+        assert head.startswith(b"HTTP/1.1 304 ") and body == b"" and sizes == [len(head) + 4]
+
+        c.send(b"GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\n\r\n")
+        head, body, sizes = c.response()
+        assert head.startswith(b"HTTP/1.1 206 ") and body == BIG[10:20]
+        assert sizes == [len(head) + 4 + 10]
+
+        # multipart/byteranges: head, part heads and file ranges, all in one record.
+        c.send(b"GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-99,5000-5099,-100\r\n\r\n")
+        head, body, sizes = c.response()
+        assert head.startswith(b"HTTP/1.1 206 ") and b"multipart/byteranges" in head
+        for part in (BIG[:100], BIG[5000:5100], BIG[-100:]):
+            assert b"\r\n\r\n" + part + b"\r\n--" in body
+        assert sizes == [len(head) + 4 + len(body)]
+
+        # Worker answers: an inline body, a file sent by the core.
+        c.send(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body, sizes = c.response()
+        assert body == b"dynamic https" and sizes == [len(head) + 4 + len(body)]
+        c.send(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body, sizes = c.response()
+        assert body == KB and sizes == [len(head) + 4 + 1024]
+    finally:
+        c.close()
+
+
+def test_large_bodies_leave_in_full_records(tmp_path, pki, krait_server):
+    server = krait_server(_site(tmp_path / "s", pki), "--https-port", "0")
+    c = RecordClient(_https_port(server), pki / "ca.pem")
+    try:
+        c.send(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body, sizes = c.response()
+        assert body == BIG
+        # The head shares the first record with the start of the file; every record but the
+        # last is full.
+        assert sum(sizes) == len(head) + 4 + len(BIG)
+        assert all(n == 16384 for n in sizes[:-1]) and 0 < sizes[-1] <= 16384
+        c.send(b"GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=100000-199999\r\n\r\n")
+        head, body, sizes = c.response()
+        assert body == BIG[100000:200000] and all(n == 16384 for n in sizes[:-1])
+    finally:
+        c.close()
+
+
+def test_pipelined_records_are_all_answered(tmp_path, pki, krait_server):
+    """Requests in separate records of one TCP write: OpenSSL reads them all ahead, so the
+    server must come back for them itself (epoll no longer sees them), also after a worker
+    answered one of them."""
+    server = krait_server(_site(tmp_path / "s", pki), "--https-port", "0")
+    c = RecordClient(_https_port(server), pki / "ca.pem")
+    try:
+        paths = [b"/hello", b"/kb.bin", b"/hello", b"/", b"/stream?n=50", b"/kb.bin", b"/file"]
+        for _ in range(2):
+            c.send(*(b"GET " + p + b" HTTP/1.1\r\nHost: x\r\n\r\n" for p in paths))
+            bodies = [c.response()[1] for _ in paths]
+            assert bodies[0] == bodies[2] == b"dynamic https"
+            assert bodies[1] == bodies[5] == bodies[6] == KB
+            assert bodies[3] == b"<p>secure</p>\n"
+            assert _dechunk(bodies[4]) == b"".join(b"%06d;" % i * 100 for i in range(50))
+    finally:
+        c.close()
+
+
+def test_slow_reader_gets_every_byte(tmp_path, pki, krait_server):
+    """A client that does not read fills the socket (the server's send buffer grows to 4 MiB
+    at most): the server retries its pending record (OpenSSL's rule) from a file, and while a
+    stream keeps adding chunks behind it."""
+    server = krait_server(_site(tmp_path / "s", pki), "--https-port", "0")
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    with socket.create_connection(("127.0.0.1", _https_port(server)), timeout=10) as raw:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n" * 6 +
+                      b"GET /stream?n=10000 HTTP/1.1\r\nHost: x\r\n\r\n"
+                      b"GET /kb.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(1)
+            reader = HttpReader(s, timeout=10)
+            for _ in range(6):
+                assert reader.read()[2] == BIG
+            time.sleep(1)
+            status, headers, body = reader.read()
+            assert headers["transfer-encoding"] == "chunked"
+            assert body == b"".join(b"%06d;" % i * 100 for i in range(10000))
+            assert reader.read()[2] == KB
+
+
+def test_close_without_close_notify_logs_nothing(tmp_path, pki, krait_server):
+    """Python's ssl (as many clients) closes without close_notify: that is an EOF, not a
+    failed handshake, and no alert goes to the closed socket."""
+    server = krait_server(_site(tmp_path / "s", pki), "--https-port", "0")
+    port = _https_port(server)
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    for request in (b"GET /kb.bin HTTP/1.1\r\nHost: x\r\n\r\n", b""):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            s = ctx.wrap_socket(raw, server_hostname="localhost")
+            if request:
+                s.sendall(request)
+                assert HttpReader(s).read()[2] == KB
+            s.close()   # no unwrap(): no close_notify
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        c = RecordClient(port, pki / "ca.pem", version)
+        c.send(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.response()[1] == b"dynamic https"
+        c.close()
+    # A connection that closes before its handshake is over is not worth a line either.
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass
+    r = requests.get(f"https://localhost:{port}/kb.bin", verify=str(pki / "ca.pem"))
+    assert r.content == KB
+    time.sleep(0.5)
+    log = server.log()
+    assert "TLS handshake" not in log and "unexpected eof" not in log, log
+    # A real handshake failure is still reported.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"\x16\x03\x01\x00\x05hello")
+        assert s.recv(4096)[:1] == b"\x15"   # an alert
+    deadline = time.monotonic() + 5
+    while "TLS handshake" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "TLS handshake with 127.0.0.1 failed" in server.log()
