@@ -3,6 +3,10 @@
 Run by hand only, never from CI or the tests. Everything listens on 127.0.0.1. Every process
 started here is started in its own session and stopped by PID: first the PID we started, then any
 process left in its process group (found in /proc), SIGTERM first and SIGKILL after a grace time.
+
+A server with ``Server.tls_ca`` set is reached over HTTPS (checks verify its certificate against
+that CA; wrk gets an ``https://`` URL). ``make_certificates``, ``tls_probe``, ``tls_accepted``
+and the ``ktls_*`` helpers serve the HTTPS benchmark (``bench/static.py --https``).
 """
 
 from __future__ import annotations
@@ -17,20 +21,24 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 WRK = "/usr/bin/wrk"
+OPENSSL = "/usr/bin/openssl"
 WRK_LUA = BENCH_DIR / "wrk_report.lua"
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+R = TypeVar("R")
 
 
 def log(msg: str) -> None:
@@ -133,6 +141,57 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total / CLK_TCK
 
 
+def cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
+    """User + system CPU seconds used so far by each of these processes (0 once gone)."""
+    out = {}
+    for pid in pids:
+        st = _proc_stat(pid)
+        out[pid] = (int(st[11]) + int(st[12])) / CLK_TCK if st is not None else 0.0
+    return out
+
+
+@dataclass
+class CpuSample:
+    """The CPU times of some processes and of the whole machine at one moment: two samples
+    around a measured window give each process's CPU and the machine's (see :meth:`until`)."""
+
+    at: float
+    per_pid: dict[int, float]
+    busy: float
+
+    @classmethod
+    def take(cls, pids: Iterable[int]) -> CpuSample:
+        return cls(time.monotonic(), cpu_by_pid(pids), machine_cpu()[0])
+
+    def until(self, later: CpuSample) -> tuple[dict[int, float], float]:
+        """CPU seconds used between this sample and ``later``: per process, and by the
+        whole machine."""
+        return ({pid: later.per_pid.get(pid, cpu) - cpu for pid, cpu in self.per_pid.items()},
+                later.busy - self.busy)
+
+
+def established_per_pid(pids: Iterable[int], port: int) -> dict[int, int]:
+    """How many ESTABLISHED TCP connections to local ``port`` (IPv4) each process holds open,
+    from /proc/net/tcp and the processes' file descriptors: where a multi-process server's
+    connections landed."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "01" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{f[9]}]")
+    out = {}
+    for pid in pids:
+        n = 0
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                        n += 1
+        out[pid] = n
+    return out
+
+
 @dataclass
 class Server:
     """One server under test. ``cmd`` is started with ``start_new_session=True``."""
@@ -150,6 +209,12 @@ class Server:
     keepalive: bool | None = None
     #: test name -> URL path, where this server's URL differs from the test's default one
     paths: dict[str, str] = field(default_factory=dict)
+    #: the CA (PEM file) that signed the server's certificate: set when it speaks HTTPS only
+    tls_ca: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_ca else "http"
 
     def start(self) -> None:
         log(f"  starting {self.name}: {' '.join(self.cmd)}")
@@ -184,7 +249,7 @@ class Server:
                 raise RuntimeError(f"{self.name} exited with status {self.proc.returncode}; "
                                    f"see {self.log_path}")
             try:
-                status, _, _ = http_get(self.port, path, timeout=2.0)
+                status, _, _ = http_get(self.port, path, timeout=2.0, tls_ca=self.tls_ca)
                 if status == 200:
                     return
                 last = RuntimeError(f"status {status}")
@@ -287,8 +352,22 @@ def _request(path: str) -> bytes:
     return (f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").encode()
 
 
-def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
-    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+def connect(port: int, timeout: float, tls_ca: str | None = None) -> socket.socket:
+    """A connection to 127.0.0.1:port; with ``tls_ca``, a TLS one whose certificate (for the
+    address 127.0.0.1) must be signed by that CA."""
+    sock = socket.create_connection((HOST, port), timeout=timeout)
+    if tls_ca is None:
+        return sock
+    try:
+        return ssl.create_default_context(cafile=tls_ca).wrap_socket(sock, server_hostname=HOST)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def http_get(port: int, path: str, timeout: float = 5.0,
+             tls_ca: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    with connect(port, timeout, tls_ca) as sock:
         sock.sendall(_request(path))
         return _read_response(sock)
 
@@ -296,7 +375,10 @@ def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, dict[str,
 def check_response(server: Server, path: str, expected: bytes) -> None:
     """The body must be exactly ``expected``; also records whether a second request on the same
     connection is answered (keep-alive), which decides how wrk's connections behave."""
-    with socket.create_connection((HOST, server.port), timeout=5.0) as sock:
+    tls = ""
+    with connect(server.port, 5.0, server.tls_ca) as sock:
+        if isinstance(sock, ssl.SSLSocket):
+            tls = f"; over {sock.version()} {sock.cipher()[0]}"  # type: ignore[index]
         sock.sendall(_request(path))
         status, headers, body = _read_response(sock)
         if status != 200 or body != expected:
@@ -312,7 +394,140 @@ def check_response(server: Server, path: str, expected: bytes) -> None:
     if server.keepalive is None:
         server.keepalive = keepalive
     log(f"  {server.name} {path}: 200, {len(body)} bytes, keep-alive "
-        f"{'yes' if keepalive else 'NO'}; headers: {', '.join(sorted(headers))}")
+        f"{'yes' if keepalive else 'NO'}{tls}; headers: {', '.join(sorted(headers))}")
+
+
+# --------------------------------------------------------------------------- TLS
+
+TLS13_SUITES = ("TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256",
+                "TLS_AES_128_CCM_SHA256", "TLS_AES_128_CCM_8_SHA256")
+
+
+def _openssl(args: Sequence[object]) -> subprocess.CompletedProcess:
+    """The openssl command, its standard input empty (s_client then closes at once)."""
+    return subprocess.run([OPENSSL, *map(str, args)], input="", capture_output=True, text=True,
+                          timeout=60)
+
+
+def make_certificates(directory: Path, key_type: str = "ec") -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 (and localhost) signed by it, made
+    by the openssl command in ``directory``: ECDSA P-256 keys (``key_type`` "ec") or RSA-2048
+    ("rsa"), SHA-256 signatures, valid 7 days. Returns the CA certificate, the server's
+    certificate (that one alone: the CA is the client's trust anchor) and the server's key, all
+    PEM."""
+    newkey = {"ec": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+              "rsa": ["-newkey", "rsa:2048"]}[key_type]
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = directory / "ca.pem", directory / "ca.key"
+    cert, key, csr = directory / "server.pem", directory / "server.key", directory / "server.csr"
+    ext = directory / "server.ext"
+    usage = "digitalSignature" + (", keyEncipherment" if key_type == "rsa" else "")
+    ext.write_text("basicConstraints = critical, CA:FALSE\n"
+                   f"keyUsage = critical, {usage}\n"
+                   "extendedKeyUsage = serverAuth\n"
+                   f"subjectAltName = IP:{HOST}, DNS:localhost\n")
+    for args in (
+            ["req", "-x509", "-new", *newkey, "-nodes", "-sha256", "-keyout", ca_key, "-out", ca,
+             "-days", "7", "-subj", "/CN=krait benchmark throwaway CA"],
+            ["req", "-new", *newkey, "-nodes", "-sha256", "-keyout", key, "-out", csr,
+             "-subj", f"/CN={HOST}"],
+            ["x509", "-req", "-sha256", "-in", csr, "-CA", ca, "-CAkey", ca_key,
+             "-CAcreateserial", "-out", cert, "-days", "7", "-extfile", ext]):
+        p = _openssl(args)
+        if p.returncode != 0:
+            raise RuntimeError(f"openssl {' '.join(map(str, args))} failed: {p.stderr}")
+    return ca, cert, key
+
+
+def certificate_summary(cert: Path) -> str:
+    """Subject, key and SHA-256 fingerprint of a PEM certificate, for the records."""
+    p = _openssl(["x509", "-in", cert, "-noout", "-subject", "-fingerprint", "-sha256", "-text"])
+    subject = re.search(r"^subject=\s*(.+)$", p.stdout, re.M)
+    fp = re.search(r"Fingerprint=(\S+)", p.stdout)
+    key = re.search(r"Public Key Algorithm: (\S+)", p.stdout)
+    bits = re.search(r"Public-Key: \((\d+) bit\)", p.stdout)
+    curve = re.search(r"NIST CURVE: (\S+)", p.stdout)
+    return (f"{subject.group(1) if subject else '?'}, {key.group(1) if key else '?'} "
+            f"{curve.group(1) if curve else (bits.group(1) + ' bit' if bits else '')}, "
+            f"SHA-256 fingerprint {fp.group(1) if fp else '?'}")
+
+
+def tls_probe(port: int, ca: str, *options: str) -> dict[str, str]:
+    """What ``openssl s_client -brief`` negotiates with 127.0.0.1:port, the certificate verified
+    against ``ca`` for the address 127.0.0.1. Without options that is what a client with
+    OpenSSL's defaults gets (wrk is one: same libssl, default settings). Returns s_client's
+    fields ("Protocol version", "Ciphersuite", "Server Temp Key", "Signature type", "Peer
+    certificate", "Verification", ...), or an empty dict when no connection was established."""
+    p = _openssl(["s_client", "-connect", f"{HOST}:{port}", "-brief", "-CAfile", ca,
+                  "-verify_return_error", "-verify_ip", HOST, *options])
+    out = p.stdout + p.stderr
+    if p.returncode != 0 or "CONNECTION ESTABLISHED" not in out:
+        return {}
+    fields = {}
+    for line in out.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and value.strip():
+            fields[name.strip()] = value.strip()
+    return fields
+
+
+def tls_accepted(port: int, ca: str) -> dict[str, list[str]]:
+    """The protocol versions and cipher suites the server accepts, each offered alone by
+    s_client at security level 0 (so that the client itself refuses nothing): every TLS 1.2
+    suite this OpenSSL knows and the five TLS 1.3 ones. Two servers with the same protocols and
+    cipher lists (and the same certificate) give the same answer."""
+    p = _openssl(["ciphers", "-s", "-tls1_2", "ALL:COMPLEMENTOFALL:@SECLEVEL=0"])
+    tls12 = [c for c in p.stdout.strip().split(":") if c and not c.startswith("TLS_")]
+    accepted: dict[str, list[str]] = {"protocols": [], "TLSv1.2 suites": [],
+                                      "TLSv1.3 suites": []}
+    for flag, name in (("-tls1", "TLSv1"), ("-tls1_1", "TLSv1.1"), ("-tls1_2", "TLSv1.2"),
+                       ("-tls1_3", "TLSv1.3")):
+        if tls_probe(port, ca, flag, "-cipher", "ALL:@SECLEVEL=0"):
+            accepted["protocols"].append(name)
+    for suite in tls12:
+        if tls_probe(port, ca, "-tls1_2", "-cipher", f"{suite}:@SECLEVEL=0"):
+            accepted["TLSv1.2 suites"].append(suite)
+    for suite in TLS13_SUITES:
+        if tls_probe(port, ca, "-tls1_3", "-ciphersuites", suite):
+            accepted["TLSv1.3 suites"].append(suite)
+    return accepted
+
+
+def ktls_counters() -> dict[str, int] | None:
+    """The kernel's TLS counters (/proc/net/tls_stat: TlsTxSw counts connections that got
+    kernel TLS for sending, TlsRxSw for receiving, ...), or None when the kernel has no TLS
+    layer loaded (no kTLS for anyone)."""
+    try:
+        text = Path("/proc/net/tls_stat").read_text()
+    except OSError:
+        return None
+    counters = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counters[parts[0]] = int(parts[1])
+    return counters
+
+
+def ktls_kernel() -> str:
+    """Whether this kernel can do kTLS at all: /proc/net/tls_stat, the ``tls`` module,
+    CONFIG_TLS in /proc/config.gz (when the kernel exposes it)."""
+    import gzip
+    facts = ["/proc/net/tls_stat " + ("present" if ktls_counters() is not None else "absent"),
+             "tls module " + ("loaded" if Path("/sys/module/tls").exists() else "not loaded")]
+    with contextlib.suppress(OSError):
+        config = gzip.decompress(Path("/proc/config.gz").read_bytes()).decode()
+        for name in ("CONFIG_TLS", "CONFIG_MODULES"):
+            m = re.search(rf"^(?:{name}=(\S+)|# {name} is not set)$", config, re.M)
+            facts.append(f"{name}={m.group(1) or 'n'}" if m else f"{name} unknown")
+    return ", ".join(facts)
+
+
+def ktls_delta(before: dict[str, int] | None, after: dict[str, int] | None) -> str:
+    if before is None or after is None:
+        return "no kernel TLS counters (/proc/net/tls_stat absent): no connection used kTLS"
+    keys = ("TlsTxSw", "TlsRxSw", "TlsTxDevice", "TlsRxDevice", "TlsDecryptError")
+    return ", ".join(f"{k} +{after.get(k, 0) - before.get(k, 0)}" for k in keys)
 
 
 # --------------------------------------------------------------------------- wrk
@@ -363,7 +578,7 @@ class Quiet:
 
 def run_wrk(server: Server, test: str, path: str, connections: int, threads: int,
             duration: int, rnd: int, warmup: bool = False) -> WrkResult | None:
-    url = f"http://{HOST}:{server.port}{path}"
+    url = f"{server.scheme}://{HOST}:{server.port}{path}"
     cmd = [WRK, f"-t{threads}", f"-c{connections}", f"-d{int(duration)}s", "--timeout", "5s",
            "-s", str(WRK_LUA), url]
     server_pids = server.pids()
@@ -405,20 +620,31 @@ def log_result(res: WrkResult) -> None:
         f"other {res.other_cpu_s / d:4.0%}" + (f"  ERRORS {res.errors}" if err else ""))
 
 
-def measured_run(server: Server, test: str, path: str, connections: int, threads: int,
-                 duration: int, rnd: int, quiet: Quiet) -> WrkResult:
+def run_quietly(run: Callable[[int], R], quiet: Quiet, other_cores: Callable[[R], float]) -> R:
+    """``run(attempt)`` once the machine is quiet; redone (at most ``quiet.retries`` times)
+    while ``other_cores(result)``, the cores other processes used during it, is above
+    ``quiet.max_other``. Returns the last attempt's result."""
     for attempt in range(1, quiet.retries + 2):
         wait_quiet(quiet.idle_cores, quiet.max_wait)
+        res = run(attempt)
+        if other_cores(res) <= quiet.max_other:
+            break
+        if attempt <= quiet.retries:
+            log(f"    other processes used {other_cores(res):.2f} cores during the run: "
+                f"discarded, redoing it")
+    return res
+
+
+def measured_run(server: Server, test: str, path: str, connections: int, threads: int,
+                 duration: int, rnd: int, quiet: Quiet) -> WrkResult:
+    def run(attempt: int) -> WrkResult:
         res = run_wrk(server, test, path, connections, threads, duration, rnd)
         assert res is not None
         res.attempt = attempt
         log_result(res)
-        if res.other_cores <= quiet.max_other:
-            break
-        if attempt <= quiet.retries:
-            log(f"    other processes used {res.other_cores:.2f} cores during the run: "
-                f"discarded, redoing it")
-    return res
+        return res
+
+    return run_quietly(run, quiet, lambda res: res.other_cores)
 
 
 def run_matrix(servers: Sequence[Server], tests: Sequence[tuple[str, str]],
@@ -580,14 +806,15 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def results_payload(info: dict[str, str], argv: Sequence[str], servers: Sequence[Server],
-                    results: Sequence[WrkResult], args: argparse.Namespace) -> dict:
+                    results: Sequence[object], args: argparse.Namespace) -> dict:
     return {
         "machine": info,
         "command": " ".join(argv),
         "settings": {k: v for k, v in vars(args).items() if k not in ("report", "json")},
         "servers": [{"name": s.name, "cmd": s.cmd, "version": s.version, "notes": s.notes,
                      "keepalive": s.keepalive, "paths": s.paths} for s in servers],
-        "runs": [dict(r.__dict__, rps=r.rps, mib_s=r.mib_s) for r in results],
+        "runs": [dict(r.__dict__, **{k: getattr(r, k) for k in ("rps", "mib_s", "rate")
+                                     if hasattr(r, k)}) for r in results],
     }
 
 
@@ -598,13 +825,36 @@ def load_results(path: Path, args: argparse.Namespace) -> tuple[dict, list[WrkRe
     results = [WrkResult(**{k: v for k, v in run.items() if k in names})
                for run in payload["runs"]]
     for k, v in payload.get("settings", {}).items():
-        if k in ("threads", "duration", "rounds", "workers", "max_other"):
+        if k in ("threads", "duration", "rounds", "workers", "max_other", "https"):
             setattr(args, k, v)
     return payload, results
 
 
 def print_machine(info: dict[str, str]) -> None:
     print("\n".join(f"- {k}: {v}" for k, v in info.items()))
+
+
+def setup_venv(venv: Path, packages: Sequence[str]) -> None:
+    """Create a virtualenv for the competitors (never the project's own) and pip install
+    ``packages`` into it one at a time, so that one that does not install does not stop the
+    others."""
+    if not (venv / "bin" / "python").exists():
+        log(f"creating {venv}")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    for pkg in packages:
+        log(f"pip install {pkg}")
+        p = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", pkg],
+                           capture_output=True, text=True, timeout=900)
+        if p.returncode != 0:
+            log(f"  {pkg} did not install:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
+
+
+def venv_version(venv: Path, dist: str) -> str | None:
+    """The version of distribution ``dist`` in that virtualenv, or None."""
+    p = subprocess.run([str(venv / "bin" / "python"), "-c",
+                        f"import importlib.metadata as m; print(m.version({dist!r}))"],
+                       capture_output=True, text=True, timeout=60)
+    return p.stdout.strip() if p.returncode == 0 else None
 
 
 def require(path: str, hint: str) -> None:

@@ -48,23 +48,10 @@ PY_URLS = {"hello": "/hello.py", "8KiB": "/8k.py"}
 
 def setup_venv(venv: Path) -> None:
     """Create the competitors' virtualenv and install them (uWSGI is compiled: needs gcc)."""
-    if not (venv / "bin" / "python").exists():
-        log(f"creating {venv}")
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    for pkg in COMPETITOR_PACKAGES:
-        # One at a time, so that one that does not install does not stop the others.
-        log(f"pip install {pkg}")
-        p = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", pkg],
-                           capture_output=True, text=True, timeout=900)
-        if p.returncode != 0:
-            log(f"  {pkg} did not install:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
+    common.setup_venv(venv, COMPETITOR_PACKAGES)
 
 
-def venv_version(venv: Path, dist: str) -> str | None:
-    p = subprocess.run([str(venv / "bin" / "python"), "-c",
-                        f"import importlib.metadata as m; print(m.version({dist!r}))"],
-                       capture_output=True, text=True, timeout=60)
-    return p.stdout.strip() if p.returncode == 0 else None
+venv_version = common.venv_version
 
 
 def venv_imports(venv: Path, module: str) -> str | None:

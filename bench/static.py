@@ -9,6 +9,13 @@ the ratio krait/nginx, as a Markdown table, and writes every run to a JSON file.
 
 Run by hand (never from CI): ``python bench/static.py`` (about 5 minutes with the defaults).
 wrk runs on the same machine and shares its CPUs with the server under test.
+
+With ``--https`` both servers speak HTTPS only, with the same throwaway certificate (ECDSA P-256,
+or RSA-2048 with ``--key-type rsa``), TLS 1.2 and 1.3, krait's TLS 1.2 cipher list, server
+preference, OpenSSL's session cache and kTLS asked for (``SSL_OP_ENABLE_KTLS``; nginx:
+``ssl_conf_command Options KTLS``). Before measuring, the driver proves the TLS side alike: what
+a default OpenSSL client (as wrk) negotiates with each, and which protocols and suites each
+accepts (``openssl s_client``); and it records whether the kernel can do kTLS at all.
 """
 
 from __future__ import annotations
@@ -55,6 +62,31 @@ http {{
 }}
 """
 
+# What --https adds to NGINX_CONF's server block: the settings krait's core hard-codes
+# (native/src/tls.c: TLS 1.2-1.3, this cipher list, server preference, OpenSSL's internal session
+# cache, SSL_OP_ENABLE_KTLS). TLS 1.3 suites, key-exchange groups and session tickets are
+# OpenSSL's defaults on both sides.
+KRAIT_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS"
+NGINX_TLS = """\
+        listen {host}:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers {ciphers};
+        ssl_prefer_server_ciphers on;
+        ssl_session_cache builtin;
+        ssl_session_tickets on;
+        ssl_conf_command Options KTLS;
+"""
+
+KRAIT_INIT = """\
+# Written by bench/static.py --https for one benchmark run.
+import krait
+
+krait.config.ssl_certificate_path = {cert!r}
+krait.config.ssl_private_key_path = {key!r}
+"""
+
 FILES = {"1KiB": ("/1k.bin", 1024), "1MiB": ("/1m.bin", 1024 * 1024)}
 
 
@@ -71,6 +103,48 @@ def make_site(root: Path) -> dict[str, bytes]:
     return contents
 
 
+def nginx_conf(prefix: Path, port: int, root: Path,
+               tls: tuple[Path, Path] | None = None) -> str:
+    """NGINX_CONF; with ``tls`` (certificate, key) its listen line becomes NGINX_TLS."""
+    conf = NGINX_CONF.format(prefix=prefix, host=HOST, port=port, root=root)
+    if tls is not None:
+        listen = f"        listen {HOST}:{port};\n"
+        assert conf.count(listen) == 1
+        conf = conf.replace(listen, NGINX_TLS.format(host=HOST, port=port, cert=tls[0],
+                                                     key=tls[1], ciphers=KRAIT_TLS12_CIPHERS))
+    return conf
+
+
+def check_tls(servers: list[Server], info: dict[str, str]) -> None:
+    """Record, for each HTTPS server, what a default OpenSSL client negotiates and what the
+    server accepts; with two servers, stop unless both are alike."""
+    seen: dict[str, tuple[tuple[str, ...], dict[str, list[str]]]] = {}
+    for server in servers:
+        assert server.tls_ca is not None
+        probe = common.tls_probe(server.port, server.tls_ca)
+        if not probe or probe.get("Verification") != "OK":
+            raise RuntimeError(f"{server.name}: TLS handshake or verification failed: {probe}")
+        tls12 = common.tls_probe(server.port, server.tls_ca, "-tls1_2")
+        negotiated = tuple(probe.get(k, "?") for k in (
+            "Protocol version", "Ciphersuite", "Server Temp Key", "Signature type",
+            "Peer certificate"))
+        negotiated_12 = (tls12.get("Protocol version", "refused") + " " +
+                         tls12.get("Ciphersuite", "")).strip()
+        accepted = common.tls_accepted(server.port, server.tls_ca)
+        seen[server.name] = (negotiated + (negotiated_12,), accepted)
+        line = (f"{negotiated[0]} {negotiated[1]}, key exchange {negotiated[2]}, signature "
+                f"{negotiated[3]}, certificate {negotiated[4]}; a TLS 1.2-only client gets "
+                f"{negotiated_12}; accepts {' '.join(accepted['protocols'])}, TLS 1.2 suites "
+                f"{':'.join(accepted['TLSv1.2 suites'])}, TLS 1.3 suites "
+                f"{':'.join(accepted['TLSv1.3 suites'])}")
+        info[f"tls {server.name}"] = line
+        server.notes = line
+        log(f"  {server.name} TLS: {line}")
+    if len(set(map(repr, seen.values()))) > 1:
+        raise RuntimeError("the servers' TLS settings differ (see above): not a like-for-like "
+                           "comparison")
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog="Run by hand only. Everything listens on 127.0.0.1; every "
@@ -85,8 +159,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
     p.add_argument("--sizes", default="1KiB,1MiB", help="files to load: 1KiB,1MiB")
     p.add_argument("--only", choices=["krait", "nginx"], help="run one server only")
-    p.add_argument("--json", type=Path, default=common.BENCH_DIR / "results" / "static.json",
-                   help="where to write every run (bench/results/static.json)")
+    p.add_argument("--https", action="store_true",
+                   help="both servers over HTTPS with the same certificate and TLS settings")
+    p.add_argument("--key-type", choices=["ec", "rsa"], default="ec",
+                   help="with --https: ECDSA P-256 (ec, the default) or RSA-2048 (rsa) keys")
+    p.add_argument("--json", type=Path,
+                   help="where to write every run (bench/results/static.json; with --https "
+                   "bench/results/static-https.json)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("--report", type=Path, metavar="JSON",
                    help="only print the tables of an earlier run's results file")
@@ -99,6 +178,9 @@ def main(argv: list[str]) -> int:
         return 0
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
+    if args.json is None:
+        args.json = common.BENCH_DIR / "results" / (
+            "static-https.json" if args.https else "static.json")
     sizes = [s for s in args.sizes.split(",") if s]
     for s in sizes:
         if s not in FILES:
@@ -106,8 +188,13 @@ def main(argv: list[str]) -> int:
 
     common.require(common.WRK, "apt-get install wrk")
     common.require(NGINX, "apt-get install nginx")
+    if args.https:
+        common.require(common.OPENSSL, "apt-get install openssl")
     info = common.machine_info()
     info["nginx"] = common.command_version([NGINX, "-v"], r"nginx version: (\S+)")
+    if args.https:
+        info["openssl"] = common.command_version([common.OPENSSL, "version"])
+        info["kernel TLS"] = common.ktls_kernel()
     for k, v in info.items():
         log(f"{k:>8}: {v}")
 
@@ -116,32 +203,56 @@ def main(argv: list[str]) -> int:
     contents = make_site(root)
     servers: list[Server] = []
     kport, nport = common.free_port(), common.free_port()
+    tls: tuple[Path, Path] | None = None
+    ca: str | None = None
+    if args.https:
+        ca_path, cert, key = common.make_certificates(tmp / "tls", args.key_type)
+        ca, tls = str(ca_path), (cert, key)
+        info["certificate"] = common.certificate_summary(cert)
+        log(f"certificate: {info['certificate']}")
     if args.only != "nginx":
+        # HTTPS: the certificate comes from the site's .py/init.py; --port /N is HTTPS only.
+        port_arg = str(kport)
+        if tls is not None:
+            (root / ".py").mkdir()
+            (root / ".py" / "init.py").write_text(KRAIT_INIT.format(cert=str(tls[0]),
+                                                                    key=str(tls[1])))
+            port_arg = f"/{kport}"
         servers.append(Server(
             "krait", [sys.executable, "-m", "krait", str(root), "--host", HOST,
-                      "--port", str(kport), "--workers", "1", "--access-log", "off"],
-            kport, cwd=str(tmp), log_path=str(tmp / "krait.log"), version=info["krait"]))
+                      "--port", port_arg, "--workers", "1", "--access-log", "off"],
+            kport, cwd=str(tmp), log_path=str(tmp / "krait.log"), version=info["krait"],
+            tls_ca=ca))
     if args.only != "krait":
         prefix = tmp / "nginx"
         prefix.mkdir()
         conf = prefix / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(prefix=prefix, host=HOST, port=nport, root=root))
+        conf.write_text(nginx_conf(prefix, nport, root, tls))
         servers.append(Server(
             "nginx", [NGINX, "-c", str(conf), "-p", str(prefix), "-g", "daemon off;"],
             nport, cwd=str(tmp), log_path=str(prefix / "stderr.log"), version=info["nginx"],
-            stop_signal=15))
+            stop_signal=15, tls_ca=ca))
 
     tests = [(s, FILES[s][0]) for s in sizes]
     started = time.monotonic()
     try:
         with Servers() as running:
             for server in servers:
+                ktls0 = common.ktls_counters()
                 running.start(server, FILES["1KiB"][0])
                 for name, (path, _) in FILES.items():
                     common.check_response(server, path, contents[name])
+                if tls is not None:
+                    info[f"kTLS during the {server.name} checks"] = common.ktls_delta(
+                        ktls0, common.ktls_counters())
+            if tls is not None:
+                check_tls(servers, info)
+            ktls0 = common.ktls_counters()
             results = common.run_matrix(servers, tests, args.connections, args.threads,
                                         args.duration, args.rounds, args.warmup,
                                         common.quiet_from_args(args))
+            if tls is not None:
+                info["kTLS during the runs"] = common.ktls_delta(ktls0, common.ktls_counters())
     finally:
         if args.keep:
             log(f"kept {tmp}")
@@ -153,6 +264,9 @@ def main(argv: list[str]) -> int:
 
     payload = common.results_payload(info, ["python", "bench/static.py", *argv], servers, results,
                                      args)
+    if tls is not None:
+        common.print_machine({k: v for k, v in info.items() if "TLS" in k or "tls" in k
+                              or k in ("certificate", "openssl")})
     common.write_json(args.json, payload)
     print(report(results, args))
     return 0
@@ -178,7 +292,8 @@ def report(results: list[common.WrkResult], args: argparse.Namespace) -> str:
               "p99 ms", "errors",
               "krait/nginx req/s", "krait/nginx MiB/s"]
     title = (f"wrk -t{args.threads}, {args.duration:g} s per run, {args.rounds} rounds "
-             f"alternating servers, keep-alive")
+             f"alternating servers, keep-alive" + (", HTTPS" if getattr(args, "https", False)
+                                                   else ""))
     return f"\n{title}\n\n" + common.markdown_table(header, rows) + "\n"
 
 
