@@ -693,6 +693,17 @@ class FrameReader:
             return ftype, fid, kind, code, data
         return decode_request(buf)
 
+    def buffered_type(self) -> int | None:
+        """The type of the next frame if it is already whole in the buffer, else ``None``
+        (the next :meth:`read_frame` would then wait for the socket)."""
+        start, end = self._start, self._end
+        if end - start < HEADER_SIZE:
+            return None
+        (flen,) = _LEN.unpack_from(self._buf, start)
+        if end - start < flen + 4:
+            return None
+        return self._buf[start + 4]
+
     def _fill(self, need: int) -> None:
         """Receive until at least ``need`` bytes are buffered past ``_start``."""
         while self._end - self._start < need:

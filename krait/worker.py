@@ -38,6 +38,8 @@ _CACHE_NO_STORE, _CACHE_PRIVATE, _CACHE_PUBLIC, _CACHE_LONG = 1, 2, 4, 8
 # Bounded memo tables (cleared when full: they refill on demand).
 _MEMO_MAX = 4096
 _RESULT = "__krait_return__"
+# Frames held at most while a run of WebSocket messages is dispatched (Worker.dispatch_ws).
+_BATCH_MAX = 256
 
 
 def _compile_script(source: bytes, path: str) -> Any:
@@ -141,6 +143,10 @@ class Worker:
         self._wlock = threading.Lock()
         self._hub: Any = None  # krait._wshub.Hub, created with the first WebSocket
         self._requests: queue.SimpleQueue[Any] | None = None  # set once a reader thread runs
+        # Frames written by the reading thread while it hands a run of WebSocket messages to
+        # controllers: sent together once the run ends (see dispatch_ws).
+        self._batch: list[bytes] | None = None
+        self._batch_thread = 0
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -391,8 +397,35 @@ class Worker:
 
     def write(self, *frames: bytes) -> None:
         """Send frames to the core; controller threads send too, hence the lock."""
+        batch = self._batch
+        if batch is not None and threading.get_ident() == self._batch_thread:
+            batch.extend(frames)
+            return
         with self._wlock:
             protocol.write_frames(self.sock, *frames)
+
+    def dispatch_ws(self, reader: protocol.FrameReader,
+                    frame: tuple[int, int, int, int, bytes]) -> None:
+        """Hand a WS_MESSAGE or WS_CLOSE to its controller. What controllers send meanwhile
+        from this thread (an echo, a broadcast from on_in_message) is held while more
+        WebSocket frames are already buffered, and sent in one go at the end of the run: one
+        system call, and one wake-up of the core, for many messages."""
+        if self._batch is None:
+            self._batch = []
+            self._batch_thread = threading.get_ident()
+        try:
+            self.hub.dispatch(*frame)
+        finally:
+            batch = self._batch
+            if (len(batch) >= _BATCH_MAX or
+                    reader.buffered_type() not in (protocol.WS_MESSAGE, protocol.WS_CLOSE)):
+                self._batch = None
+                if batch:
+                    try:
+                        with self._wlock:
+                            protocol.write_frames(self.sock, *batch)
+                    except OSError:
+                        pass  # the core is gone; the worker is about to end
 
     @property
     def hub(self) -> Any:
@@ -457,7 +490,7 @@ class Worker:
                 except EOFError:
                     return
                 if isinstance(frame, tuple):
-                    self.hub.dispatch(*frame)
+                    self.dispatch_ws(reader, frame)
                     continue
                 respond(frame)
                 if self._hub is not None and len(self._hub):
@@ -479,7 +512,7 @@ class Worker:
             while True:
                 frame = reader.read_core_frame()
                 if isinstance(frame, tuple):
-                    self.hub.dispatch(*frame)
+                    self.dispatch_ws(reader, frame)
                 else:
                     self._requests.put(frame)
         except (EOFError, OSError, ValueError):

@@ -130,6 +130,7 @@ struct krait__conn {
     int tls_want_write;       /* the TLS engine needs the socket writable to go on */
     int tls_ready;            /* the TLS handshake has completed */
     krait__link tls_later;    /* membership in srv->tls_later: OpenSSL holds input to read */
+    krait__link flush_later;  /* membership in srv->flush_later: output to send this turn */
 
     /* Worker dispatch (worker.c). */
     krait__link wq;           /* membership in the wait queue */
@@ -176,6 +177,7 @@ typedef struct {
     uint8_t *out; size_t out_len, out_off, out_cap;  /* frames to the worker */
     int64_t deadline;         /* ms, for jobs[0]; 0 when idle */
     int64_t started;          /* ms, when jobs[0] started */
+    int out_later;            /* frames appended to out, sent at the end of the turn */
     int epoll_out;
 } krait__worker;
 
@@ -197,6 +199,8 @@ struct krait_server {
     struct { krait__obj obj; int fd; int tls; } listeners[8];
     struct ssl_ctx_st *ssl_ctx;
     krait__link tls_later;    /* TLS connections to read again after this event batch */
+    krait__link flush_later;  /* connections whose output is sent after this event batch */
+    int workers_later;        /* some worker has out_later set */
     int https_redirect_port;  /* > 0: plain-HTTP requests are redirected there */
     char hsts[128];           /* Strict-Transport-Security value for TLS answers, or "" */
     int nlisteners;
@@ -292,6 +296,10 @@ ssize_t krait__conn_send(struct krait_server *srv, krait__conn *c, const char *b
 ssize_t krait__conn_sendfile(struct krait_server *srv, krait__conn *c, int fd, off_t off,
                              size_t n);
 int krait__conn_pending(krait__conn *c);
+/* Send c's pending output at the end of this event batch (several WebSocket messages for one
+ * connection from one read of a worker leave in one send). */
+void krait__conn_flush_later(struct krait_server *srv, krait__conn *c);
+void krait__worker_flush_later(struct krait_server *srv);
 int krait__tls_coalesce(krait__conn *c);
 ssize_t krait__tls_send_segs(struct krait_server *srv, krait__conn *c);
 int krait__tls_start(struct krait_server *srv, krait__conn *c);

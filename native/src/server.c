@@ -134,6 +134,7 @@ krait_server *krait_server_new(const char *site_root, char *err, size_t errlen)
     list_init(&srv->conns);
     list_init(&srv->waitq);
     list_init(&srv->tls_later);
+    list_init(&srv->flush_later);
     for (int i = 0; i < KRAIT__MAX_WORKERS; i++)
         srv->workers[i].fd = -1;
 
@@ -702,6 +703,7 @@ void krait__conn_close(krait_server *srv, krait__conn *c)
     krait__timer_set(srv, c, -1);
     krait__link_remove(&c->wq);
     krait__link_remove(&c->tls_later);
+    krait__link_remove(&c->flush_later);
     epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     krait__tls_free(c);
     close(c->fd);
@@ -1313,6 +1315,22 @@ static void conn_read(krait_server *srv, krait__conn *c)
 
 /* Read the connections that tls_read_later() listed. One that is listed again (its rounds
  * used up again) waits for the next batch, which then polls without sleeping. */
+void krait__conn_flush_later(krait_server *srv, krait__conn *c)
+{
+    if (!c->closed && !c->flush_later.next)
+        krait__link_append(&srv->flush_later, &c->flush_later);
+}
+
+static void flush_later_run(krait_server *srv)
+{
+    while (srv->flush_later.next != &srv->flush_later) {
+        krait__conn *c = CONTAINER(srv->flush_later.next, krait__conn, flush_later);
+        krait__link_remove(&c->flush_later);
+        if (!c->closed)
+            krait__conn_flush(srv, c);
+    }
+}
+
 static void tls_read_run(krait_server *srv)
 {
     krait__link todo;
@@ -1587,6 +1605,8 @@ int krait_server_run(krait_server *srv)
             }
             }
         }
+        krait__worker_flush_later(srv);
+        flush_later_run(srv);
         tls_read_run(srv);
         sweep_timers(srv);
         reap(srv);

@@ -655,7 +655,24 @@ void krait__worker_send_ws(krait_server *srv, int slot, uint8_t type, uint32_t i
     if (n < 0)
         return;
     w->out_len += (size_t)n;
-    worker_write(srv, w);
+    /* Sent at the end of the event batch: the messages of many clients read in one turn go
+     * to the worker in one send. */
+    w->out_later = 1;
+    srv->workers_later = 1;
+}
+
+void krait__worker_flush_later(krait_server *srv)
+{
+    if (!srv->workers_later)
+        return;
+    srv->workers_later = 0;
+    for (int i = 0; i < srv->nworkers; i++) {
+        krait__worker *w = &srv->workers[i];
+        if (w->fd >= 0 && w->out_later) {
+            w->out_later = 0;
+            worker_write(srv, w);
+        }
+    }
 }
 
 void krait__worker_event(krait_server *srv, krait__worker *w, uint32_t events)

@@ -637,7 +637,7 @@ void krait__ws_from_worker(krait_server *srv, const void *frame)
         return;
     }
     ws_send(srv, c, f->body_kind == 1 ? KRAIT__WS_TEXT : KRAIT__WS_BINARY, f->body.p, f->body.n);
-    krait__conn_flush(srv, c);
+    krait__conn_flush_later(srv, c);
 }
 
 /* Idle: ping; still no answer one interval later: the peer is gone. */

@@ -587,6 +587,25 @@ def test_event_style_controller(server: KraitProcess, request: pytest.FixtureReq
     assert wait_marks(server, name, "on_stop") == ["on_stop"]
 
 
+def test_a_burst_of_messages_is_answered_in_order(server: KraitProcess,
+                                                  request: pytest.FixtureRequest) -> None:
+    # Messages that reach the worker together are answered together (one send for a run of
+    # them, in the worker and in the core): nothing may be lost, merged or reordered.
+    sockets = [connect(server, f"/ws/events?id={tag(request)}-{k}") for k in range(4)]
+    try:
+        for ws in sockets:
+            assert ws.recv().startswith("RuntimeError: ")
+        for i in range(500):
+            for k, ws in enumerate(sockets):
+                ws.send(f"{k}.{i}")
+        for k, ws in enumerate(sockets):
+            got = [ws.recv().split(" ")[:2] for _ in range(500)]
+            assert got == [["str", f"{k}.{i}"] for i in range(500)]
+    finally:
+        for ws in sockets:
+            ws.close()
+
+
 def test_messages_wait_for_on_start(server: KraitProcess) -> None:
     """The client may send as soon as it has the 101; nothing is lost or delivered before
     on_start has returned, and the order is kept."""
