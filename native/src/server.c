@@ -1313,8 +1313,6 @@ static void conn_read(krait_server *srv, krait__conn *c)
     tls_read_later(srv, c);  /* the rounds are used up: a plain socket stays readable */
 }
 
-/* Read the connections that tls_read_later() listed. One that is listed again (its rounds
- * used up again) waits for the next batch, which then polls without sleeping. */
 void krait__conn_flush_later(krait_server *srv, krait__conn *c)
 {
     if (!c->closed && !c->flush_later.next)
@@ -1331,6 +1329,8 @@ static void flush_later_run(krait_server *srv)
     }
 }
 
+/* Read the connections that tls_read_later() listed. One that is listed again (its rounds
+ * used up again) waits for the next batch, which then polls without sleeping. */
 static void tls_read_run(krait_server *srv)
 {
     krait__link todo;
