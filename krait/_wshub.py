@@ -47,10 +47,12 @@ class Hub:
 
     def bind(self, conn_id: int, ctrl: WebsocketsCtrlBase) -> None:
         """Attach a controller to a connection id before the 101 is sent."""
+        write = self._write
+        encode = protocol.encode_ws_message
 
         def send(message: str | bytes) -> None:
             try:
-                self._write(protocol.encode_ws_message(conn_id, message))
+                write(encode(conn_id, message))
             except protocol.FrameTooLarge:
                 raise ValueError("WebSocket message larger than a worker frame") from None
             except OSError:
@@ -67,6 +69,8 @@ class Hub:
 
         ctrl._send = send
         ctrl._close = close
+        ctrl._conn_id = conn_id
+        ctrl._write = write
         with self._lock:
             self._conns[conn_id] = _Conn(ctrl)
 
@@ -83,10 +87,11 @@ class Hub:
                 traceback.print_exc()
                 conn.ctrl._close(1011, "")  # type: ignore[misc]
                 return
+            while conn.pending:
+                pending, conn.pending = conn.pending, []
+                for ftype, kind, data in pending:
+                    self._handle(conn_id, conn, ftype, kind, data)
             conn.started = True
-            pending, conn.pending = conn.pending, []
-            for ftype, kind, data in pending:
-                self._handle(conn_id, conn, ftype, kind, data)
 
     def open(self, conn_id: int, ctrl: WebsocketsCtrlBase) -> None:
         """Bind and start at once (for a connection whose 101 has already been sent)."""
@@ -94,10 +99,14 @@ class Hub:
         self.start(conn_id)
 
     def dispatch(self, ftype: int, conn_id: int, kind: int, code: int, data: bytes) -> None:
-        """A WS_MESSAGE or WS_CLOSE frame from the core."""
-        with self._lock:
-            conn = self._conns.get(conn_id)
+        """A WS_MESSAGE or WS_CLOSE frame from the core (always from the one reading thread)."""
+        conn = self._conns.get(conn_id)  # one dict read: atomic, no lock needed
         if conn is None:
+            return
+        if conn.started:
+            # on_start and what arrived before it are done (started is set last, under the
+            # lock), and only this thread delivers: no lock on the per-message path.
+            self._handle(conn_id, conn, ftype, kind, data)
             return
         with conn.lock:
             if not conn.started:

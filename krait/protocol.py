@@ -82,6 +82,7 @@ _LEN = struct.Struct("<I")
 _HEAD = struct.Struct("<IBI")  # len, type, id
 _U16 = struct.Struct("<H")
 _REQ_FIXED = struct.Struct("<Bi")  # flags, route
+_WS_HEAD = struct.Struct("<IBIBI")  # WS_MESSAGE: len, type, id, kind, data length
 _RESP_FIXED = struct.Struct("<HBH")  # status, body_kind, header count
 _CHUNK_OVERHEAD = HEADER_SIZE + 4  # frame header + the data string's length
 _BAD_HEADER_BYTE = re.compile(rb"[\r\n\0]").search
@@ -414,16 +415,44 @@ def encode_response_stream(id: int, status: int, headers: Pairs, body: bytes | b
 
 def encode_ws_message(id: int, data: str | bytes | bytearray | memoryview) -> bytes:
     """A WS_MESSAGE frame: ``str`` is sent as a text message, bytes as a binary one."""
-    _check_id(id)
-    if isinstance(data, str):
+    if type(data) is str:
         kind, raw = WS_TEXT, data.encode("utf-8")
+    elif isinstance(data, str):
+        kind, raw = WS_TEXT, str(data).encode("utf-8")
+    else:
+        kind, raw = WS_BINARY, data if type(data) is bytes else bytes(data)
+    n = len(raw)
+    if n > MAX_FRAME - HEADER_SIZE - 5:
+        raise FrameTooLarge(f"WebSocket message of {n} bytes exceeds a frame")
+    try:
+        return _WS_HEAD.pack(HEADER_SIZE + 1 + n, WS_MESSAGE, id, kind, n) + raw
+    except struct.error:
+        raise ValueError(f"id {id} is not a u32") from None
+
+
+def encode_ws_broadcast(ids: Iterable[int], data: str | bytes) -> list[bytes]:
+    """WS_MESSAGE frames carrying the same message to each connection id, as a list of
+    buffers to write in order (each frame's header, then the payload shared by all)."""
+    if isinstance(data, str):
+        kind, raw = WS_TEXT, str(data).encode("utf-8")
     else:
         kind, raw = WS_BINARY, bytes(data)
-    total = HEADER_SIZE + 1 + 4 + len(raw)
-    if total > MAX_FRAME:
-        raise FrameTooLarge(f"WebSocket message of {len(raw)} bytes exceeds a frame")
-    return b"".join((_HEAD.pack(total - 4, WS_MESSAGE, id), bytes((kind,)),
-                     _LEN.pack(len(raw)), raw))
+    n = len(raw)
+    if n > MAX_FRAME - HEADER_SIZE - 5:
+        raise FrameTooLarge(f"WebSocket message of {n} bytes exceeds a frame")
+    # After each frame's own header (length, type, id) come kind, data length and data: the
+    # same bytes for every frame, so one buffer serves them all.
+    shared = bytes((kind,)) + _LEN.pack(n) + raw
+    head = _HEAD.pack
+    out = []
+    append = out.append
+    try:
+        for frame_id in ids:
+            append(head(HEADER_SIZE + 1 + n, WS_MESSAGE, frame_id))
+            append(shared)
+    except struct.error:
+        raise ValueError("a connection id is not a u32") from None
+    return out
 
 
 def encode_ws_close(id: int, code: int, reason: str = "") -> bytes:
@@ -686,6 +715,19 @@ class FrameReader:
     def read_core_frame(self) -> RequestFrame | tuple[int, int, int, int, bytes]:
         """Read the next core -> worker frame: a RequestFrame, or for WS_MESSAGE / WS_CLOSE
         a tuple ``(type, id, kind, code, data)`` (see :func:`decode_ws`)."""
+        start = self._start
+        if self._end - start >= 14 and self._buf[start + 4] == WS_MESSAGE:
+            # The per-message path of an open WebSocket: decoded in place when whole.
+            flen, _, fid, kind, n = _WS_HEAD.unpack_from(self._buf, start)
+            end = start + 4 + flen
+            if end <= self._end and flen == 10 + n and kind in (WS_TEXT, WS_BINARY):
+                data = bytes(self._buf[start + 14:end])
+                self._start = end
+                if end == self._end:
+                    self._start = self._end = 0
+                    if len(self._buf) > self._bufsize:
+                        self._buf = bytearray(self._bufsize)
+                return WS_MESSAGE, fid, kind, 0, data
         buf = self.read_frame()
         if len(buf) > 4 and buf[4] in (WS_MESSAGE, WS_CLOSE):
             ftype, fid = _HEAD.unpack_from(buf)[1:]

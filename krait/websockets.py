@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = [
-    "WebsocketsCtrlBase", "WebsocketsRequest", "WebsocketsResponse", "request", "response",
+    "WebsocketsCtrlBase", "WebsocketsRequest", "WebsocketsResponse", "broadcast", "request",
+    "response",
 ]
 
 Message = str | bytes
@@ -81,6 +82,10 @@ class WebsocketsCtrlBase:
         self._stopped_called = False
         self._send: Callable[[Message], None] | None = None
         self._close: Callable[[int, str], None] | None = None
+        # Set by the worker with _send: the connection's id and the worker's frame writer
+        # (used by broadcast to send one message to many connections in one go).
+        self._conn_id: int | None = None
+        self._write: Callable[..., None] | None = None
         self.thread = threading.Thread(target=self._thread_main, daemon=True,
                                        name=f"ws-{type(self).__name__}")
 
@@ -133,11 +138,14 @@ class WebsocketsCtrlBase:
     def push_out_message(self, message: Message) -> None:
         """Send a message: ``str`` as a text frame, ``bytes`` as a binary frame. Safe from any
         thread; does nothing once the connection has ended."""
-        if not isinstance(message, (str, bytes, bytearray, memoryview)):
-            raise TypeError("a WebSocket message is str or bytes")
+        cls = type(message)
+        if cls is not str and cls is not bytes:
+            if not isinstance(message, (str, bytes, bytearray, memoryview)):
+                raise TypeError("a WebSocket message is str or bytes")
+            message = message if isinstance(message, str) else bytes(message)
         if self._stop.is_set() or self._send is None:
             return
-        self._send(message if isinstance(message, str) else bytes(message))
+        self._send(message)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection with a status code and a reason the client receives in the
@@ -199,6 +207,46 @@ class WebsocketsCtrlBase:
         finally:
             self._stop.set()
             self._in.put(_ENDED)  # wakes a pop_in_message that waits
+
+
+def broadcast(controllers: Iterable[WebsocketsCtrlBase], message: Message) -> int:
+    """Send one message to many connections: to each controller's client, as
+    :meth:`~WebsocketsCtrlBase.push_out_message` would, but encoded once and handed to the
+    server in one write (the way to fan a chat message or an update out to a room).
+
+    Controllers whose connection has ended are skipped. Controllers live in the worker that
+    accepted their connection, so a room is the controllers of one worker (keep it in a
+    module, as in ``docs/websockets.md``).
+
+    :param controllers: the connections' controllers (any iterable; read once).
+    :param message: ``str`` for a text message, ``bytes`` for a binary one.
+    :return: how many connections it was sent to.
+    :raises TypeError: when the message is neither ``str`` nor bytes-like.
+    """
+    from krait import protocol
+
+    cls = type(message)
+    if cls is not str and cls is not bytes:
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+            raise TypeError("a WebSocket message is str or bytes")
+        message = message if isinstance(message, str) else bytes(message)
+    by_writer: dict[Any, list[int]] = {}
+    for ctrl in controllers:
+        write, conn_id = ctrl._write, ctrl._conn_id
+        if write is None or conn_id is None or ctrl._stop.is_set():
+            continue
+        ids = by_writer.get(write)
+        if ids is None:
+            ids = by_writer[write] = []
+        ids.append(conn_id)
+    sent = 0
+    for write, ids in by_writer.items():
+        try:
+            write(*protocol.encode_ws_broadcast(ids, message))
+        except OSError:
+            continue  # the core is gone; the worker is about to end
+        sent += len(ids)
+    return sent
 
 
 #: The handshake being handled (``None`` for ordinary requests); reset per request.

@@ -645,3 +645,14 @@ def test_c_encoder_agrees_with_python(libipc, rid, flags, route, text, port, par
     assert libipc.krait__ipc_encode_request(ctypes.byref(r), out, len(expected)) == len(expected)
     assert out.raw == expected
     assert libipc.krait__ipc_encode_request(ctypes.byref(r), out, len(expected) - 1) == -1
+
+
+def test_ws_broadcast_frames_are_ws_messages_sharing_one_payload():
+    for data in ("héllo", b"\x00\xff", ""):
+        bufs = P.encode_ws_broadcast([1, 7, 0xFFFFFFFF], data)
+        assert len(bufs) == 6 and bufs[1] is bufs[3] is bufs[5]
+        frames = [bufs[i] + bufs[i + 1] for i in range(0, 6, 2)]
+        assert frames == [P.encode_ws_message(i, data) for i in (1, 7, 0xFFFFFFFF)]
+    assert P.encode_ws_broadcast([], "x") == []
+    with pytest.raises(ValueError):
+        P.encode_ws_broadcast([-1], "x")

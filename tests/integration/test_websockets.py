@@ -264,6 +264,45 @@ class Chat(WebsocketsCtrlBase):
 krait.websockets.response = WebsocketsResponse(Chat())
 '''
 
+# A room that fans out with krait.websockets.broadcast and says how many it reached.
+SHOUT = '''\
+import threading
+
+import krait
+from krait.websockets import WebsocketsCtrlBase, WebsocketsResponse, broadcast
+
+room = krait.shout_room = getattr(krait, "shout_room", set())
+
+
+class Shout(WebsocketsCtrlBase):
+    def __init__(self):
+        super().__init__(use_in_message_queue=False)
+
+    def on_start(self):
+        room.add(self)
+        self.push_out_message(f"in {len(room)}")
+        super().on_start()
+
+    def on_in_message(self, message):
+        if message == "bad":
+            try:
+                broadcast(list(room), 42)
+            except TypeError as exc:
+                self.push_out_message(f"TypeError {exc}")
+            return
+        if message == "bytes":
+            message = b"\\x00\\xff"
+        n = broadcast(list(room), message)
+        self.push_out_message(f"sent to {n}")
+
+    def on_stop(self):
+        room.discard(self)
+        super().on_stop()
+
+
+krait.websockets.response = WebsocketsResponse(Shout())
+'''
+
 SLOWSTART = '''\
 import time
 
@@ -321,6 +360,7 @@ FILES: dict[str, str | bytes] = {
     "ws/echo.py": ECHO,
     "ws/busy.py": BUSY,
     "ws/chat.py": CHAT,
+    "ws/shout.py": SHOUT,
     "ws/slowstart.py": SLOWSTART,
     "ws/badstart.py": BADSTART,
     "ws/refuse.py": "import krait\nkrait.response = krait.ResponseBadRequest()\n",
@@ -1211,6 +1251,38 @@ def test_http_served_while_controllers_run(server: KraitProcess) -> None:
                 assert busy[i % 3].recv().startswith(f"m{i} ")
     finally:
         for ws in [*busy, probe]:
+            ws.close()
+
+
+def test_broadcast_reaches_every_open_connection(server: KraitProcess) -> None:
+    clients = []
+    for k in range(5):
+        ws = connect(server, "/ws/shout")
+        assert ws.recv() == f"in {k + 1}"
+        clients.append(ws)
+    try:
+        clients[0].send("hello all")
+        assert [ws.recv() for ws in clients] == ["hello all"] * 5
+        assert clients[0].recv() == "sent to 5"
+        clients[2].send("bytes")
+        for ws in clients:
+            opcode, data = ws.recv_data()
+            assert (opcode, data) == (OP_BINARY, b"\x00\xff")
+        assert clients[2].recv() == "sent to 5"
+        clients[1].send("bad")
+        assert clients[1].recv() == "TypeError a WebSocket message is str or bytes"
+        clients.pop().close()
+        # The closed one leaves the room (on_stop); until then broadcast skips it.
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            clients[0].send("again")
+            assert [ws.recv() for ws in clients] == ["again"] * 4
+            reply = clients[0].recv()
+            if reply == "sent to 4" or time.monotonic() > deadline:
+                break
+        assert reply == "sent to 4"
+    finally:
+        for ws in clients:
             ws.close()
 
 

@@ -1,9 +1,10 @@
-"""/pub: every message of the publisher goes to every subscriber of the worker's room."""
+"""/pub: every message of the publisher goes to every subscriber of the worker's room, with
+krait.websockets.broadcast (encoded once, one write for the whole room)."""
 
 import wsroom
 
 import krait
-from krait.websockets import WebsocketsCtrlBase, WebsocketsResponse
+from krait.websockets import WebsocketsCtrlBase, WebsocketsResponse, broadcast
 
 
 class PubCtrl(WebsocketsCtrlBase):
@@ -11,8 +12,7 @@ class PubCtrl(WebsocketsCtrlBase):
         super().__init__(use_in_message_queue=False)
 
     def on_in_message(self, message):
-        for sub in wsroom.subscribers:
-            sub.push_out_message(message)
+        broadcast(wsroom.subscribers, message)
 
 
 krait.websockets.response = WebsocketsResponse(PubCtrl())
