@@ -768,16 +768,22 @@ class FrameReader:
 
 
 _IOV_MAX = 1024
+_JOIN_MAX = 256 * 1024
 
 
 def write_frames(sock: socket.socket, *frames: bytes | bytearray | memoryview) -> None:
     """Send whole frames on a blocking socket, in order, with as few syscalls as possible.
 
-    Uses one ``sendmsg`` over all buffers (up to IOV_MAX at a time) and resumes after a
-    partial send, so a frame is never interleaved with anything else written by this thread.
+    Small buffers (a broadcast: a header and a shared payload per connection) are joined and
+    sent with ``sendall``; large ones go by one ``sendmsg`` over all buffers (up to IOV_MAX at a
+    time), resumed after a partial send. A frame is never interleaved with anything else
+    written by this thread.
     """
     if len(frames) == 1:
         sock.sendall(frames[0])
+        return
+    if len(frames) > 8 and sum(map(len, frames)) <= _JOIN_MAX:
+        sock.sendall(b"".join(frames))  # copying a few KiB beats a memoryview per buffer
         return
     views = [memoryview(f).cast("B") for f in frames if len(f)]
     i = 0
