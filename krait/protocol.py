@@ -98,10 +98,11 @@ class RequestFrame:
     when first read (most pages never look at them). Treat it as read-only.
     """
 
-    __slots__ = ("id", "flags", "route", "method", "path", "query", "version", "file",
-                 "remote_addr", "remote_port", "params", "body", "_headers", "_raw")
+    # The fields, in frame order (compared by __eq__, shown by __repr__); headers is a property
+    # over _headers/_raw.
     _FIELDS = ("id", "flags", "route", "method", "path", "query", "version", "file",
                "remote_addr", "remote_port", "params", "headers", "body")
+    __slots__ = tuple(f for f in _FIELDS if f != "headers") + ("_headers", "_raw")
 
     id: int
     flags: int
@@ -413,17 +414,22 @@ def encode_response_stream(id: int, status: int, headers: Pairs, body: bytes | b
         return list(stream_frames(id, status, headers, (body,), max_frame=max_frame))
 
 
-def encode_ws_message(id: int, data: str | bytes | bytearray | memoryview) -> bytes:
-    """A WS_MESSAGE frame: ``str`` is sent as a text message, bytes as a binary one."""
-    if type(data) is str:
+def _ws_payload(data: str | bytes | bytearray | memoryview) -> tuple[int, bytes]:
+    """The kind (text for ``str``, binary for bytes) and the bytes of a WebSocket message that
+    must fit in one WS_MESSAGE frame."""
+    if isinstance(data, str):
         kind, raw = WS_TEXT, data.encode("utf-8")
-    elif isinstance(data, str):
-        kind, raw = WS_TEXT, str(data).encode("utf-8")
     else:
         kind, raw = WS_BINARY, data if type(data) is bytes else bytes(data)
+    if len(raw) > MAX_FRAME - HEADER_SIZE - 5:
+        raise FrameTooLarge(f"WebSocket message of {len(raw)} bytes exceeds a frame")
+    return kind, raw
+
+
+def encode_ws_message(id: int, data: str | bytes | bytearray | memoryview) -> bytes:
+    """A WS_MESSAGE frame: ``str`` is sent as a text message, bytes as a binary one."""
+    kind, raw = _ws_payload(data)
     n = len(raw)
-    if n > MAX_FRAME - HEADER_SIZE - 5:
-        raise FrameTooLarge(f"WebSocket message of {n} bytes exceeds a frame")
     try:
         return _WS_HEAD.pack(HEADER_SIZE + 1 + n, WS_MESSAGE, id, kind, n) + raw
     except struct.error:
@@ -433,13 +439,8 @@ def encode_ws_message(id: int, data: str | bytes | bytearray | memoryview) -> by
 def encode_ws_broadcast(ids: Iterable[int], data: str | bytes) -> list[bytes]:
     """WS_MESSAGE frames carrying the same message to each connection id, as a list of
     buffers to write in order (each frame's header, then the payload shared by all)."""
-    if isinstance(data, str):
-        kind, raw = WS_TEXT, str(data).encode("utf-8")
-    else:
-        kind, raw = WS_BINARY, bytes(data)
+    kind, raw = _ws_payload(data)
     n = len(raw)
-    if n > MAX_FRAME - HEADER_SIZE - 5:
-        raise FrameTooLarge(f"WebSocket message of {n} bytes exceeds a frame")
     # After each frame's own header (length, type, id) come kind, data length and data: the
     # same bytes for every frame, so one buffer serves them all.
     shared = bytes((kind,)) + _LEN.pack(n) + raw
@@ -581,10 +582,7 @@ def decode_request(buf: bytes | bytearray | memoryview) -> RequestFrame:
             text.append(buf[pos + 4:pos + 4 + n].decode(_ENC, _ERRORS))
             pos += 4 + n
         (port,) = _U16.unpack_from(buf, pos)
-        if buf[pos + 2] or buf[pos + 3]:
-            params, pos = _decode_pairs(buf, pos + 2)
-        else:
-            params, pos = [], pos + 4
+        params, pos = _decode_pairs(buf, pos + 2)
         # The headers are decoded on first use (RequestFrame.headers); here they are only
         # stepped over, which checks that they lie within the frame.
         headers_at = pos

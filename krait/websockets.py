@@ -29,6 +29,18 @@ __all__ = [
 ]
 
 Message = str | bytes
+
+
+def _message(message: Any) -> Message:
+    """A message to send, as ``str`` or ``bytes`` (bytes-like objects are copied)."""
+    cls = type(message)
+    if cls is str or cls is bytes:
+        return message  # type: ignore[no-any-return]
+    if isinstance(message, str):
+        return message
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return bytes(message)
+    raise TypeError("a WebSocket message is str or bytes")
 #: Queued after the last message once the connection has ended: wakes a waiting pop.
 _ENDED: Any = object()
 
@@ -138,11 +150,7 @@ class WebsocketsCtrlBase:
     def push_out_message(self, message: Message) -> None:
         """Send a message: ``str`` as a text frame, ``bytes`` as a binary frame. Safe from any
         thread; does nothing once the connection has ended."""
-        cls = type(message)
-        if cls is not str and cls is not bytes:
-            if not isinstance(message, (str, bytes, bytearray, memoryview)):
-                raise TypeError("a WebSocket message is str or bytes")
-            message = message if isinstance(message, str) else bytes(message)
+        message = _message(message)
         if self._stop.is_set() or self._send is None:
             return
         self._send(message)
@@ -225,11 +233,7 @@ def broadcast(controllers: Iterable[WebsocketsCtrlBase], message: Message) -> in
     """
     from krait import protocol
 
-    cls = type(message)
-    if cls is not str and cls is not bytes:
-        if not isinstance(message, (str, bytes, bytearray, memoryview)):
-            raise TypeError("a WebSocket message is str or bytes")
-        message = message if isinstance(message, str) else bytes(message)
+    message = _message(message)
     by_writer: dict[Any, list[int]] = {}
     for ctrl in controllers:
         write, conn_id = ctrl._write, ctrl._conn_id

@@ -422,8 +422,7 @@ class Worker:
                 self._batch = None
                 if batch:
                     try:
-                        with self._wlock:
-                            protocol.write_frames(self.sock, *batch)
+                        self.write(*batch)
                     except OSError:
                         pass  # the core is gone; the worker is about to end
 

@@ -311,6 +311,7 @@ void krait__worker_dispatch(struct krait_server *srv, krait__conn *c, krait__req
                             int route, const char *file, const char *params, size_t params_len);
 void krait__worker_event(struct krait_server *srv, krait__worker *w, uint32_t events);
 void krait__worker_sweep(struct krait_server *srv);
+void krait__worker_feed(struct krait_server *srv);
 void krait__worker_conn_gone(struct krait_server *srv, krait__conn *c);
 int krait__body_continue(struct krait_server *srv, krait__conn *c);
 
@@ -337,6 +338,7 @@ void krait__conn_pause(struct krait_server *srv, krait__conn *c);
 void krait__timer_set(struct krait_server *srv, krait__conn *c, int list);
 void krait__link_remove(krait__link *l);
 void krait__link_append(krait__link *head, krait__link *l);
+void krait__link_prepend(krait__link *head, krait__link *l);
 
 int krait__route_resolve(struct krait_server *srv, int verb, const char *path, size_t len,
                          krait__route_answer *ans);

@@ -87,6 +87,11 @@ void krait__link_append(krait__link *head, krait__link *l)
     head->prev = l;
 }
 
+void krait__link_prepend(krait__link *head, krait__link *l)
+{
+    krait__link_append(head->next, l);  /* before the first element */
+}
+
 static void list_init(krait__link *head)
 {
     head->prev = head->next = head;

@@ -209,6 +209,29 @@ static void resolved_store(krait_server *srv, const char *rel, size_t rel_len,
     e->num[3] = ctime_ns(&ds);
 }
 
+#define LOCATE_SCRIPT (-2)
+
+/* The file rel names (behaviour §3.2) into name: its open descriptor and st; LOCATE_SCRIPT for
+ * a remembered .py script, which the core need not open (the worker does); -1 for none. */
+static int locate(krait_server *srv, const char *rel, size_t rel_len, char *name,
+                  size_t name_cap, struct stat *st)
+{
+    if (resolved_lookup(srv, rel, rel_len, name, name_cap)) {
+        if (ends_with(name, strlen(name), ".py"))
+            return LOCATE_SCRIPT;
+        int fd = open_beneath(srv, name, st);
+        if (fd >= 0 && S_ISREG(st->st_mode))
+            return fd;
+        if (fd >= 0)
+            close(fd);
+    }
+    int fd = krait__resolve_file(srv, rel, rel_len, name, name_cap, st);
+    size_t name_len = fd >= 0 ? strlen(name) : 0;
+    if (fd >= 0 && (name_len != rel_len || ends_with(name, name_len, ".py")))
+        resolved_store(srv, rel, rel_len, name, name_len);
+    return fd;
+}
+
 /* Behaviour §3.3: .py is always Python; .html/.htm/.pyml need Python only when they contain
  * an '@' (a construct); everything else is static. The scan is cached per file version. */
 int krait__needs_python(krait_server *srv, int fd, const char *name, size_t len,
@@ -395,32 +418,15 @@ void krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq
 {
     char name[KRAIT__PATH_MAX];
     struct stat st;
-    int fd = -1;
-    size_t name_len;
-    if (resolved_lookup(srv, rel, rel_len, name, sizeof name)) {
-        name_len = strlen(name);
-        if (ends_with(name, name_len, ".py"))
-            goto python;  /* a script: the worker opens it, the core need not */
-        fd = open_beneath(srv, name, &st);
-        if (fd >= 0 && !S_ISREG(st.st_mode)) {
+    int fd = locate(srv, rel, rel_len, name, sizeof name, &st);
+    if (fd == -1) {
+        krait__error(srv, c, rq, 404, rq->has_body);
+        return;
+    }
+    size_t name_len = strlen(name);
+    if (fd == LOCATE_SCRIPT || krait__needs_python(srv, fd, name, name_len, &st)) {
+        if (fd >= 0)
             close(fd);
-            fd = -1;
-        }
-    }
-    if (fd < 0) {
-        fd = krait__resolve_file(srv, rel, rel_len, name, sizeof name, &st);
-        if (fd < 0) {
-            krait__error(srv, c, rq, 404, rq->has_body);
-            return;
-        }
-        name_len = strlen(name);
-        if (name_len != rel_len || ends_with(name, name_len, ".py"))
-            resolved_store(srv, rel, rel_len, name, name_len);
-    }
-    name_len = strlen(name);
-    if (krait__needs_python(srv, fd, name, name_len, &st)) {
-        close(fd);
-    python:;
         char full[KRAIT__PATH_MAX + KRAIT__PATH_MAX];
         snprintf(full, sizeof full, "%s/%s", srv->root, name);
         krait__worker_dispatch(srv, c, rq, route, full, params, params_len);

@@ -54,9 +54,7 @@ int krait_server_add_worker(krait_server *srv, int fd, int pid)
     }
     if (slot >= srv->nworkers)
         srv->nworkers = slot + 1;
-    /* A new worker can take a waiting request at once. */
-    extern void krait__worker_feed(krait_server *srv);
-    krait__worker_feed(srv);
+    krait__worker_feed(srv);  /* a new worker can take a waiting request at once */
     return slot;
 }
 
@@ -322,11 +320,7 @@ static void requeue_jobs(krait_server *srv, krait__worker *w)
         if (!c || c->closed || !c->frame)
             continue;
         c->worker = -1;
-        krait__link *head = &srv->waitq;
-        c->wq.prev = head;
-        c->wq.next = head->next;
-        head->next->prev = &c->wq;
-        head->next = &c->wq;
+        krait__link_prepend(&srv->waitq, &c->wq);
         srv->nwait++;
     }
     w->njobs = 0;
