@@ -101,8 +101,8 @@ class Hub:
     def dispatch(self, ftype: int, conn_id: int, kind: int, code: int, data: bytes) -> None:
         """A WS_MESSAGE or WS_CLOSE frame from the core (always from the one reading thread)."""
         conn = self._conns.get(conn_id)  # one dict read: atomic, no lock needed
-        if conn is None:
-            return
+        if conn is None or conn.ctrl._stopped_called:
+            return  # unknown, or ending: nothing more reaches the controller
         if conn.started:
             # on_start and what arrived before it are done (started is set last, under the
             # lock), and only this thread delivers: no lock on the per-message path.
@@ -123,15 +123,20 @@ class Hub:
             conn.ctrl._deliver(data)
 
     def ended(self, conn_id: int) -> None:
-        """The connection is over: on_stop exactly once, forget the controller."""
+        """The connection is over: on_stop exactly once, then forget the controller (kept
+        until on_stop has returned, so that close_all finds it and waits for it)."""
         with self._lock:
-            conn = self._conns.pop(conn_id, None)
+            conn = self._conns.get(conn_id)
         if conn is None:
             return
         try:
             conn.ctrl._ended()
         except Exception:  # noqa: BLE001
             traceback.print_exc()
+        finally:
+            with self._lock:
+                if self._conns.get(conn_id) is conn:
+                    del self._conns[conn_id]
 
     def close_all(self) -> None:
         """The worker is stopping: every controller's on_stop runs."""

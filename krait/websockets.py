@@ -92,6 +92,8 @@ class WebsocketsCtrlBase:
         self._stop = threading.Event()
         self._stop_lock = threading.Lock()
         self._stopped_called = False
+        self._stopping_thread = 0  # the thread running on_stop
+        self._stopped = threading.Event()  # on_stop has returned
         self._send: Callable[[Message], None] | None = None
         self._close: Callable[[int, str], None] | None = None
         # Set by the worker with _send: the connection's id and the worker's frame writer
@@ -204,17 +206,25 @@ class WebsocketsCtrlBase:
 
             traceback.print_exc()
 
-    def _ended(self) -> None:
-        """The connection ended: call on_stop exactly once."""
+    def _ended(self, wait: float = 5.0) -> None:
+        """The connection ended: call on_stop exactly once. A second caller (the worker
+        stopping while the connection's own end is being handled) waits up to ``wait``
+        seconds for that on_stop to return, so a worker never exits in the middle of one."""
         with self._stop_lock:
-            if self._stopped_called:
-                return
-            self._stopped_called = True
+            first = not self._stopped_called
+            if first:
+                self._stopped_called = True
+                self._stopping_thread = threading.get_ident()
+        if not first:
+            if self._stopping_thread != threading.get_ident():  # not on_stop closing itself
+                self._stopped.wait(wait)
+            return
         try:
             self.on_stop()
         finally:
             self._stop.set()
             self._in.put(_ENDED)  # wakes a pop_in_message that waits
+            self._stopped.set()
 
 
 def broadcast(controllers: Iterable[WebsocketsCtrlBase], message: Message) -> int:

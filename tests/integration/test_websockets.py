@@ -140,11 +140,13 @@ class Probe(WebsocketsCtrlBase):
             self.push_out_message("unknown " + msg)
 
     def on_stop(self):
+        time.sleep(self.slowstop)
         self.mark("on_stop")
         super().on_stop()
 
 
 ctrl = Probe(krait.request.query.get("id", "anon"))
+ctrl.slowstop = float(krait.request.query.get("slowstop", "0"))
 offered = krait.websockets.request.protocols
 ctrl.info["protocols"] = offered
 chosen = None
@@ -904,6 +906,25 @@ def test_sigterm_closes_with_1001(tmp_path: Path, krait_server: Callable[..., Kr
     assert p.proc.returncode == 0
     got = marks(p, name)
     assert got.count("on_stop") == 1, got
+
+
+def test_sigterm_waits_for_an_on_stop_already_running(
+        tmp_path: Path, krait_server: Callable[..., KraitProcess],
+        request: pytest.FixtureRequest) -> None:
+    # The client leaves; its on_stop takes a while; krait is stopped meanwhile. The worker must
+    # not exit in the middle of that on_stop (nor run it twice).
+    site = write_site(tmp_path / "site", FILES)
+    p = krait_server(site, "--workers", "1")
+    name = tag(request)
+    ws = connect(p, f"/ws/probe?id={name}&slowstop=0.8")
+    ws.send("echo:x")
+    assert ws.recv() == "x"
+    ws.close()
+    time.sleep(0.2)                          # on_stop has started and sleeps
+    p.proc.send_signal(signal.SIGTERM)
+    p.proc.wait(timeout=20)
+    assert p.proc.returncode == 0
+    assert marks(p, name).count("on_stop") == 1
 
 
 def test_reload_closes_with_1001_and_new_connections_work(
