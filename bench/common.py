@@ -868,3 +868,31 @@ def positive_ints(text: str) -> list[int]:
         raise ValueError(text)
     return values
 
+
+def driver_parser(doc: str | None, venv: Path | None = None) -> argparse.ArgumentParser:
+    """The argument parser a load driver starts from: the first paragraph of its docstring,
+    the run-by-hand epilog and, given the competitors' default virtualenv, ``--setup`` and
+    ``--venv``."""
+    p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0],
+                                epilog="Run by hand only. Everything listens on 127.0.0.1; every "
+                                "process started is stopped by its PID.")
+    if venv is not None:
+        p.add_argument("--setup", action="store_true",
+                       help="create the virtualenv and pip install the competitors first")
+        p.add_argument("--venv", type=Path, default=venv,
+                       help=f"the competitors' virtualenv ({venv})")
+    return p
+
+
+def remove_tmp(tmp: Path, keep: bool) -> None:
+    """Delete a run's temporary directory, or say where it was kept (``--keep``)."""
+    if keep:
+        log(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def runs_done(info: dict[str, str], started: float) -> None:
+    """Log the run's total time and record the krait build it ended with."""
+    log(f"total time {time.monotonic() - started:.0f} s")
+    info["krait build after"] = krait_build()

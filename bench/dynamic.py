@@ -141,13 +141,7 @@ def build_servers(names: list[str], venv: Path, tmp: Path, workers: int,
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="Run by hand only. Everything listens on 127.0.0.1; every "
-                                "process started is stopped by its PID.")
-    p.add_argument("--setup", action="store_true",
-                   help="create the virtualenv and pip install the competitors first")
-    p.add_argument("--venv", type=Path, default=DEFAULT_VENV,
-                   help=f"the competitors' virtualenv ({DEFAULT_VENV})")
+    p = common.driver_parser(__doc__, DEFAULT_VENV)
     p.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
                    help=f"comma-separated, from {','.join(ALL_SERVERS)} "
                    f"({','.join(DEFAULT_SERVERS)}); krait-py-url is krait asked for "
@@ -211,12 +205,8 @@ def main(argv: list[str]) -> int:
                                         args.duration, args.rounds, args.warmup,
                                         common.quiet_from_args(args))
     finally:
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    log(f"total time {time.monotonic() - started:.0f} s")
-    info["krait build after"] = common.krait_build()
+        common.remove_tmp(tmp, args.keep)
+    common.runs_done(info, started)
 
     payload = common.results_payload(info, ["python", "bench/dynamic.py", *argv], servers,
                                      results, args)

@@ -146,9 +146,7 @@ def check_tls(servers: list[Server], info: dict[str, str]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="Run by hand only. Everything listens on 127.0.0.1; every "
-                                "process started is stopped by its PID.")
+    p = common.driver_parser(__doc__)
     p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
     p.add_argument("--rounds", type=int, default=3,
                    help="runs per server and configuration, alternating servers (3)")
@@ -254,13 +252,8 @@ def main(argv: list[str]) -> int:
             if tls is not None:
                 info["kTLS during the runs"] = common.ktls_delta(ktls0, common.ktls_counters())
     finally:
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            import shutil
-            shutil.rmtree(tmp, ignore_errors=True)
-    log(f"total time {time.monotonic() - started:.0f} s")
-    info["krait build after"] = common.krait_build()
+        common.remove_tmp(tmp, args.keep)
+    common.runs_done(info, started)
 
     payload = common.results_payload(info, ["python", "bench/static.py", *argv], servers, results,
                                      args)

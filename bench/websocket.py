@@ -272,13 +272,7 @@ def log_result(res: WsResult) -> None:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="Run by hand only. Everything listens on 127.0.0.1; every "
-                                "process started is stopped by its PID.")
-    p.add_argument("--setup", action="store_true",
-                   help="create the virtualenv and pip install the competitors first")
-    p.add_argument("--venv", type=Path, default=DEFAULT_VENV,
-                   help=f"the competitors' virtualenv ({DEFAULT_VENV})")
+    p = common.driver_parser(__doc__, DEFAULT_VENV)
     p.add_argument("--servers", default=",".join(ALL_SERVERS),
                    help=f"comma-separated, from {','.join(ALL_SERVERS)} (all)")
     p.add_argument("--tests", default=",".join(TESTS), help="echo,broadcast (both)")
@@ -366,12 +360,8 @@ def main(argv: list[str]) -> int:
                             results.append(common.run_quietly(run, quiet,
                                                               lambda r: r.other_cores))
     finally:
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    log(f"total time {time.monotonic() - started:.0f} s")
-    info["krait build after"] = common.krait_build()
+        common.remove_tmp(tmp, args.keep)
+    common.runs_done(info, started)
     servers = [dataclasses.replace(s, name=key, proc=None) for key, s in servers_seen.items()]
     payload = common.results_payload(info, ["python", "bench/websocket.py", *argv], servers,
                                      results, args)
