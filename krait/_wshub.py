@@ -12,9 +12,13 @@ from __future__ import annotations
 import threading
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 from krait import protocol
 from krait.websockets import WebsocketsCtrlBase
+
+#: In a connection's pending list: the client closed (WS_CLOSE) before on_start had run.
+_CLOSED: Any = object()
 
 
 class _Conn:
@@ -28,7 +32,7 @@ class _Conn:
         # thread); reentrant, so a controller may close itself from on_start/on_in_message.
         self.lock = threading.RLock()
         self.started = False
-        self.pending: list[tuple[int, int, bytes]] = []
+        self.pending: list[Any] = []  # messages (str / bytes), then maybe _CLOSED
 
 
 class Hub:
@@ -48,13 +52,15 @@ class Hub:
     def bind(self, conn_id: int, ctrl: WebsocketsCtrlBase) -> None:
         """Attach a controller to a connection id before the 101 is sent."""
         write = self._write
-        encode = protocol.encode_ws_message
+        encode = protocol.ws_message_encoder(conn_id)
 
         def send(message: str | bytes) -> None:
             try:
-                write(encode(conn_id, message))
+                frame = encode(message)
             except protocol.FrameTooLarge:
                 raise ValueError("WebSocket message larger than a worker frame") from None
+            try:
+                write(frame)
             except OSError:
                 pass  # the core is gone; the worker is about to end
 
@@ -89,8 +95,8 @@ class Hub:
                 return
             while conn.pending:
                 pending, conn.pending = conn.pending, []
-                for ftype, kind, data in pending:
-                    self._handle(conn_id, conn, ftype, kind, data)
+                for item in pending:
+                    self._handle(conn_id, conn, item)
             conn.started = True
 
     def open(self, conn_id: int, ctrl: WebsocketsCtrlBase) -> None:
@@ -100,27 +106,45 @@ class Hub:
 
     def dispatch(self, ftype: int, conn_id: int, kind: int, code: int, data: bytes) -> None:
         """A WS_MESSAGE or WS_CLOSE frame from the core (always from the one reading thread)."""
-        conn = self._conns.get(conn_id)  # one dict read: atomic, no lock needed
+        if ftype == protocol.WS_CLOSE:
+            self._put(conn_id, _CLOSED)
+        else:  # the core validated text as UTF-8 (RFC 6455 §8.1)
+            self._put(conn_id, data.decode("utf-8") if kind == protocol.WS_TEXT else data)
+
+    def deliver(self, run: list[tuple[int, str | bytes]]) -> None:
+        """Decoded messages from the core, ``(id, message)`` in order (from the reading
+        thread, see :meth:`krait.protocol.FrameReader.ws_messages`): the per-message path."""
+        conns = self._conns
+        for conn_id, message in run:
+            conn = conns.get(conn_id)  # one dict read: atomic, no lock needed
+            if conn is None or not conn.started or conn.ctrl._stopped_called:
+                self._put(conn_id, message)
+                continue
+            try:
+                conn.ctrl.on_in_message(message)
+            except Exception:  # noqa: BLE001 - a controller's error is its own
+                traceback.print_exc()
+
+    def _put(self, conn_id: int, item: Any) -> None:
+        conn = self._conns.get(conn_id)
         if conn is None or conn.ctrl._stopped_called:
             return  # unknown, or ending: nothing more reaches the controller
         if conn.started:
             # on_start and what arrived before it are done (started is set last, under the
             # lock), and only this thread delivers: no lock on the per-message path.
-            self._handle(conn_id, conn, ftype, kind, data)
+            self._handle(conn_id, conn, item)
             return
         with conn.lock:
             if not conn.started:
-                conn.pending.append((ftype, kind, data))
+                conn.pending.append(item)
                 return
-            self._handle(conn_id, conn, ftype, kind, data)
+            self._handle(conn_id, conn, item)
 
-    def _handle(self, conn_id: int, conn: _Conn, ftype: int, kind: int, data: bytes) -> None:
-        if ftype == protocol.WS_CLOSE:
+    def _handle(self, conn_id: int, conn: _Conn, item: Any) -> None:
+        if item is _CLOSED:
             self.ended(conn_id)
-        elif kind == protocol.WS_TEXT:
-            conn.ctrl._deliver(data.decode("utf-8"))  # the core validated it (RFC 6455 §8.1)
         else:
-            conn.ctrl._deliver(data)
+            conn.ctrl._deliver(item)
 
     def ended(self, conn_id: int) -> None:
         """The connection is over: on_stop exactly once, then forget the controller (kept

@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -420,7 +420,7 @@ def _ws_payload(data: str | bytes | bytearray | memoryview) -> tuple[int, bytes]
     if isinstance(data, str):
         kind, raw = WS_TEXT, data.encode("utf-8")
     else:
-        kind, raw = WS_BINARY, data if type(data) is bytes else bytes(data)
+        kind, raw = WS_BINARY, data if type(data) is bytes else bytes(memoryview(data))
     if len(raw) > MAX_FRAME - HEADER_SIZE - 5:
         raise FrameTooLarge(f"WebSocket message of {len(raw)} bytes exceeds a frame")
     return kind, raw
@@ -428,12 +428,31 @@ def _ws_payload(data: str | bytes | bytearray | memoryview) -> tuple[int, bytes]
 
 def encode_ws_message(id: int, data: str | bytes | bytearray | memoryview) -> bytes:
     """A WS_MESSAGE frame: ``str`` is sent as a text message, bytes as a binary one."""
-    kind, raw = _ws_payload(data)
-    n = len(raw)
-    try:
-        return _WS_HEAD.pack(HEADER_SIZE + 1 + n, WS_MESSAGE, id, kind, n) + raw
-    except struct.error:
-        raise ValueError(f"id {id} is not a u32") from None
+    return ws_message_encoder(id)(data)
+
+
+def ws_message_encoder(id: int) -> Callable[[str | bytes | bytearray | memoryview], bytes]:
+    """:func:`encode_ws_message` for one connection id, checked once: the per-message path
+    of an open WebSocket (a ``str`` or ``bytes`` message costs a type test, an encode and a
+    pack)."""
+    _check_id(id)
+    pack = _WS_HEAD.pack
+    most = MAX_FRAME - HEADER_SIZE - 5
+
+    def encode(data: str | bytes | bytearray | memoryview) -> bytes:
+        cls = type(data)
+        if cls is str:
+            kind, raw = WS_TEXT, data.encode()  # type: ignore[union-attr]
+            if len(raw) > most:
+                raise FrameTooLarge(f"WebSocket message of {len(raw)} bytes exceeds a frame")
+        elif cls is bytes and len(data) <= most:
+            kind, raw = WS_BINARY, data
+        else:
+            kind, raw = _ws_payload(data)
+        n = len(raw)
+        return pack(HEADER_SIZE + 1 + n, WS_MESSAGE, id, kind, n) + raw
+
+    return encode
 
 
 def encode_ws_broadcast(ids: Iterable[int], data: str | bytes) -> list[bytes]:
@@ -687,6 +706,20 @@ class FrameReader:
         :raises ValueError: a bad length or type, or the connection closed inside a frame.
         :raises OSError: from the socket (including timeouts, if the socket has one).
         """
+        size = self._whole()
+        start = self._start
+        frame = bytes(memoryview(self._buf)[start:start + size])  # one copy, not two
+        self._consumed(start + size)
+        return frame
+
+    def next_type(self) -> int:
+        """Wait until the next frame is whole in the buffer and return its type (the next
+        read then takes it without waiting). Raises as :meth:`read_frame`."""
+        self._whole()
+        return self._buf[self._start + 4]
+
+    def _whole(self) -> int:
+        """Receive until the next frame is whole in the buffer; return its size."""
         size = None
         while size is None:
             size = frame_size(memoryview(self._buf)[self._start:self._end], self._max_frame)
@@ -697,14 +730,16 @@ class FrameReader:
         if ftype not in (REQUEST, RESPONSE, CHUNK, END, WS_MESSAGE, WS_CLOSE):
             raise ValueError(f"unknown frame type {ftype}")
         self._fill(size)
-        start = self._start
-        frame = bytes(memoryview(self._buf)[start:start + size])  # one copy, not two
-        self._start = start + size
-        if self._start == self._end:
+        return size
+
+    def _consumed(self, upto: int) -> None:
+        """Everything before ``upto`` has been handed out: start over at the buffer's head
+        when it is empty (shrinking a buffer that grew for a large frame)."""
+        self._start = upto
+        if upto == self._end:
             self._start = self._end = 0
             if len(self._buf) > self._bufsize:
                 self._buf = bytearray(self._bufsize)
-        return frame
 
     def read_request(self) -> RequestFrame:
         """Read and decode the next frame, which must be a REQUEST."""
@@ -712,26 +747,43 @@ class FrameReader:
 
     def read_core_frame(self) -> RequestFrame | tuple[int, int, int, int, bytes]:
         """Read the next core -> worker frame: a RequestFrame, or for WS_MESSAGE / WS_CLOSE
-        a tuple ``(type, id, kind, code, data)`` (see :func:`decode_ws`)."""
-        start = self._start
-        if self._end - start >= 14 and self._buf[start + 4] == WS_MESSAGE:
-            # The per-message path of an open WebSocket: decoded in place when whole.
-            flen, _, fid, kind, n = _WS_HEAD.unpack_from(self._buf, start)
-            end = start + 4 + flen
-            if end <= self._end and flen == 10 + n and kind in (WS_TEXT, WS_BINARY):
-                data = bytes(self._buf[start + 14:end])
-                self._start = end
-                if end == self._end:
-                    self._start = self._end = 0
-                    if len(self._buf) > self._bufsize:
-                        self._buf = bytearray(self._bufsize)
-                return WS_MESSAGE, fid, kind, 0, data
+        a tuple ``(type, id, kind, code, data)`` (see :func:`decode_ws`; an open
+        WebSocket's messages are taken faster, in runs, by :meth:`ws_messages`)."""
         buf = self.read_frame()
         if len(buf) > 4 and buf[4] in (WS_MESSAGE, WS_CLOSE):
             ftype, fid = _HEAD.unpack_from(buf)[1:]
             kind, code, data = decode_ws(buf)
             return ftype, fid, kind, code, data
         return decode_request(buf)
+
+    def ws_messages(self, limit: int) -> list[tuple[int, str | bytes]]:
+        """Take up to ``limit`` WS_MESSAGE frames that are already whole at the head of the
+        buffer, decoded: ``(id, message)``, a ``str`` for text and ``bytes`` for binary. Never
+        reads the socket. Stops before a frame of another type, an incomplete frame or one
+        that does not decode, and leaves it to :meth:`read_core_frame` (which reports it)."""
+        buf = self._buf
+        pos, end = self._start, self._end
+        out: list[tuple[int, str | bytes]] = []
+        unpack = _WS_HEAD.unpack_from
+        while end - pos >= 14 and buf[pos + 4] == WS_MESSAGE and len(out) < limit:
+            flen, _, fid, kind, n = unpack(buf, pos)
+            stop = pos + 4 + flen
+            if stop > end or flen != 10 + n:
+                break
+            if kind == WS_TEXT:
+                try:
+                    message: str | bytes = buf[pos + 14:stop].decode()
+                except UnicodeDecodeError:
+                    break
+            elif kind == WS_BINARY:
+                message = bytes(memoryview(buf)[pos + 14:stop])
+            else:
+                break
+            out.append((fid, message))
+            pos = stop
+        if out:
+            self._consumed(pos)
+        return out
 
     def buffered_type(self) -> int | None:
         """The type of the next frame if it is already whole in the buffer, else ``None``
@@ -772,15 +824,16 @@ _JOIN_MAX = 256 * 1024
 def write_frames(sock: socket.socket, *frames: bytes | bytearray | memoryview) -> None:
     """Send whole frames on a blocking socket, in order, with as few syscalls as possible.
 
-    Small buffers (a broadcast: a header and a shared payload per connection) are joined and
-    sent with ``sendall``; large ones go by one ``sendmsg`` over all buffers (up to IOV_MAX at a
+    Buffers that add up to at most 256 KiB (a run of echoes, a broadcast: a header and a
+    shared payload per connection) are joined and sent with ``sendall``; larger ones go by one
+    ``sendmsg`` over all buffers (up to IOV_MAX at a
     time), resumed after a partial send. A frame is never interleaved with anything else
     written by this thread.
     """
     if len(frames) == 1:
         sock.sendall(frames[0])
         return
-    if len(frames) > 8 and sum(map(len, frames)) <= _JOIN_MAX:
+    if sum(map(len, frames)) <= _JOIN_MAX:
         sock.sendall(b"".join(frames))  # copying a few KiB beats a memoryview per buffer
         return
     views = [memoryview(f).cast("B") for f in frames if len(f)]

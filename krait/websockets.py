@@ -89,7 +89,7 @@ class WebsocketsCtrlBase:
     def __init__(self, use_in_message_queue: bool = True) -> None:
         self.use_in_message_queue = use_in_message_queue
         self._in: queue.Queue[Message] = queue.Queue()
-        self._stop = threading.Event()
+        self._over = False  # set once on_stop has begun (base) or returned
         self._stop_lock = threading.Lock()
         self._stopped_called = False
         self._stopping_thread = 0  # the thread running on_stop
@@ -123,7 +123,7 @@ class WebsocketsCtrlBase:
     def on_stop(self) -> None:
         """Called exactly once when the connection ends, however it ends. Override to clean up,
         then call the base (it sets the stop flag)."""
-        self._stop.set()
+        self._over = True
 
     # -- for the controller ----------------------------------------------------------------
 
@@ -152,8 +152,10 @@ class WebsocketsCtrlBase:
     def push_out_message(self, message: Message) -> None:
         """Send a message: ``str`` as a text frame, ``bytes`` as a binary frame. Safe from any
         thread; does nothing once the connection has ended."""
-        message = _message(message)
-        if self._stop.is_set() or self._send is None:
+        cls = type(message)
+        if cls is not str and cls is not bytes:
+            message = _message(message)
+        if self._over or self._send is None:
             return
         self._send(message)
 
@@ -174,12 +176,12 @@ class WebsocketsCtrlBase:
             raise ValueError(f"{code!r} is not a close code a server may send")
         if len(reason.encode("utf-8")) > 123:
             raise ValueError("a close reason is at most 123 bytes of UTF-8")
-        if self._close is not None and not self._stop.is_set():
+        if self._close is not None and not self._over:
             self._close(code, reason)
 
     def should_stop(self) -> bool:
         """True once the connection has ended (after :meth:`on_stop`)."""
-        return self._stop.is_set()
+        return self._over
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
         """Wait for the controller thread to end; True when it has."""
@@ -222,7 +224,7 @@ class WebsocketsCtrlBase:
         try:
             self.on_stop()
         finally:
-            self._stop.set()
+            self._over = True
             self._in.put(_ENDED)  # wakes a pop_in_message that waits
             self._stopped.set()
 
@@ -247,7 +249,7 @@ def broadcast(controllers: Iterable[WebsocketsCtrlBase], message: Message) -> in
     by_writer: dict[Any, list[int]] = {}
     for ctrl in controllers:
         write, conn_id = ctrl._write, ctrl._conn_id
-        if write is None or conn_id is None or ctrl._stop.is_set():
+        if write is None or conn_id is None or ctrl._over:
             continue
         ids = by_writer.get(write)
         if ids is None:

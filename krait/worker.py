@@ -38,8 +38,11 @@ _CACHE_NO_STORE, _CACHE_PRIVATE, _CACHE_PUBLIC, _CACHE_LONG = 1, 2, 4, 8
 # Bounded memo tables (cleared when full: they refill on demand).
 _MEMO_MAX = 4096
 _RESULT = "__krait_return__"
-# Frames held at most while a run of WebSocket messages is dispatched (Worker.dispatch_ws).
+# Frames held at most while a run of WebSocket messages is dispatched (Worker.dispatch_ws),
+# and messages taken from the reader's buffer at a time.
 _BATCH_MAX = 256
+_RUN_MAX = 64
+_WS_FRAMES = (protocol.WS_MESSAGE, protocol.WS_CLOSE)
 
 
 def _compile_script(source: bytes, path: str) -> Any:
@@ -404,27 +407,39 @@ class Worker:
         with self._wlock:
             protocol.write_frames(self.sock, *frames)
 
-    def dispatch_ws(self, reader: protocol.FrameReader,
-                    frame: tuple[int, int, int, int, bytes]) -> None:
-        """Hand a WS_MESSAGE or WS_CLOSE to its controller. What controllers send meanwhile
-        from this thread (an echo, a broadcast from on_in_message) is held while more
-        WebSocket frames are already buffered, and sent in one go at the end of the run: one
-        system call, and one wake-up of the core, for many messages."""
-        if self._batch is None:
-            self._batch = []
-            self._batch_thread = threading.get_ident()
+    def dispatch_ws(self, reader: protocol.FrameReader) -> None:
+        """Hand the WS_MESSAGE and WS_CLOSE frames at the head of the reader's buffer to their
+        controllers (at least one is whole there). What controllers send meanwhile from this
+        thread (an echo, a broadcast from on_in_message) is held and sent in one go when the
+        run ends (or holds ``_BATCH_MAX`` frames): one system call, and one wake-up of the
+        core, for many messages."""
+        hub = self.hub
+        batch: list[bytes] = []
+        self._batch, self._batch_thread = batch, threading.get_ident()
         try:
-            self.hub.dispatch(*frame)
+            while True:
+                if len(batch) >= _BATCH_MAX:
+                    self._send_held(batch)
+                run = reader.ws_messages(_RUN_MAX)
+                if run:
+                    hub.deliver(run)
+                elif reader.buffered_type() in _WS_FRAMES:
+                    ftype, fid, kind, code, data = reader.read_core_frame()  # type: ignore[misc]
+                    hub.dispatch(ftype, fid, kind, code, data)
+                else:
+                    break
         finally:
-            batch = self._batch
-            if (len(batch) >= _BATCH_MAX or
-                    reader.buffered_type() not in (protocol.WS_MESSAGE, protocol.WS_CLOSE)):
-                self._batch = None
-                if batch:
-                    try:
-                        self.write(*batch)
-                    except OSError:
-                        pass  # the core is gone; the worker is about to end
+            self._batch = None
+            self._send_held(batch)
+
+    def _send_held(self, batch: list[bytes]) -> None:
+        if batch:
+            try:
+                with self._wlock:
+                    protocol.write_frames(self.sock, *batch)
+            except OSError:
+                pass  # the core is gone; the worker is about to end
+            batch.clear()
 
     @property
     def hub(self) -> Any:
@@ -485,13 +500,13 @@ class Worker:
         try:
             while self._requests is None:
                 try:
+                    if reader.next_type() in _WS_FRAMES:
+                        self.dispatch_ws(reader)
+                        continue
                     frame = reader.read_core_frame()
                 except EOFError:
                     return
-                if isinstance(frame, tuple):
-                    self.dispatch_ws(reader, frame)
-                    continue
-                respond(frame)
+                respond(frame)  # type: ignore[arg-type]
                 if self._hub is not None and len(self._hub):
                     self._requests = queue.SimpleQueue()
                     threading.Thread(target=self._read_loop, args=(reader,), daemon=True,
@@ -509,11 +524,10 @@ class Worker:
         assert self._requests is not None
         try:
             while True:
-                frame = reader.read_core_frame()
-                if isinstance(frame, tuple):
-                    self.dispatch_ws(reader, frame)
+                if reader.next_type() in _WS_FRAMES:
+                    self.dispatch_ws(reader)
                 else:
-                    self._requests.put(frame)
+                    self._requests.put(reader.read_core_frame())
         except (EOFError, OSError, ValueError):
             pass
         finally:

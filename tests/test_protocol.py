@@ -656,3 +656,64 @@ def test_ws_broadcast_frames_are_ws_messages_sharing_one_payload():
     assert P.encode_ws_broadcast([], "x") == []
     with pytest.raises(ValueError):
         P.encode_ws_broadcast([-1], "x")
+
+
+def test_ws_message_encoder_is_encode_ws_message():
+    enc = P.ws_message_encoder(9)
+    for data in ("héllo", "", b"\x00\xff", bytearray(b"ab"), memoryview(b"xyz")):
+        raw = data.encode() if isinstance(data, str) else bytes(data)
+        kind = P.WS_TEXT if isinstance(data, str) else P.WS_BINARY
+        frame = struct.pack("<IBIBI", P.HEADER_SIZE + 1 + len(raw), P.WS_MESSAGE, 9, kind,
+                            len(raw)) + raw
+        assert enc(data) == frame == P.encode_ws_message(9, data)
+        assert P.decode_response(frame).body == raw
+    with pytest.raises(TypeError):
+        enc(3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        P.ws_message_encoder(1 << 32)
+    with pytest.raises(P.FrameTooLarge):
+        enc(b"x" * P.MAX_FRAME)
+
+
+def test_reader_ws_messages_takes_whole_runs_only():
+    texts = ["a", "héllo", "", "z" * 300]
+    frames = [P.encode_ws_message(i + 1, t) for i, t in enumerate(texts)]
+    frames.append(P.encode_ws_message(7, b"\x00\xff"))
+    close = P.encode_ws_close(3, 1000, "bye")
+    request = bytes.fromhex(VECTORS["requests"][0]["frame"])
+    partial = P.encode_ws_message(5, "later")
+    a, b = _pair()
+    a.sendall(b"".join(frames) + close + request + partial[:11])
+    reader = P.FrameReader(b)  # one recv takes all of it (one send on a socketpair)
+    assert reader.next_type() == P.WS_MESSAGE
+    assert reader.ws_messages(2) == [(1, "a"), (2, "héllo")]
+    assert reader.ws_messages(100) == [(3, ""), (4, "z" * 300), (7, b"\x00\xff")]
+    assert reader.ws_messages(100) == []  # a WS_CLOSE is next: left to read_core_frame
+    assert reader.buffered_type() == P.WS_CLOSE
+    assert reader.read_core_frame() == (P.WS_CLOSE, 3, 0, 1000, b"bye")
+    assert reader.next_type() == P.REQUEST
+    assert reader.ws_messages(100) == []
+    assert reader.read_core_frame().encode() == request
+    assert reader.ws_messages(100) == []  # incomplete: never waits for the socket
+    assert reader.buffered_type() is None
+    a.sendall(partial[11:])
+    assert reader.next_type() == P.WS_MESSAGE
+    assert reader.ws_messages(100) == [(5, "later")]
+    assert reader._start == reader._end == 0
+    # Frames a run cannot decode stop it and are reported by read_core_frame.
+    bad_kind = struct.pack("<IBIBI", 11, P.WS_MESSAGE, 1, 3, 1) + b"x"
+    bad_text = struct.pack("<IBIBI", 11, P.WS_MESSAGE, 1, P.WS_TEXT, 1) + b"\xff"
+    for bad in (bad_kind, bad_text):
+        a.sendall(P.encode_ws_message(2, "ok") + bad)
+        assert reader.next_type() == P.WS_MESSAGE
+        assert reader.ws_messages(100) == [(2, "ok")]
+        assert reader.buffered_type() == P.WS_MESSAGE
+        if bad is bad_kind:
+            with pytest.raises(ValueError, match="kind"):
+                reader.read_core_frame()
+        else:
+            assert reader.read_core_frame() == (P.WS_MESSAGE, 1, P.WS_TEXT, 0, b"\xff")
+    a.close()
+    with pytest.raises(EOFError):
+        reader.next_type()
+    b.close()

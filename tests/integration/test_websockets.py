@@ -179,6 +179,8 @@ class Events(WebsocketsCtrlBase):
             self.push_out_message("no error")
 
     def on_in_message(self, message):
+        if message == "raise":
+            raise ValueError("on_in_message asked to raise")
         kind = type(message).__name__
         text = message if isinstance(message, str) else message.hex()
         self.push_out_message(f"{kind} {text} {threading.current_thread().name}")
@@ -646,6 +648,26 @@ def test_a_burst_of_messages_is_answered_in_order(server: KraitProcess,
     finally:
         for ws in sockets:
             ws.close()
+
+
+def test_on_in_message_raising_costs_that_message_only(server: KraitProcess,
+                                                       request: pytest.FixtureRequest) -> None:
+    # The error is printed and the run goes on: the messages around it (sent together, so
+    # handed over in one run) are answered, in order, and the connection stays open.
+    name = tag(request)
+    ws = connect(server, f"/ws/events?id={name}")
+    try:
+        assert ws.recv().startswith("RuntimeError: ")
+        for text in ("a", "raise", "b", "raise", "c"):
+            ws.send(text)
+        assert [ws.recv().split(" ")[:2] for _ in range(3)] == [
+            ["str", "a"], ["str", "b"], ["str", "c"]]
+        ws.send("d")
+        assert ws.recv().split(" ")[:2] == ["str", "d"]
+    finally:
+        ws.close()
+    assert wait_marks(server, name, "on_stop") == ["on_stop"]
+    assert "on_in_message asked to raise" in server.log()
 
 
 def test_messages_wait_for_on_start(server: KraitProcess) -> None:
