@@ -15,8 +15,10 @@ temporary directory):
   process (krait's controllers in two workers cannot reach each other), so with 2 the
   subscribers would be split between rooms.
 
-Servers: krait (event style: on_in_message pushes the echo), krait-queue (echo only: the
-controller's thread pops each message and pushes it back), websockets, tornado, and
+Servers: krait (event style: on_in_message pushes the echo), krait-master-counted (echo only:
+the same with one worker fewer, so that the master and the workers together make the process
+count the others run), krait-queue (echo only: the controller's thread pops each message and
+pushes it back), websockets, tornado, and
 tornado-reuseport (echo only: one SO_REUSEPORT socket per process instead of Tornado's shared
 one, whose first awake process accepts a whole burst of connections). The apps are
 bench/apps/krait_ws_site/, ws_websockets_app.py and ws_tornado_app.py. No permessage-deflate
@@ -31,8 +33,9 @@ server process is sampled from /proc exactly when wsload opens and closes its me
 Prints Markdown and writes every run to a JSON file.
 
 Run by hand (never from CI): ``python bench/websocket.py --setup`` (about 7 minutes on a quiet
-machine with the defaults). wsload runs on the same machine and shares its CPUs with the
-servers; its CPU is reported.
+machine with the defaults). wsload runs on the same machine and by default shares its CPUs
+with the servers (its CPU is reported); ``--pin 1:0`` gives it CPU 0 and the servers CPU 1, so
+that what it spends does not come out of the server's share.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -59,7 +63,8 @@ APPS = common.BENCH_DIR / "apps"
 WSLOAD_C = common.BENCH_DIR / "wsload.c"
 DEFAULT_VENV = Path("/tmp/krait-ws-bench-venv")
 COMPETITOR_PACKAGES = ["websockets", "tornado"]
-ALL_SERVERS = ["krait", "krait-queue", "websockets", "tornado", "tornado-reuseport"]
+ALL_SERVERS = ["krait", "krait-master-counted", "krait-queue", "websockets", "tornado",
+               "tornado-reuseport"]
 TESTS = ["echo", "broadcast"]
 #: test -> URL path of each endpoint (the publisher's is always /pub)
 PATHS = {"echo": "/echo", "broadcast": "/sub"}
@@ -124,9 +129,15 @@ def build_server(name: str, test: str, processes: int, venv: Path, tmp: Path,
     port = common.free_port()
     logf = str(tmp / f"{name}-{test}.log")
     vpy = str(venv / "bin" / "python")
-    if name in ("krait", "krait-queue"):
+    if name in ("krait", "krait-master-counted", "krait-queue"):
         if name == "krait-queue" and test != "echo":
             return None
+        workers = processes
+        if name == "krait-master-counted":
+            # The master is a busy process too: master + workers = the others' process count.
+            if processes < 2:
+                return None
+            workers = processes - 1
         site = tmp / f"{name}-{test}-site"
         if not site.exists():
             shutil.copytree(APPS / "krait_ws_site", site)
@@ -134,10 +145,10 @@ def build_server(name: str, test: str, processes: int, venv: Path, tmp: Path,
                  else "event style: on_in_message pushes")
         return Server(
             name, [sys.executable, "-m", "krait", str(site), "--host", HOST, "--port", str(port),
-                   "--workers", str(processes), "--access-log", "off"],
+                   "--workers", str(workers), "--access-log", "off"],
             port, cwd=str(tmp), log_path=logf, version=info["krait"],
-            notes=f"--workers {processes}: C loop in the master + {processes} Python "
-                  f"workers; {style}",
+            notes=f"--workers {workers}: C loop in the master + {workers} Python "
+                  f"worker(s); {style}",
             paths={"echo": "/echo-queue"} if name == "krait-queue" else {})
     if name == "tornado-reuseport" and test != "echo":
         return None  # one process: the same as tornado
@@ -171,6 +182,8 @@ def build_server(name: str, test: str, processes: int, venv: Path, tmp: Path,
 def expected_processes(server: Server, processes: int) -> int:
     """krait: master + workers; the others: a parent that forks ``processes`` (Tornado with
     one process does not fork)."""
+    if server.name == "krait-master-counted":
+        return processes
     if server.name.startswith("krait") or processes > 1 or server.name == "websockets":
         return processes + 1
     return 1
@@ -197,7 +210,8 @@ def roles(server: Server, pids: list[int]) -> dict[int, str]:
 def run_wsload(wsload: Path, server: Server, test: str, conns: int, processes: int, rnd: int,
                args: argparse.Namespace) -> WsResult:
     path = server.paths.get(test, PATHS[test])
-    cmd = [str(wsload), test, "--host", HOST, "--port", str(server.port), "--path", path,
+    pin = ["taskset", "-c", args.pin[1]] if args.pin else []
+    cmd = [*pin, str(wsload), test, "--host", HOST, "--port", str(server.port), "--path", path,
            "--duration", str(args.duration), "--warmup", str(args.warmup),
            "--size", str(args.size)]
     if test == "echo":
@@ -271,6 +285,14 @@ def log_result(res: WsResult) -> None:
         f"{res.client_cpu_s / d:4.2f} other {res.other_cores:4.2f}")
 
 
+def parse_pin(text: str) -> tuple[str, str]:
+    server, sep, client = text.partition(":")
+    cpus = re.compile(r"^[0-9]+([-,][0-9]+)*$")
+    if not sep or not cpus.match(server) or not cpus.match(client):
+        raise argparse.ArgumentTypeError("expected SERVER_CPUS:WSLOAD_CPUS, e.g. 1:0")
+    return server, client
+
+
 def main(argv: list[str]) -> int:
     p = common.driver_parser(__doc__, DEFAULT_VENV)
     p.add_argument("--servers", default=",".join(ALL_SERVERS),
@@ -294,6 +316,10 @@ def main(argv: list[str]) -> int:
                    help="runs per server and configuration, alternating servers (3)")
     p.add_argument("--json", type=Path, default=common.BENCH_DIR / "results" / "websocket.json",
                    help="where to write every run (bench/results/websocket.json)")
+    p.add_argument("--pin", metavar="SERVER_CPUS:WSLOAD_CPUS", type=parse_pin,
+                   help="run every server under taskset -c SERVER_CPUS and wsload under "
+                        "taskset -c WSLOAD_CPUS (e.g. 1:0: the load generator gets a CPU of "
+                        "its own instead of sharing both with the server); default: no pinning")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("--report", type=Path, metavar="JSON",
                    help="only print the tables of an earlier run's results file")
@@ -320,6 +346,8 @@ def main(argv: list[str]) -> int:
     if args.rounds < 1 or args.size < 16 or args.window < 1:
         p.error("--rounds and --window must be at least 1, --size at least 16")
     common.require(GCC, "apt-get install gcc")
+    if args.pin:
+        common.require("taskset", "apt-get install util-linux")
     if args.setup:
         common.setup_venv(args.venv, COMPETITOR_PACKAGES)
     if any(not n.startswith("krait") for n in names) and \
@@ -341,6 +369,10 @@ def main(argv: list[str]) -> int:
             procs = args.echo_processes if test == "echo" else args.broadcast_processes
             servers = [s for n in names
                        if (s := build_server(n, test, procs, args.venv, tmp, info)) is not None]
+            if args.pin:
+                for s in servers:
+                    s.cmd = ["taskset", "-c", args.pin[0], *s.cmd]
+                    s.notes += f"; pinned to CPU {args.pin[0]}"
             if test == tests[0]:
                 for k, v in info.items():
                     log(f"{k:>17}: {v}")
@@ -418,8 +450,11 @@ def report(results: list[WsResult], args: argparse.Namespace) -> str:
         header.append("krait/this")
         what = (f"{conns} connections" if echo
                 else f"{conns} subscribers + 1 publisher, window {args.window}")
+        pinned = (f"; servers pinned to CPU {args.pin[0]}, wsload to CPU {args.pin[1]}"
+                  if getattr(args, "pin", None) else "; servers and wsload share every CPU")
         out.append(f"\n{test}, {what}, {args.size}-byte text messages, "
-                   f"{args.duration:g} s measured after {args.warmup:g} s warm-up per run\n\n"
+                   f"{args.duration:g} s measured after {args.warmup:g} s warm-up per run"
+                   f"{pinned}\n\n"
                    + common.markdown_table(header, rows))
         others = {n: m for n, m in mean.items() if not n.startswith("krait")}
         if krait and others:
