@@ -88,7 +88,7 @@ class WebsocketsCtrlBase:
 
     def __init__(self, use_in_message_queue: bool = True) -> None:
         self.use_in_message_queue = use_in_message_queue
-        self._in: queue.Queue[Message] = queue.Queue()
+        self._in: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self._over = False  # set once on_stop has begun (base) or returned
         self._stop_lock = threading.Lock()
         self._stopped_called = False

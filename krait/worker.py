@@ -43,6 +43,8 @@ _RESULT = "__krait_return__"
 _BATCH_MAX = 256
 _RUN_MAX = 64
 _WS_FRAMES = (protocol.WS_MESSAGE, protocol.WS_CLOSE)
+# Bytes other threads' frames may queue while one thread writes; past it they wait.
+_PENDING_MAX = 4 * 1024 * 1024
 
 
 def _compile_script(source: bytes, path: str) -> Any:
@@ -143,7 +145,12 @@ class Worker:
         self._max_age = (300, 864000)
         self.proxies = TrustedProxies()
         self._static_page = False  # the current target is a template without constructs
+        # The socket to the core: held by the thread that writes; frames other threads send
+        # meanwhile wait in _pending (guarded by _plock) and go out with the holder's.
         self._wlock = threading.Lock()
+        self._plock = threading.Lock()
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
         self._hub: Any = None  # krait._wshub.Hub, created with the first WebSocket
         self._requests: queue.SimpleQueue[Any] | None = None  # set once a reader thread runs
         # Frames written by the reading thread while it hands a run of WebSocket messages to
@@ -399,13 +406,37 @@ class Worker:
         self.write(*frames)
 
     def write(self, *frames: bytes) -> None:
-        """Send frames to the core; controller threads send too, hence the lock."""
+        """Send frames to the core. Controller threads send too: whoever holds the socket
+        sends what the others queued meanwhile along with its own (one system call for many
+        threads' messages). A controller thread whose frames were queued returns at once,
+        unless the queue is full (then it waits, as does the main thread always, until its
+        frames have been sent)."""
         batch = self._batch
         if batch is not None and threading.get_ident() == self._batch_thread:
             batch.extend(frames)
             return
-        with self._wlock:
-            protocol.write_frames(self.sock, *frames)
+        self._send(frames, wait=threading.current_thread() is threading.main_thread())
+
+    def _send(self, frames: tuple[bytes, ...] | list[bytes], wait: bool) -> None:
+        with self._plock:
+            self._pending.extend(frames)
+            self._pending_bytes += sum(map(len, frames))
+            held = self._wlock.acquire(blocking=False)
+            if not held and not wait and self._pending_bytes < _PENDING_MAX:
+                return  # the thread that holds the socket sends them
+        if not held:
+            self._wlock.acquire()
+        try:
+            while True:
+                with self._plock:
+                    out, self._pending, self._pending_bytes = self._pending, [], 0
+                    if not out:
+                        self._wlock.release()  # under _plock: nothing queued is left behind
+                        return
+                protocol.write_frames(self.sock, *out)
+        except BaseException:
+            self._wlock.release()
+            raise
 
     def dispatch_ws(self, reader: protocol.FrameReader) -> None:
         """Hand the WS_MESSAGE and WS_CLOSE frames at the head of the reader's buffer to their
@@ -435,8 +466,7 @@ class Worker:
     def _send_held(self, batch: list[bytes]) -> None:
         if batch:
             try:
-                with self._wlock:
-                    protocol.write_frames(self.sock, *batch)
+                self._send(batch, wait=True)
             except OSError:
                 pass  # the core is gone; the worker is about to end
             batch.clear()

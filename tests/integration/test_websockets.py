@@ -1277,6 +1277,34 @@ def test_hundred_concurrent_connections(server: KraitProcess) -> None:
             ws.close()
 
 
+def test_many_controller_threads_sending_at_once(server: KraitProcess) -> None:
+    # Controller threads of one worker that send at the same time share the socket to the
+    # core (one thread writes what the others queued meanwhile): nothing may be lost,
+    # duplicated or reordered within a connection, and the main thread still answers HTTP.
+    n, count = 20, 1000
+    clients = [connect(server, "/ws/probe") for _ in range(n)]
+    try:
+        barrier = threading.Barrier(n + 1, timeout=TIMEOUT)
+
+        def burst(i: int) -> list[str]:
+            ws = clients[i]
+            barrier.wait()
+            ws.send(f"burst:{count}")
+            return [ws.recv() for _ in range(count)]
+
+        with ThreadPoolExecutor(n) as pool:
+            futures = [pool.submit(burst, i) for i in range(n)]
+            barrier.wait()
+            pages = [requests.get(f"{server.url}/hello.py", timeout=TIMEOUT).status_code
+                     for _ in range(20)]
+            results = [f.result(timeout=60) for f in futures]
+        assert results == [[str(k) for k in range(count)]] * n
+        assert set(pages) == {200}
+    finally:
+        for ws in clients:
+            ws.close()
+
+
 def test_http_served_while_controllers_run(server: KraitProcess) -> None:
     """One worker: its controller threads spin, and its main thread still answers HTTP."""
     busy = [connect(server, "/ws/busy") for _ in range(3)]
