@@ -102,7 +102,7 @@ class HttpReader:
 
     def __init__(self, sock: socket.socket, timeout: float = 5.0) -> None:
         self.sock = sock
-        self.buf = b""
+        self.buf = bytearray()  # grows in place: a large body costs no quadratic copying
         sock.settimeout(timeout)
 
     def _more(self) -> None:
@@ -129,10 +129,10 @@ class HttpReader:
             n = int(headers["content-length"])
             while len(self.buf) < n:
                 self._more()
-            body, self.buf = self.buf[:n], self.buf[n:]
+            body, self.buf = bytes(self.buf[:n]), self.buf[n:]
             return status, headers, body
         if headers.get("transfer-encoding") == "chunked":
-            body = b""
+            parts = []
             while True:
                 while b"\r\n" not in self.buf:
                     self._more()
@@ -140,17 +140,17 @@ class HttpReader:
                 size = int(size_line.split(b";")[0], 16)
                 while len(self.buf) < size + 2:
                     self._more()
-                body += self.buf[:size]
+                parts.append(self.buf[:size])
                 self.buf = self.buf[size + 2:]
                 if size == 0:
-                    return status, headers, body
+                    return status, headers, b"".join(parts)
         # Close-delimited.
         try:
             while True:
                 self._more()
         except EOFError:
             pass
-        body, self.buf = self.buf, b""
+        body, self.buf = bytes(self.buf), bytearray()
         return status, headers, body
 
 

@@ -179,6 +179,10 @@ typedef struct {
     int64_t started;          /* ms, when jobs[0] started */
     int out_later;            /* frames appended to out, sent at the end of the turn */
     int epoll_out;
+    /* Backpressure: jobs[0] streams to a client that has not taken what it was sent. The
+     * worker's socket is not read (so the worker blocks in its send) until the client has. */
+    int paused;
+    int resume_later;         /* unpaused this turn: parse what is buffered at its end */
 } krait__worker;
 
 #define KRAIT__MAX_WORKERS 256
@@ -201,6 +205,7 @@ struct krait_server {
     krait__link tls_later;    /* TLS connections to read again after this event batch */
     krait__link flush_later;  /* connections whose output is sent after this event batch */
     int workers_later;        /* some worker has out_later set */
+    int workers_resume;       /* some worker has resume_later set */
     int https_redirect_port;  /* > 0: plain-HTTP requests are redirected there */
     char hsts[128];           /* Strict-Transport-Security value for TLS answers, or "" */
     int nlisteners;
@@ -300,6 +305,8 @@ int krait__conn_pending(krait__conn *c);
  * connection from one read of a worker leave in one send). */
 void krait__conn_flush_later(struct krait_server *srv, krait__conn *c);
 void krait__worker_flush_later(struct krait_server *srv);
+void krait__worker_drained(struct krait_server *srv, krait__conn *c);
+void krait__worker_resume_run(struct krait_server *srv);
 int krait__tls_coalesce(krait__conn *c);
 ssize_t krait__tls_send_segs(struct krait_server *srv, krait__conn *c);
 int krait__tls_start(struct krait_server *srv, krait__conn *c);

@@ -849,6 +849,8 @@ void krait__conn_flush(krait_server *srv, krait__conn *c)
                 } else {
                     conn_events(srv, c, EPOLLOUT);
                     krait__timer_set(srv, c, TL_SEND);
+                    if (c->streaming)
+                        krait__worker_drained(srv, c);  /* the client may have taken some */
                 }
                 return;
             }
@@ -865,6 +867,8 @@ void krait__conn_flush(krait_server *srv, krait__conn *c)
         /* A streamed body or an open WebSocket: more output will come later. */
         c->nseg = c->seg_i = 0;
         c->out_len = 0;
+        if (c->streaming)
+            krait__worker_drained(srv, c);
         if (c->state == CS_WS) {
             if (c->ws_close_after_flush) {
                 shutdown(c->fd, SHUT_WR);
@@ -1612,6 +1616,7 @@ int krait_server_run(krait_server *srv)
         }
         krait__worker_flush_later(srv);
         flush_later_run(srv);
+        krait__worker_resume_run(srv);
         tls_read_run(srv);
         sweep_timers(srv);
         reap(srv);

@@ -18,6 +18,10 @@
 #include "ipc.h"
 
 #define WORKER_READ 65536
+/* A streamed response whose client has more than STREAM_PAUSE bytes not yet taken pauses its
+ * worker; it goes on once the client is down to STREAM_RESUME. */
+#define STREAM_PAUSE (1u << 20)
+#define STREAM_RESUME (256u << 10)
 
 static void put_u32(uint8_t *p, uint32_t v)
 {
@@ -238,6 +242,14 @@ static krait__worker *pick_worker(krait_server *srv)
     return best;
 }
 
+static void worker_interest(krait_server *srv, krait__worker *w)
+{
+    struct epoll_event ev = {.events = (w->paused ? 0u : (uint32_t)EPOLLIN) |
+                                       (w->epoll_out ? (uint32_t)EPOLLOUT : 0u),
+                             .data.ptr = w};
+    epoll_ctl(srv->epfd, EPOLL_CTL_MOD, w->fd, &ev);
+}
+
 static void worker_write(krait_server *srv, krait__worker *w)
 {
     while (w->out_off < w->out_len) {
@@ -246,9 +258,8 @@ static void worker_write(krait_server *srv, krait__worker *w)
             continue;
         if (n < 0 && errno == EAGAIN) {
             if (!w->epoll_out) {
-                struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = w};
-                epoll_ctl(srv->epfd, EPOLL_CTL_MOD, w->fd, &ev);
                 w->epoll_out = 1;
+                worker_interest(srv, w);
             }
             return;
         }
@@ -260,9 +271,8 @@ static void worker_write(krait_server *srv, krait__worker *w)
     }
     w->out_off = w->out_len = 0;
     if (w->epoll_out) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = w};
-        epoll_ctl(srv->epfd, EPOLL_CTL_MOD, w->fd, &ev);
         w->epoll_out = 0;
+        worker_interest(srv, w);
     }
 }
 
@@ -669,6 +679,8 @@ void krait__worker_flush_later(krait_server *srv)
     }
 }
 
+static void worker_parse(krait_server *srv, krait__worker *w);
+
 void krait__worker_event(krait_server *srv, krait__worker *w, uint32_t events)
 {
     if (w->fd < 0)
@@ -676,6 +688,8 @@ void krait__worker_event(krait_server *srv, krait__worker *w, uint32_t events)
     if (events & EPOLLOUT)
         worker_write(srv, w);
     if (w->fd < 0 || !(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+        return;
+    if (w->paused && !(events & (EPOLLHUP | EPOLLERR)))
         return;
     for (;;) {
         if (w->in_cap - w->in_len < WORKER_READ) {
@@ -701,8 +715,23 @@ void krait__worker_event(krait_server *srv, krait__worker *w, uint32_t events)
         if ((size_t)n < w->in_cap - w->in_len)
             break;
     }
+    worker_parse(srv, w);
+}
+
+/* Bytes of a connection's response not yet taken by the client. */
+static uint64_t conn_unsent(const krait__conn *c)
+{
+    uint64_t n = 0;
+    for (int i = c->seg_i; i < c->nseg; i++)
+        n += c->segs[i].len;
+    return c->seg_i < c->nseg ? n - c->seg_done : 0;
+}
+
+/* Handle the whole frames in w->in; stop early when jobs[0]'s client falls behind. */
+static void worker_parse(krait_server *srv, krait__worker *w)
+{
     size_t off = 0;
-    while (off < w->in_len) {
+    while (off < w->in_len && !w->paused) {
         krait__ipc_frame f;
         long n = krait__ipc_parse(w->in + off, w->in_len - off, &f);
         if (n == KRAIT__IPC_NEED_MORE)
@@ -726,6 +755,11 @@ void krait__worker_event(krait_server *srv, krait__worker *w, uint32_t events)
         off += (size_t)n;
         if (w->fd < 0)
             return;
+        krait__conn *c = w->njobs ? w->jobs[0].conn : NULL;
+        if (c && c->streaming && conn_unsent(c) > STREAM_PAUSE) {
+            w->paused = 1;
+            worker_interest(srv, w);
+        }
     }
     if (off) {
         memmove(w->in, w->in + off, w->in_len - off);
@@ -750,6 +784,41 @@ void krait__worker_sweep(krait_server *srv)
     krait__worker_feed(srv);
 }
 
+static void unpause(krait_server *srv, krait__worker *w)
+{
+    w->paused = 0;
+    worker_interest(srv, w);
+    /* What is already buffered is parsed at the end of this turn, not from inside a flush
+     * that worker_parse itself may have called. */
+    w->resume_later = 1;
+    srv->workers_resume = 1;
+}
+
+void krait__worker_drained(krait_server *srv, krait__conn *c)
+{
+    if (c->worker < 0)
+        return;
+    krait__worker *w = &srv->workers[c->worker];
+    if (w->fd >= 0 && w->paused && w->njobs && w->jobs[0].conn == c &&
+        conn_unsent(c) <= STREAM_RESUME)
+        unpause(srv, w);
+}
+
+void krait__worker_resume_run(krait_server *srv)
+{
+    if (!srv->workers_resume)
+        return;
+    srv->workers_resume = 0;
+    for (int i = 0; i < srv->nworkers; i++) {
+        krait__worker *w = &srv->workers[i];
+        if (w->resume_later) {
+            w->resume_later = 0;
+            if (w->fd >= 0 && !w->paused)
+                worker_parse(srv, w);
+        }
+    }
+}
+
 void krait__worker_conn_gone(krait_server *srv, krait__conn *c)
 {
     if (c->wq.next) {
@@ -761,6 +830,8 @@ void krait__worker_conn_gone(krait_server *srv, krait__conn *c)
         for (int i = 0; i < w->njobs; i++)
             if (w->jobs[i].conn == c)
                 w->jobs[i].conn = NULL;  /* the worker still runs it; the answer is dropped */
+        if (w->fd >= 0 && w->paused)
+            unpause(srv, w);  /* the rest of the stream is read and dropped */
         c->worker = -1;
     }
 }

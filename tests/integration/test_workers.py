@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -587,3 +588,79 @@ def test_sigterm_waits_for_a_running_script(site, krait_server, tmp_path):
     raw = recv_all(s, timeout=10)
     s.close()
     assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and raw.endswith(b"slept")
+
+
+# -- a streamed response to a client that does not read (backpressure) ----------------------------
+
+STREAM_MIB = 96
+BIG_STREAM = f'''\
+import os
+import krait
+
+
+def chunks():
+    with open(os.path.join(krait.site_root, "streamed"), "a") as f:
+        block = b"s" * 65536
+        for i in range({STREAM_MIB} * 16):
+            yield block
+            f.write("x")
+            f.flush()
+
+
+krait.response = krait.Response("HTTP/1.1", 200, [], chunks())
+'''
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def stalled_stream(site: Path, krait_server) -> tuple[KraitProcess, socket.socket, Path]:  # type: ignore[no-untyped-def]
+    """One worker streams STREAM_MIB MiB to a client that reads nothing; returns once the
+    worker has stopped producing (it is blocked: the core stopped reading it)."""
+    (site / "big.py").write_text(BIG_STREAM)
+    progress = site / "streamed"
+    server = krait_server(site, "--workers", "1")
+    s = server.connect(timeout=30)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.sendall(b"GET /big.py HTTP/1.1\r\nHost: h\r\n\r\n")
+    wait_for(lambda: progress.exists(), what="the stream to start")
+    last = -1
+    while True:  # bounded: the loop ends when two reads 0.5 s apart agree, or the stream ends
+        size = progress.stat().st_size
+        if size == last or size >= STREAM_MIB * 16:
+            break
+        last = size
+        time.sleep(0.5)
+    return server, s, progress
+
+
+def test_a_stream_to_a_client_that_does_not_read_holds_its_worker_back(site, krait_server):
+    # Without backpressure the core would buffer the whole 96 MiB for this client. With it,
+    # what is in flight is the core's 1 MiB threshold plus the kernel's socket buffers.
+    server, s, progress = stalled_stream(site, krait_server)
+    produced = progress.stat().st_size
+    assert produced < 16 * 16, f"the worker produced {produced} of {STREAM_MIB * 16} blocks"
+    assert rss_kib(server.proc.pid) < 64 * 1024
+    # Reading it all gets every byte, and the connection goes on with the next request.
+    reader = HttpReader(s, timeout=30)
+    status, headers, body = reader.read()
+    assert status == 200 and headers["transfer-encoding"] == "chunked"
+    assert len(body) == STREAM_MIB << 20 and body.count(b"s") == len(body)
+    s.sendall(b"GET /hello.py HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert reader.read()[0] == 200
+    s.close()
+
+
+def test_a_client_that_leaves_a_held_back_stream_frees_its_worker(site, krait_server):
+    server, s, progress = stalled_stream(site, krait_server)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()  # a reset: the rest of the stream is read from the worker and dropped
+    status, _, body = get(server, "/hello.py", timeout=30)
+    assert status == 200
+    assert wait_for(lambda: progress.stat().st_size == STREAM_MIB * 16,
+                    what="the worker to finish its stream")
+    assert server.proc.poll() is None
