@@ -452,3 +452,23 @@ def test_close_without_close_notify_logs_nothing(tmp_path, pki, krait_server):
     while "TLS handshake" not in server.log() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "TLS handshake with 127.0.0.1 failed" in server.log()
+
+
+def test_stream_to_a_stalled_tls_client_is_held_back(tmp_path, pki, krait_server):
+    """Backpressure through TLS: 140 MB of chunks to a client that reads nothing for a while
+    leave the core's memory alone (the worker waits), then every byte arrives."""
+    server = krait_server(_site(tmp_path / "s", pki), "--https-port", "0", "--workers", "1")
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    n = 200_000
+    with socket.create_connection(("127.0.0.1", _https_port(server)), timeout=30) as raw:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(f"GET /stream?n={n} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            time.sleep(2)  # the worker produces the 140 MB in well under that, unless held back
+            rss = [int(line.split()[1]) for line in
+                   Path(f"/proc/{server.proc.pid}/status").read_text().splitlines()
+                   if line.startswith("VmRSS:")][0]
+            assert rss < 64 * 1024, f"master RSS {rss} KiB"
+            status, headers, body = HttpReader(s, timeout=30).read()
+            assert status == 200 and headers["transfer-encoding"] == "chunked"
+            assert len(body) == n * 700 and body[-700:] == b"%06d;" % (n - 1) * 100
