@@ -70,7 +70,28 @@ krait.response = krait.JsonResponse({"spooled": krait.request.body_file is not N
     [p.name, p.filename, len(p.data), hashlib.sha256(p.data).hexdigest()] for p in parts]})
 '''
 
+# A worker that breaks the frame protocol: the script writes to the worker's own socket to the
+# core (its fd is on the worker's command line) before its real answer.
+FORGE = '''\
+import os
+import struct
+import sys
+import krait
+from krait import protocol
+fd = int(sys.argv[sys.argv.index("--fd") + 1])
+how = krait.request.query["how"]
+if how == "wrong-id":
+    frame = protocol.encode_response(0xFFFFFFF0, 200, [], b"forged")
+elif how == "bad-type":
+    frame = struct.pack("<IBI", 5, 99, 1)
+else:
+    frame = struct.pack("<I", 2) + b"xx"  # a length below the header's
+os.write(fd, frame)
+krait.response = krait.Response(body="after the forged frame")
+'''
+
 FILES: dict[str, str | bytes] = {
+    "forge.py": FORGE,
     ".py/init.py": INIT,
     ".py/settings.py": "VALUE = 'v1'\n",
     "hello.py": "import krait\nkrait.response = krait.Response(body='Hello world!')\n",
@@ -189,6 +210,19 @@ def test_a_worker_dying_in_a_script_gives_502(site, krait_server, script):
     assert status == 502
     status, _, body = get(server, "/x/pid")
     assert status == 200 and body != before
+
+
+@pytest.mark.parametrize("how", ["wrong-id", "bad-type", "bad-length"])
+def test_a_worker_breaking_the_frame_protocol_is_replaced_with_502(site, krait_server, how):
+    # An answer for a request it is not running, an unknown frame type, an impossible length:
+    # the core kills that worker, its client gets 502, and a fresh worker takes the next one.
+    server = krait_server(site, "--workers", "1")
+    before = int(get(server, "/x/pid")[2])
+    status, _, body = get(server, f"/x/forge?how={how}")
+    assert status == 502 and b"forged" not in body
+    status, _, body = get(server, "/x/pid")
+    assert status == 200 and int(body) != before
+    assert wait_for(lambda: gone(before), what="the broken worker to be reaped")
 
 
 def test_sys_exit_in_a_script_is_a_500_and_the_worker_lives(site, krait_server):
