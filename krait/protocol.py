@@ -433,24 +433,15 @@ def encode_ws_message(id: int, data: str | bytes | bytearray | memoryview) -> by
 
 def ws_message_encoder(id: int) -> Callable[[str | bytes | bytearray | memoryview], bytes]:
     """:func:`encode_ws_message` for one connection id, checked once: the per-message path
-    of an open WebSocket (a ``str`` or ``bytes`` message costs a type test, an encode and a
-    pack)."""
+    of an open WebSocket."""
     _check_id(id)
     pack = _WS_HEAD.pack
-    most = MAX_FRAME - HEADER_SIZE - 5
+    payload = _ws_payload
 
     def encode(data: str | bytes | bytearray | memoryview) -> bytes:
-        cls = type(data)
-        if cls is str:
-            kind, raw = WS_TEXT, data.encode()  # type: ignore[union-attr]
-            if len(raw) > most:
-                raise FrameTooLarge(f"WebSocket message of {len(raw)} bytes exceeds a frame")
-        elif cls is bytes and len(data) <= most:
-            kind, raw = WS_BINARY, data
-        else:
-            kind, raw = _ws_payload(data)
+        kind, raw = payload(data)
         n = len(raw)
-        return pack(HEADER_SIZE + 1 + n, WS_MESSAGE, id, kind, n) + raw
+        return pack(_WS_HEAD.size - 4 + n, WS_MESSAGE, id, kind, n) + raw
 
     return encode
 
@@ -698,6 +689,7 @@ class FrameReader:
         self._buf = bytearray(bufsize)
         self._start = 0  # first unconsumed byte
         self._end = 0  # end of received bytes
+        self._head_size = 0  # size of the frame at _start once _whole has seen it all, else 0
 
     def read_frame(self) -> bytes:
         """Return the next whole frame (length prefix included).
@@ -719,7 +711,10 @@ class FrameReader:
         return self._buf[self._start + 4]
 
     def _whole(self) -> int:
-        """Receive until the next frame is whole in the buffer; return its size."""
+        """Receive until the next frame is whole in the buffer; return its size (checked once
+        per frame: next_type and the read that follows it share the work)."""
+        if self._head_size:
+            return self._head_size
         size = None
         while size is None:
             size = frame_size(memoryview(self._buf)[self._start:self._end], self._max_frame)
@@ -730,12 +725,14 @@ class FrameReader:
         if ftype not in (REQUEST, RESPONSE, CHUNK, END, WS_MESSAGE, WS_CLOSE):
             raise ValueError(f"unknown frame type {ftype}")
         self._fill(size)
+        self._head_size = size
         return size
 
     def _consumed(self, upto: int) -> None:
         """Everything before ``upto`` has been handed out: start over at the buffer's head
         when it is empty (shrinking a buffer that grew for a large frame)."""
         self._start = upto
+        self._head_size = 0
         if upto == self._end:
             self._start = self._end = 0
             if len(self._buf) > self._bufsize:
@@ -765,18 +762,19 @@ class FrameReader:
         pos, end = self._start, self._end
         out: list[tuple[int, str | bytes]] = []
         unpack = _WS_HEAD.unpack_from
-        while end - pos >= 14 and buf[pos + 4] == WS_MESSAGE and len(out) < limit:
+        head = _WS_HEAD.size
+        while end - pos >= head and buf[pos + 4] == WS_MESSAGE and len(out) < limit:
             flen, _, fid, kind, n = unpack(buf, pos)
             stop = pos + 4 + flen
-            if stop > end or flen != 10 + n:
+            if stop > end or flen != head - 4 + n:
                 break
             if kind == WS_TEXT:
                 try:
-                    message: str | bytes = buf[pos + 14:stop].decode()
+                    message: str | bytes = buf[pos + head:stop].decode()
                 except UnicodeDecodeError:
                     break
             elif kind == WS_BINARY:
-                message = bytes(memoryview(buf)[pos + 14:stop])
+                message = bytes(memoryview(buf)[pos + head:stop])
             else:
                 break
             out.append((fid, message))

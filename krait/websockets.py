@@ -152,9 +152,7 @@ class WebsocketsCtrlBase:
     def push_out_message(self, message: Message) -> None:
         """Send a message: ``str`` as a text frame, ``bytes`` as a binary frame. Safe from any
         thread; does nothing once the connection has ended."""
-        cls = type(message)
-        if cls is not str and cls is not bytes:
-            message = _message(message)
+        message = _message(message)
         if self._over or self._send is None:
             return
         self._send(message)

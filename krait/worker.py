@@ -418,22 +418,26 @@ class Worker:
         self._send(frames, wait=threading.current_thread() is threading.main_thread())
 
     def _send(self, frames: tuple[bytes, ...] | list[bytes], wait: bool) -> None:
-        with self._plock:
-            self._pending.extend(frames)
-            self._pending_bytes += sum(map(len, frames))
-            held = self._wlock.acquire(blocking=False)
-            if not held and not wait and self._pending_bytes < _PENDING_MAX:
-                return  # the thread that holds the socket sends them
-        if not held:
-            self._wlock.acquire()
+        out = frames
+        if not self._wlock.acquire(blocking=False):
+            with self._plock:
+                self._pending.extend(frames)
+                self._pending_bytes += sum(map(len, frames))
+                held = self._wlock.acquire(blocking=False)
+                if not held and not wait and self._pending_bytes < _PENDING_MAX:
+                    return  # the thread that holds the socket sends them
+            if not held:
+                self._wlock.acquire()
+            out = ()  # ours are queued: the loop below (or the holder, meanwhile) sends them
         try:
             while True:
+                if out:
+                    protocol.write_frames(self.sock, *out)
                 with self._plock:
-                    out, self._pending, self._pending_bytes = self._pending, [], 0
-                    if not out:
+                    if not self._pending:
                         self._wlock.release()  # under _plock: nothing queued is left behind
                         return
-                protocol.write_frames(self.sock, *out)
+                    out, self._pending, self._pending_bytes = self._pending, [], 0
         except BaseException:
             self._wlock.release()
             raise

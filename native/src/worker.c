@@ -755,10 +755,12 @@ static void worker_parse(krait_server *srv, krait__worker *w)
         off += (size_t)n;
         if (w->fd < 0)
             return;
-        krait__conn *c = w->njobs ? w->jobs[0].conn : NULL;
-        if (c && c->streaming && conn_unsent(c) > STREAM_PAUSE) {
-            w->paused = 1;
-            worker_interest(srv, w);
+        if (f.type == KRAIT__IPC_CHUNK) {
+            krait__conn *c = w->njobs ? w->jobs[0].conn : NULL;
+            if (c && c->streaming && conn_unsent(c) > STREAM_PAUSE) {
+                w->paused = 1;  /* the client is behind: stop reading this worker */
+                worker_interest(srv, w);
+            }
         }
     }
     if (off) {
