@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -818,14 +818,20 @@ def results_payload(info: dict[str, str], argv: Sequence[str], servers: Sequence
     }
 
 
-def load_results(path: Path, args: argparse.Namespace) -> tuple[dict, list[WrkResult]]:
-    """Read a results file back (for --report); its settings override those in ``args``."""
+_WRK_SETTINGS = ("threads", "duration", "rounds", "workers", "max_other", "https")
+
+
+def load_results(path: Path, args: argparse.Namespace, result_type: type = WrkResult,
+                 settings: Sequence[str] | None = _WRK_SETTINGS) -> tuple[dict, list[Any]]:
+    """Read a results file back (for --report): its runs as ``result_type`` (a dataclass;
+    fields it does not have are dropped), and its ``settings`` (all when ``None``) set on
+    ``args``, overriding the command line's."""
     payload = json.loads(path.read_text())
-    names = set(WrkResult.__dataclass_fields__)
-    results = [WrkResult(**{k: v for k, v in run.items() if k in names})
+    names = set(result_type.__dataclass_fields__)
+    results = [result_type(**{k: v for k, v in run.items() if k in names})
                for run in payload["runs"]]
     for k, v in payload.get("settings", {}).items():
-        if k in ("threads", "duration", "rounds", "workers", "max_other", "https"):
+        if settings is None or k in settings:
             setattr(args, k, v)
     return payload, results
 

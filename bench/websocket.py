@@ -326,12 +326,7 @@ def main(argv: list[str]) -> int:
     common.add_quiet_arguments(p)
     args = p.parse_args(argv)
     if args.report:
-        payload = json.loads(args.report.read_text())
-        names = {f.name for f in dataclasses.fields(WsResult)}
-        results = [WsResult(**{k: v for k, v in r.items() if k in names})
-                   for r in payload["runs"]]
-        for k, v in payload.get("settings", {}).items():
-            setattr(args, k, v)
+        payload, results = common.load_results(args.report, args, WsResult, settings=None)
         common.print_machine(payload["machine"])
         print(report(results, args))
         return 0

@@ -80,7 +80,7 @@ static struct {
     int port, conns, subs, window;
     double duration, warmup;
     size_t size;
-} opt = {"", "127.0.0.1", "/", "/pub", 0, 50, 100, 16, 10.0, 2.0, 32};
+} opt = {"", "127.0.0.1", "/echo", "/pub", 0, 50, 100, 16, 10.0, 2.0, 32};
 
 static int ep;
 static conn_t *conns;
@@ -377,6 +377,15 @@ static void pub_pump(void)
     }
 }
 
+/* The closing handshake is over (or the server closed during it): forget the connection. */
+static void conn_done(conn_t *c)
+{
+    c->state = ST_DONE;
+    nopen--;
+    epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+}
+
 static void on_message(conn_t *c, int op, const uint8_t *p, size_t n)
 {
     int64_t now = now_ns();
@@ -519,10 +528,7 @@ static void on_frames(conn_t *c)
                 die("connection %d: the server closed the connection (close code %u)", c->idx,
                     code);
             }
-            c->state = ST_DONE;
-            nopen--;
-            epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-            close(c->fd);
+            conn_done(c);
             return;
         } else if (op == 1 || op == 2) {
             if (c->frag_op)
@@ -650,23 +656,14 @@ static void on_readable(conn_t *c)
                 continue;
             if (errno == EAGAIN)
                 return;
-            if (c->state == ST_CLOSING) {
-                c->state = ST_DONE;
-                nopen--;
-                epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-                close(c->fd);
-                return;
-            }
-            die("connection %d: recv: %s", c->idx, strerror(errno));
         }
-        if (n == 0) {
+        if (n <= 0) {
             if (c->state == ST_CLOSING) {
-                c->state = ST_DONE;
-                nopen--;
-                epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-                close(c->fd);
+                conn_done(c);  /* the server closed first: the end we were waiting for */
                 return;
             }
+            if (n < 0)
+                die("connection %d: recv: %s", c->idx, strerror(errno));
             die("connection %d: the server closed the TCP connection", c->idx);
         }
         bytes_in += (uint64_t)n;
