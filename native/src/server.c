@@ -1357,6 +1357,21 @@ static void tls_read_run(krait_server *srv)
     }
 }
 
+/* After the event batch: read what OpenSSL holds, parse what unpaused workers had buffered,
+ * then send what all of that queued (to workers first, so they start, then to clients).
+ * Nothing may be left for the next epoll_wait, which may sleep for a second: a flush can
+ * unpause a worker or queue a close for one, so go round until a pass leaves nothing. (A
+ * connection that tls_read_run lists again waits for the next turn, which does not sleep.) */
+static void turn_end(krait_server *srv)
+{
+    tls_read_run(srv);
+    do {
+        krait__worker_resume_run(srv);
+        krait__worker_flush_later(srv);
+        flush_later_run(srv);
+    } while (srv->workers_resume || srv->workers_later);
+}
+
 static void conn_event(krait_server *srv, krait__conn *c, uint32_t ev)
 {
     if (c->closed)
@@ -1614,10 +1629,7 @@ int krait_server_run(krait_server *srv)
             }
             }
         }
-        krait__worker_flush_later(srv);
-        flush_later_run(srv);
-        krait__worker_resume_run(srv);
-        tls_read_run(srv);
+        turn_end(srv);
         sweep_timers(srv);
         reap(srv);
         if (srv->log_len)
