@@ -275,6 +275,7 @@ void krait__resp_start(struct krait_server *srv, krait__conn *c, int status);
 void krait__resp_end_headers(struct krait_server *srv, krait__conn *c, int64_t content_length);
 void krait__seg_mem(krait__conn *c, size_t from);
 void krait__seg_file(krait__conn *c, uint64_t off, uint64_t len);
+void krait__seg_advance(krait__conn *c, uint64_t n);
 void krait__error(struct krait_server *srv, krait__conn *c, krait__request *rq, int status,
                   int close_after);
 void krait__log_begin(struct krait_server *srv, krait__conn *c, krait__request *rq, int status,

@@ -458,6 +458,21 @@ void krait__seg_mem(krait__conn *c, size_t from)
     c->segs[c->nseg++] = (krait__seg){0, from, c->out_len - from};
 }
 
+/* n bytes of the pending segments have been sent: step past them. */
+void krait__seg_advance(krait__conn *c, uint64_t n)
+{
+    while (n && c->seg_i < c->nseg) {
+        uint64_t left = c->segs[c->seg_i].len - c->seg_done;
+        if (n < left) {
+            c->seg_done += n;
+            return;
+        }
+        n -= left;
+        c->seg_i++;
+        c->seg_done = 0;
+    }
+}
+
 void krait__seg_file(krait__conn *c, uint64_t off, uint64_t len)
 {
     if (len && c->nseg < KRAIT__MAX_SEGS)
@@ -857,11 +872,7 @@ void krait__conn_flush(krait_server *srv, krait__conn *c)
             krait__conn_close(srv, c);
             return;
         }
-        c->seg_done += (uint64_t)n;
-        if (c->seg_done == s->len) {
-            c->seg_i++;
-            c->seg_done = 0;
-        }
+        krait__seg_advance(c, (uint64_t)n);
     }
     if (c->streaming || c->state != CS_WRITE) {
         /* A streamed body or an open WebSocket: more output will come later. */

@@ -353,8 +353,7 @@ typedef struct {
     char last_modified[KRAIT__DATE_LEN + 1];
     char ctype[160];
     int flags;       /* KRAIT_CACHE_* */
-    int vary;        /* the answer depends on Accept-Encoding */
-    int gzip;        /* serving the sibling */
+    int gzip;        /* serving the sibling (so the answer varies on Accept-Encoding) */
 } file_meta;
 
 /* The validator and metadata headers every answer about this file carries (200, 206, 304,
@@ -367,9 +366,7 @@ static void add_meta(krait_server *srv, krait__conn *c, const file_meta *m, int 
         krait__out_add(c, "\r\n", 2);
     }
     if (m->gzip)
-        krait__out_str(c, "Content-Encoding: gzip\r\n");
-    if (m->vary)
-        krait__out_str(c, "Vary: Accept-Encoding\r\n");
+        krait__out_str(c, "Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n");
     if (!(m->flags & KRAIT_CACHE_NO_STORE)) {
         krait__out_str(c, "ETag: ");
         krait__out_add(c, m->etag, m->etag_len);
@@ -470,7 +467,7 @@ void krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq
             close(fd);
             fd = gfd;
             st = gst;
-            m.vary = m.gzip = 1;
+            m.gzip = 1;
         } else if (gfd >= 0) {
             close(gfd);
         }

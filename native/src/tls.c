@@ -359,16 +359,7 @@ ssize_t krait__tls_send_segs(krait_server *srv, krait__conn *c)
     ssize_t n = krait__conn_send(srv, c, p, len, 0);
     if (n <= 0)
         return n < 0 ? -1 : 0;
-    for (uint64_t adv = (uint64_t)n; adv && c->seg_i < c->nseg;) {
-        uint64_t left = c->segs[c->seg_i].len - c->seg_done;
-        if (adv < left) {
-            c->seg_done += adv;
-            break;
-        }
-        adv -= left;
-        c->seg_i++;
-        c->seg_done = 0;
-    }
+    krait__seg_advance(c, (uint64_t)n);
     return n;
 }
 
