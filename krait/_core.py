@@ -93,8 +93,10 @@ class Server:
     def set_https(self, redirect_port: int, hsts: str) -> None:
         check(lib.krait_server_set_https(self.ptr, redirect_port, hsts.encode()))
 
-    def add_worker(self, fd: int, pid: int) -> int:
-        return check(lib.krait_server_add_worker(self.ptr, fd, pid))
+    def add_worker(self, fd: int, pid: int, pidfd: int = -1) -> int:
+        """Hand over a worker's socket (and its pidfd, which the core then signals it by);
+        the core owns both descriptors from now on."""
+        return check(lib.krait_server_add_worker(self.ptr, fd, pid, pidfd))
 
     def retire_worker(self, slot: int) -> None:
         check(lib.krait_server_retire_worker(self.ptr, slot))

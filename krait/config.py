@@ -118,6 +118,9 @@ body_timeout: float = 30.0
 send_timeout: float = 60.0
 max_connections: int = 65536
 spool_threshold: int = 1024 * 1024
+#: Request-body bytes the core holds in memory, all connections together; past it every body
+#: goes to its temporary file as it arrives (as one over ``spool_threshold`` always does).
+max_body_memory: int = 64 * 1024 * 1024
 shutdown_timeout: float = 10.0
 #: Seconds of silence after which the core pings an open WebSocket; no answer within as long
 #: again closes it.

@@ -49,6 +49,7 @@ LIMITS = {
     "send_timeout": (lib.KRAIT_LIMIT_SEND_TIMEOUT, 1000),
     "max_connections": (lib.KRAIT_LIMIT_MAX_CONNS, 1),
     "spool_threshold": (lib.KRAIT_LIMIT_SPOOL, 1),
+    "max_body_memory": (lib.KRAIT_LIMIT_BODY_MEMORY, 1),
     "shutdown_timeout": (lib.KRAIT_LIMIT_DRAIN, 1000),
     "websocket_ping_interval": (lib.KRAIT_LIMIT_WS_PING, 1000),
     "worker_pipeline": (lib.KRAIT_LIMIT_WORKER_DEPTH, 1),
@@ -538,9 +539,17 @@ class Supervisor:
         fd = w.sock.detach()
         w.sock = None
         try:
-            w.slot = self.server.add_worker(fd, w.pid)
+            # Opened before anyone reaps the child (Popen has not waited for it), so the pidfd
+            # names this worker and never a later process that reuses its pid.
+            pidfd = os.pidfd_open(w.pid)
+        except OSError:
+            pidfd = -1
+        try:
+            w.slot = self.server.add_worker(fd, w.pid, pidfd)
         except OSError:
             os.close(fd)
+            if pidfd >= 0:
+                os.close(pidfd)
             raise
         self.workers[w.slot] = w
 

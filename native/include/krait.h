@@ -56,7 +56,10 @@
                                           as long again → close */
 #define KRAIT_LIMIT_WORKER_DEPTH 15    /* default 4, at most 8: requests handed to one worker
                                           at once (it runs one; the rest wait in its socket) */
-#define KRAIT_LIMIT_COUNT 16
+#define KRAIT_LIMIT_BODY_MEMORY 16     /* default 64 MiB: request-body bytes held in memory,
+                                          all connections together; beyond it every body
+                                          goes to its temporary file as it arrives */
+#define KRAIT_LIMIT_COUNT 17
 
 typedef struct krait_server krait_server;
 
@@ -117,9 +120,11 @@ int krait_server_set_tls(krait_server *srv, const char *cert, const char *key,
  * hsts: a Strict-Transport-Security value added to every TLS response ("" for none). */
 int krait_server_set_https(krait_server *srv, int https_port, const char *hsts);
 
-/* Hand the core a worker: fd is the core's end of the worker's socketpair (the core owns it
- * from now on), pid its process id. Returns the worker's slot (>= 0). */
-int krait_server_add_worker(krait_server *srv, int fd, int pid);
+/* Hand the core a worker: fd is the core's end of the worker's socketpair, pid its process id,
+ * pidfd a pidfd_open() descriptor of it (or -1): the core owns both descriptors from now on and
+ * signals the worker only through the pidfd. Returns the worker's slot (>= 0). The worker takes
+ * requests once the loop runs its next turn. */
+int krait_server_add_worker(krait_server *srv, int fd, int pid, int pidfd);
 /* Retire a worker (e.g. on reload): it gets no new request and its fd is closed once its
  * current requests are answered; then KRAIT_EVENT_WORKER_EXIT is reported. */
 int krait_server_retire_worker(krait_server *srv, int slot);

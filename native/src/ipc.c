@@ -2,7 +2,7 @@
  * parses, bounds-checks and walks the RESPONSE, CHUNK and END frames a worker sends back.
  * Sans-IO: no syscalls, no allocation, integers written byte by byte. Socket I/O, the queue of
  * idle workers and what a response header may contain (CR/LF, the core-owned headers) are left
- * to the dispatch code in server.c and response.c. */
+ * to the dispatch code in worker.c. */
 #include "ipc.h"
 
 #include <string.h>

@@ -1,7 +1,8 @@
 /* Static files, decided and served in C: Krait's URL → file mapping (index and extension search)
  * confined to the site root with openat2(RESOLVE_BENEATH), the "static or Python" decision and
  * its cache, validators and preconditions (via cache.c), Range and multipart/byteranges, the
- * gzip sibling, and the response head. Bodies leave through sendfile segments (server.c). */
+ * gzip sibling, and the response head. Bodies leave as file segments of the connection
+ * (conn.c). A file that needs Python is handed back to request.c for a worker. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -12,7 +13,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "conn.h"
+#include "response.h"
+#include "static.h"
+#include "tables.h"
 
 static int openat2_fd(int dirfd, const char *path, uint64_t resolve)
 {
@@ -79,7 +83,7 @@ static int ends_with(const char *s, size_t n, const char *suffix)
 
 /* Behaviour §3.2: a directory serves its index; a missing F tries F.html, F.htm, F.pyml, F.py,
  * then the .html/.htm twin. The result must be a regular file. */
-int krait__resolve_file(krait_server *srv, const char *rel, size_t rel_len, char *name,
+static int resolve_file(krait_server *srv, const char *rel, size_t rel_len, char *name,
                         size_t name_cap, struct stat *st)
 {
     if (rel_len + 16 > name_cap)
@@ -225,7 +229,7 @@ static int locate(krait_server *srv, const char *rel, size_t rel_len, char *name
         if (fd >= 0)
             close(fd);
     }
-    int fd = krait__resolve_file(srv, rel, rel_len, name, name_cap, st);
+    int fd = resolve_file(srv, rel, rel_len, name, name_cap, st);
     size_t name_len = fd >= 0 ? strlen(name) : 0;
     if (fd >= 0 && (name_len != rel_len || ends_with(name, name_len, ".py")))
         resolved_store(srv, rel, rel_len, name, name_len);
@@ -234,7 +238,7 @@ static int locate(krait_server *srv, const char *rel, size_t rel_len, char *name
 
 /* Behaviour §3.3: .py is always Python; .html/.htm/.pyml need Python only when they contain
  * an '@' (a construct); everything else is static. The scan is cached per file version. */
-int krait__needs_python(krait_server *srv, int fd, const char *name, size_t len,
+static int needs_python(krait_server *srv, int fd, const char *name, size_t len,
                         const struct stat *st)
 {
     if (ends_with(name, len, ".py"))
@@ -409,30 +413,51 @@ static int part_head(char *out, size_t cap, const char *boundary, const char *ct
                     (unsigned long long)size);
 }
 
-void krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq,
-                           const char *rel, size_t rel_len, int route, const char *params,
-                           size_t params_len)
+/* Editor backups and swap files are never served (a "page.py~" would give a script's source
+ * away): name~, #name#, *.swp, *.swo, *.bak, *.orig. Hidden names (".name.swp") are refused
+ * earlier, with every other segment starting with '.'. */
+static int is_backup(const char *name, size_t len)
+{
+    const char *base = memrchr(name, '/', len);
+    base = base ? base + 1 : name;
+    size_t bl = len - (size_t)(base - name);
+    if (!bl)
+        return 0;
+    if (base[bl - 1] == '~' || (bl >= 2 && base[0] == '#' && base[bl - 1] == '#'))
+        return 1;
+    return ends_with(base, bl, ".swp") || ends_with(base, bl, ".swo") ||
+           ends_with(base, bl, ".bak") || ends_with(base, bl, ".orig");
+}
+
+int krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq,
+                          const char *rel, size_t rel_len, char *script, size_t script_cap)
 {
     char name[KRAIT__PATH_MAX];
     struct stat st;
-    int fd = locate(srv, rel, rel_len, name, sizeof name, &st);
+    int fd = is_backup(rel, rel_len) ? -1 : locate(srv, rel, rel_len, name, sizeof name, &st);
+    if (fd >= 0 && is_backup(name, strlen(name))) {
+        close(fd);
+        fd = -1;
+    }
     if (fd == -1) {
         krait__error(srv, c, rq, 404, rq->has_body);
-        return;
+        return KRAIT__STATIC_ANSWERED;
     }
     size_t name_len = strlen(name);
-    if (fd == LOCATE_SCRIPT || krait__needs_python(srv, fd, name, name_len, &st)) {
+    if (fd == LOCATE_SCRIPT || needs_python(srv, fd, name, name_len, &st)) {
         if (fd >= 0)
             close(fd);
-        char full[KRAIT__PATH_MAX + KRAIT__PATH_MAX];
-        snprintf(full, sizeof full, "%s/%s", srv->root, name);
-        krait__worker_dispatch(srv, c, rq, route, full, params, params_len);
-        return;
+        int n = snprintf(script, script_cap, "%s/%s", srv->root, name);
+        if (n < 0 || (size_t)n >= script_cap) {
+            krait__error(srv, c, rq, 414, 1);
+            return KRAIT__STATIC_ANSWERED;
+        }
+        return KRAIT__STATIC_PYTHON;
     }
     if (rq->info.upgrade_websocket) {
         close(fd);  /* a WebSocket upgrade needs a script to accept it */
         krait__error(srv, c, rq, 400, 1);
-        return;
+        return KRAIT__STATIC_ANSWERED;
     }
     if (rq->verb != KRAIT_VERB_GET) {
         close(fd);
@@ -445,7 +470,7 @@ void krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq
         krait__resp_end_headers(srv, c, status == 204 ? -1 : 0);
         krait__seg_mem(c, from);
         krait__log_begin(srv, c, rq, status, 0);
-        return;
+        return KRAIT__STATIC_ANSWERED;
     }
     if (rq->has_body)
         c->keep_alive = 0;  /* we do not read a body a static file has no use for */
@@ -484,13 +509,13 @@ void krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq
         if (krait__if_match(h->value, h->value_len, m.etag, m.etag_len) != 1) {
             close(fd);
             respond_simple(srv, c, rq, 412, &m);
-            return;
+            return KRAIT__STATIC_ANSWERED;
         }
     } else if ((h = krait__find_header(srv, "if-unmodified-since")) &&
                krait__modified_since(h->value, h->value_len, st.st_mtim.tv_sec) == 1) {
         close(fd);
         respond_simple(srv, c, rq, 412, &m);
-        return;
+        return KRAIT__STATIC_ANSWERED;
     }
     if (storable) {
         int not_modified = 0;
@@ -501,7 +526,7 @@ void krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq
         if (not_modified) {
             close(fd);
             respond_simple(srv, c, rq, 304, &m);
-            return;
+            return KRAIT__STATIC_ANSWERED;
         }
     }
 
@@ -531,7 +556,7 @@ void krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq
         krait__out_add(c, body, (size_t)n);
         krait__seg_mem(c, from);
         krait__log_begin(srv, c, rq, 416, (uint64_t)n);
-        return;
+        return KRAIT__STATIC_ANSWERED;
     }
     c->file_fd = fd;
     if (nr == 1) {
@@ -549,7 +574,7 @@ void krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq
         krait__seg_mem(c, from);
         krait__seg_file(c, ranges[0].first, len);
         krait__log_begin(srv, c, rq, 206, len);
-        return;
+        return KRAIT__STATIC_ANSWERED;
     }
     if (nr > 1) {
         /* RFC 9110 §14.6: multipart/byteranges, each part with its own Content-Range. */
@@ -584,7 +609,7 @@ void krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq
         krait__out_str(c, "--\r\n");
         krait__seg_mem(c, from);
         krait__log_begin(srv, c, rq, 206, total);
-        return;
+        return KRAIT__STATIC_ANSWERED;
     }
     krait__resp_start(srv, c, 200);
     krait__out_str(c, "Accept-Ranges: bytes\r\n");
@@ -594,4 +619,5 @@ void krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq
     if (!rq->is_head)
         krait__seg_file(c, 0, size);
     krait__log_begin(srv, c, rq, 200, rq->is_head ? 0 : size);
+    return KRAIT__STATIC_ANSWERED;
 }

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "tables.h"
 
 static uint64_t hash_bytes(const char *p, size_t n)
 {
@@ -49,6 +49,31 @@ krait__map_entry *krait__map_get(krait__map *m, const char *key, size_t len)
         j = (j + 1) & (m->cap - 1);
     }
     return NULL;
+}
+
+/* Remove key, keeping every other key reachable from its home slot (backward-shift deletion:
+ * linear probing needs no tombstones). */
+void krait__map_del(krait__map *m, const char *key, size_t len)
+{
+    krait__map_entry *e = krait__map_get(m, key, len);
+    if (!e)
+        return;
+    free(e->key);
+    free(e->val);
+    size_t mask = m->cap - 1;
+    size_t hole = (size_t)(e - m->e);
+    memset(e, 0, sizeof *e);
+    m->count--;
+    for (size_t j = (hole + 1) & mask; m->e[j].key; j = (j + 1) & mask) {
+        size_t home = hash_bytes(m->e[j].key, m->e[j].key_len) & mask;
+        /* Move j into the hole unless its home lies cyclically in (hole, j]. */
+        int stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+        if (stays)
+            continue;
+        m->e[hole] = m->e[j];
+        memset(&m->e[j], 0, sizeof m->e[j]);
+        hole = j;
+    }
 }
 
 void krait__map_clear(krait__map *m)

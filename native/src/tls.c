@@ -1,10 +1,10 @@
 /* TLS with OpenSSL: the server context (certificate chain, key, passphrase, TLS 1.2–1.3, modern
- * ciphers, ALPN http/1.1, session resumption), and the per-connection I/O that server.c calls
+ * ciphers, ALPN http/1.1, session resumption), and the per-connection I/O that conn.c calls
  * for every connection: plain sockets go straight to recv/send/sendfile, TLS ones through
  * SSL_read/SSL_write (or kTLS SSL_sendfile). WANT_READ/WANT_WRITE become EAGAIN plus a flag.
  *
  * Without kTLS, a response's pending segments (head, file bytes, multipart separators) are
- * gathered into records of up to 16 KiB (krait__tls_send_segs), so a small response is one
+ * gathered into records of up to 16 KiB (krait__tls_send_segs, for conn.c's flush), so a small response is one
  * record, one write and one TCP segment. Reads use read-ahead: one recv takes a record's
  * header and body (and whatever follows), and krait__conn_pending reports bytes OpenSSL holds
  * that epoll can no longer see. */
@@ -18,7 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "tls.h"
 
 static void err_text(char *err, size_t errlen, const char *what)
 {
@@ -173,6 +173,30 @@ void krait__tls_free(krait__conn *c)
     }
 }
 
+/* At most TLS_LOG_PER_SEC lines a second: a client (or a scanner) failing handshakes in a
+ * loop must not flood the error log; the lines left out are counted in the next one. */
+#define TLS_LOG_PER_SEC 10
+
+static void log_handshake_failure(krait_server *srv, krait__conn *c, unsigned long code)
+{
+    if (srv->tls_log_sec != (int64_t)srv->date_sec) {
+        srv->tls_log_sec = (int64_t)srv->date_sec;
+        srv->tls_log_count = 0;
+    }
+    if (srv->tls_log_count++ >= TLS_LOG_PER_SEC) {
+        srv->tls_log_dropped++;
+        return;
+    }
+    char buf[200];
+    ERR_error_string_n(code, buf, sizeof buf);
+    if (srv->tls_log_dropped)
+        fprintf(stderr, "krait: TLS handshake with %s failed: %s (%lld similar lines left out)\n",
+                c->peer, buf, (long long)srv->tls_log_dropped);
+    else
+        fprintf(stderr, "krait: TLS handshake with %s failed: %s\n", c->peer, buf);
+    srv->tls_log_dropped = 0;
+}
+
 /* Map an SSL_* result onto the socket-style contract: >0 bytes, 0 EOF, -1 with errno. */
 static ssize_t tls_result(krait_server *srv, krait__conn *c, int r)
 {
@@ -200,9 +224,7 @@ static ssize_t tls_result(krait_server *srv, krait__conn *c, int r)
         /* SSL_is_init_finished() is false after any fatal error, so it can't tell; a client
          * that drops the connection mid-handshake is not worth a line either. */
         if (!c->tls_ready && ERR_GET_REASON(code) != SSL_R_UNEXPECTED_EOF_WHILE_READING) {
-            char buf[200];
-            ERR_error_string_n(code, buf, sizeof buf);
-            fprintf(stderr, "krait: TLS handshake with %s failed: %s\n", c->peer, buf);
+            log_handshake_failure(srv, c, code);
             if (ERR_GET_REASON(code) == SSL_R_HTTP_REQUEST) {
                 /* Plain HTTP on the TLS port: a readable answer costs nothing. */
                 static const char msg[] =
@@ -212,7 +234,6 @@ static ssize_t tls_result(krait_server *srv, krait__conn *c, int r)
                 (void)!send(c->fd, msg, sizeof msg - 1, MSG_NOSIGNAL);
             }
         }
-        (void)srv;
         ERR_clear_error();
         errno = ECONNRESET;
         return -1;
@@ -307,8 +328,8 @@ int krait__tls_coalesce(krait__conn *c)
 
 /* Send the next record of the pending segments, c->segs[c->seg_i] from c->seg_done on: memory
  * and file bytes are gathered into one SSL_write of up to a full record, so a response head and
- * a small file (or a multipart body) leave together. Advances seg_i/seg_done past what was sent
- * and returns its length; 0 when a file segment has no more bytes (the file shrank); -1 with
+ * a small file (or a multipart body) leave together. Returns the length sent (the caller steps
+ * past it: conn.c's flush); 0 when a file segment has no more bytes (the file shrank); -1 with
  * errno (EAGAIN: try again later; c->tls_want_write says on which event).
  *
  * A write that found the socket full must be retried with the same bytes (OpenSSL has already
@@ -359,8 +380,13 @@ ssize_t krait__tls_send_segs(krait_server *srv, krait__conn *c)
     ssize_t n = krait__conn_send(srv, c, p, len, 0);
     if (n <= 0)
         return n < 0 ? -1 : 0;
-    krait__seg_advance(c, (uint64_t)n);
     return n;
+}
+
+void krait__tls_shutdown(krait__conn *c)
+{
+    if (c->ssl && c->tls_ready)
+        SSL_shutdown(c->ssl);  /* close_notify; best effort, never waits */
 }
 
 void krait__tls_ctx_free(krait_server *srv)

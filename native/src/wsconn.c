@@ -2,7 +2,8 @@
  * asked, the 101 answer, frame input (masking, fragmentation and reassembly, control frames
  * between fragments, ping/pong, UTF-8 validation, size limit, close handshake), server pings on
  * idle connections, and the messages exchanged with the worker that accepted the connection.
- * Frame parsing itself is ws.c's (sans-IO). */
+ * Frame parsing itself is ws.c's (sans-IO). Output is appended and the connection posted; the
+ * driver sends it and calls krait__ws_flushed, which finishes a close that waited for it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
@@ -13,8 +14,11 @@
 
 #include <zlib.h>
 
-#include "internal.h"
+#include "conn.h"
 #include "ipc.h"
+#include "response.h"
+#include "wio.h"
+#include "wsconn.h"
 
 /* permessage-deflate (RFC 7692) with no context takeover either way: each message is a fresh
  * raw-deflate stream, so a connection keeps no 32 KiB window between messages. Messages under
@@ -208,7 +212,7 @@ void krait__ws_accept_response(krait_server *srv, krait__conn *c, const void *fr
         if (!(name.n == 22 && strncasecmp(name.p, "sec-websocket-protocol", 22) == 0) &&
             !(name.n == 10 && strncasecmp(name.p, "set-cookie", 10) == 0))
             continue;
-        if (memchr(value.p, '\r', value.n) || memchr(value.p, '\n', value.n))
+        if (!krait__header_ok(&name, &value))
             continue;
         krait__out_add(c, name.p, name.n);
         krait__out_add(c, ": ", 2);
@@ -224,6 +228,8 @@ void krait__ws_accept_response(krait_server *srv, krait__conn *c, const void *fr
     krait__map_entry *e = krait__map_put(&srv->ws_ids, (const char *)&id, sizeof id);
     if (e)
         e->num[0] = (int64_t)(intptr_t)c;
+    else
+        c->broken = 1;  /* unreachable by its worker: better closed than deaf */
 }
 
 /* Compress data into the output buffer after a 10-byte hole for the header. Returns the
@@ -306,7 +312,7 @@ static void unmap(krait_server *srv, krait__conn *c)
     uint32_t id = ws_id(c);
     krait__map_entry *e = krait__map_get(&srv->ws_ids, (const char *)&id, sizeof id);
     if (e && e->num[0] == (int64_t)(intptr_t)c)
-        e->num[0] = 0;
+        krait__map_del(&srv->ws_ids, (const char *)&id, sizeof id);
 }
 
 /* Close from our side: a close frame with this payload (a code and a reason, or nothing), the
@@ -325,26 +331,37 @@ static void close_with(krait_server *srv, krait__conn *c, const uint8_t *payload
         ws_send(srv, c, KRAIT__WS_CLOSE, (const char *)payload, n);
         c->ws_close_sent = 1;
     }
-    if (notify_code && !c->ws_notified && c->worker >= 0) {
-        krait__worker_send_ws(srv, c->worker, KRAIT__IPC_WS_CLOSE, ws_id(c), (unsigned)notify_code,
-                              "", 0);
+    if (notify_code && !c->ws_notified) {
+        krait__wio_send_ws(srv, c, KRAIT__IPC_WS_CLOSE, (unsigned)notify_code, "", 0);
         c->ws_notified = 1;
     }
-    if (!linger || c->state != CS_WS || c->ws_close_after_flush) {
+    if (!linger || c->state != CS_WS || c->ws_close_after_flush)
         c->ws_close_after_flush = 1;
-        krait__conn_flush(srv, c);
+    else
+        c->ws_linger = 1;  /* once the frame is out: half-close and wait (krait__ws_flushed) */
+    krait__conn_post(srv, c);
+}
+
+void krait__ws_flushed(krait_server *srv, krait__conn *c)
+{
+    if (c->ws_close_after_flush) {
+        krait__conn_finish(srv, c);
         return;
     }
-    krait__conn_flush(srv, c);
-    if (c->closed)
-        return;
-    if (c->seg_i < c->nseg) {
-        /* The client is not reading: no point waiting for its answer. */
-        c->ws_close_after_flush = 1;
-        return;
+    if (c->ws_linger) {
+        c->ws_linger = 0;
+        shutdown(c->fd, SHUT_WR);
+        krait__timer_set(srv, c, TL_WS);
     }
-    shutdown(c->fd, SHUT_WR);
-    krait__timer_set(srv, c, TL_WS);
+}
+
+void krait__ws_blocked(krait_server *srv, krait__conn *c)
+{
+    (void)srv;
+    if (c->ws_linger) {
+        c->ws_linger = 0;
+        c->ws_close_after_flush = 1;  /* the client is not reading: no point waiting for it */
+    }
 }
 
 void krait__ws_close(krait_server *srv, krait__conn *c, int code, int notify_code)
@@ -384,13 +401,14 @@ void krait__ws_begin(krait_server *srv, krait__conn *c)
     c->ws_key[0] = '\0';
     if (c->ws_close_after_flush) {
         /* The controller closed before the 101 was even out; that close frame is sent too. */
-        shutdown(c->fd, SHUT_WR);
-        krait__conn_close(srv, c);
+        krait__conn_finish(srv, c);
         return;
     }
     krait__timer_set(srv, c, TL_WS);
     if (c->in_len)
         krait__ws_input(srv, c);
+    if (c->ws_linger || c->nseg)
+        krait__conn_post(srv, c);
 }
 
 /* Inflate the assembled message (§7.2.2: append 00 00 ff ff) into a fresh buffer, never
@@ -475,10 +493,9 @@ static int deliver_message(krait_server *srv, krait__conn *c)
     } else if (c->ws_msg_op == KRAIT__WS_TEXT && !krait__utf8_complete(&c->ws_utf8)) {
         return 1007;
     }
-    if (c->worker >= 0 && !c->ws_notified)
-        krait__worker_send_ws(srv, c->worker, KRAIT__IPC_WS_MESSAGE, ws_id(c),
-                              c->ws_msg_op == KRAIT__WS_TEXT ? 1 : 2, c->body ? c->body : "",
-                              c->body_len);
+    if (!c->ws_notified)
+        krait__wio_send_ws(srv, c, KRAIT__IPC_WS_MESSAGE, c->ws_msg_op == KRAIT__WS_TEXT ? 1 : 2,
+                           c->body ? c->body : "", c->body_len);
     c->ws_msg_op = 0;
     c->body_len = 0;
     if (c->body_cap > (1u << 20)) {
@@ -554,9 +571,9 @@ static int ws_frame(krait_server *srv, krait__conn *c, const krait__ws_frame *f,
             ws_send(srv, c, KRAIT__WS_CLOSE, (const char *)payload, n >= 2 ? 2 : 0);
             c->ws_close_sent = 1;
         }
-        if (c->worker >= 0 && !c->ws_notified) {
-            krait__worker_send_ws(srv, c->worker, KRAIT__IPC_WS_CLOSE, ws_id(c), (unsigned)peer,
-                                  n > 2 ? (const char *)payload + 2 : "", n > 2 ? n - 2 : 0);
+        if (!c->ws_notified) {
+            krait__wio_send_ws(srv, c, KRAIT__IPC_WS_CLOSE, (unsigned)peer,
+                               n > 2 ? (const char *)payload + 2 : "", n > 2 ? n - 2 : 0);
             c->ws_notified = 1;
         }
         c->ws_close_after_flush = 1;
@@ -612,17 +629,19 @@ void krait__ws_input(krait_server *srv, krait__conn *c)
     /* Input re-arms the idle ping, but never extends the wait for an answer to our close. */
     if (!c->ws_close_after_flush && !c->ws_close_sent)
         krait__timer_set(srv, c, TL_WS);
-    krait__conn_flush(srv, c);
+    if (c->nseg || c->ws_close_after_flush)
+        krait__conn_post(srv, c);
 }
 
-/* A WS_MESSAGE or WS_CLOSE from a worker. */
-void krait__ws_from_worker(krait_server *srv, const void *frame)
+/* A WS_MESSAGE or WS_CLOSE from a worker: only for a connection that worker accepted. */
+void krait__ws_from_worker(krait_server *srv, const void *frame, int slot, uint32_t gen)
 {
     const krait__ipc_frame *f = frame;
     uint32_t id = f->id;
     krait__map_entry *e = krait__map_get(&srv->ws_ids, (const char *)&id, sizeof id);
     krait__conn *c = e ? (krait__conn *)(intptr_t)e->num[0] : NULL;
-    if (!c || c->closed || (c->state != CS_WS && !c->ws_pending))
+    if (!c || c->closed || (c->state != CS_WS && !c->ws_pending) || c->worker != slot ||
+        c->worker_gen != gen)
         return;  /* the connection is gone: the controller learns it from our WS_CLOSE */
     if (f->type == KRAIT__IPC_WS_CLOSE) {
         c->ws_notified = 1;  /* the worker knows: it asked */
@@ -637,7 +656,7 @@ void krait__ws_from_worker(krait_server *srv, const void *frame)
         return;
     }
     ws_send(srv, c, f->body_kind == 1 ? KRAIT__WS_TEXT : KRAIT__WS_BINARY, f->body.p, f->body.n);
-    krait__conn_flush_later(srv, c);
+    krait__conn_post(srv, c);
 }
 
 /* Idle: ping; still no answer one interval later: the peer is gone. */
@@ -650,7 +669,7 @@ void krait__ws_timer(krait_server *srv, krait__conn *c)
     c->ws_ping_out = 1;
     ws_send(srv, c, KRAIT__WS_PING, "krait", 5);
     krait__timer_set(srv, c, TL_WS);
-    krait__conn_flush(srv, c);
+    krait__conn_post(srv, c);
 }
 
 /* The connection is being closed (any cause): tell the worker once, forget the id. */
@@ -658,8 +677,8 @@ void krait__ws_gone(krait_server *srv, krait__conn *c)
 {
     if (c->state != CS_WS && !c->ws_pending)
         return;
-    if (!c->ws_notified && c->worker >= 0)
-        krait__worker_send_ws(srv, c->worker, KRAIT__IPC_WS_CLOSE, ws_id(c), 1006, "", 0);
+    if (!c->ws_notified)
+        krait__wio_send_ws(srv, c, KRAIT__IPC_WS_CLOSE, 1006, "", 0);
     c->ws_notified = 1;
     unmap(srv, c);
 }
@@ -667,9 +686,9 @@ void krait__ws_gone(krait_server *srv, krait__conn *c)
 void krait__ws_worker_died(krait_server *srv, int slot, int code)
 {
     for (krait__link *l = srv->conns.next; l != &srv->conns;) {
-        krait__conn *c = (krait__conn *)((char *)l - offsetof(krait__conn, all));
+        krait__conn *c = KRAIT__CONTAINER(l, krait__conn, all);
         l = l->next;
-        if (c->state == CS_WS && c->worker == slot && !c->closed) {
+        if ((c->state == CS_WS || c->ws_pending) && c->worker == slot && !c->closed) {
             c->ws_notified = 1;
             c->worker = -1;
             ws_close_clean(srv, c, code, "", 0, 0);
@@ -680,7 +699,7 @@ void krait__ws_worker_died(krait_server *srv, int slot, int code)
 void krait__ws_drain(krait_server *srv)
 {
     for (krait__link *l = srv->conns.next; l != &srv->conns;) {
-        krait__conn *c = (krait__conn *)((char *)l - offsetof(krait__conn, all));
+        krait__conn *c = KRAIT__CONTAINER(l, krait__conn, all);
         l = l->next;
         if (c->state == CS_WS && !c->closed)
             ws_close_clean(srv, c, 1001, "", 0, 1001);  /* going away */

@@ -1,7 +1,20 @@
-/* Private structures shared by the core's I/O files (server.c, static.c, tables.c, worker.c).
+/* The core's data: the server, its connections and worker slots, and the small containers they
+ * use (intrusive lists, bounded maps). Data only, plus the list and map helpers every layer
+ * uses: each layer declares its functions in its own header and calls only the layers below it
+ * (docs/design.md, "Layers"):
+ *
+ *   loop.c                      epoll, accept, signals, timers, the driver (end of each turn)
+ *   request.c                   one HTTP/1.1 request: limits → 4xx, target, routing, hand-off
+ *   static.c worker.c wsconn.c  the request handlers (worker.c above wsconn.c)
+ *   body.c wio.c                request bodies; worker-socket buffers
+ *   response.c                  response heads, error pages, the access-log line
+ *   conn.c                      connection buffers, output segments, flush, close, timers
+ *   tls.c                       plain or TLS socket I/O
+ *   tables.c http.c ws.c ipc.c cache.c   sans-IO: maps, parsers, codecs, validators
+ *
  * cffi never reads this header; Python sees only native/include/krait.h. */
-#ifndef KRAIT_INTERNAL_H
-#define KRAIT_INTERNAL_H
+#ifndef KRAIT_CORE_H
+#define KRAIT_CORE_H
 
 #include <stdint.h>
 #include <stdio.h>
@@ -21,16 +34,26 @@ struct ssl_ctx_st;
 #define KRAIT__MAX_RANGES 16
 #define KRAIT__MAX_SEGS (2 * KRAIT__MAX_RANGES + 2)
 #define KRAIT__PATH_MAX 4096
+#define KRAIT__LOG_LINE 1024
 
 enum obj_kind { OBJ_LISTENER = 1, OBJ_CONN, OBJ_SIGNAL, OBJ_WORKER, OBJ_WAKE };
 
 /* Every object registered with epoll starts with its kind, so one pointer tag is enough. */
 typedef struct { int kind; } krait__obj;
 
-/* An intrusive doubly linked list node; timer lists and queues use it. */
+/* An intrusive doubly linked list node; timer lists and queues use it. A node that is in no
+ * list has next == NULL. */
 typedef struct krait__link {
     struct krait__link *prev, *next;
 } krait__link;
+
+void krait__list_init(krait__link *head);
+int krait__list_empty(const krait__link *head);
+void krait__link_remove(krait__link *l);
+void krait__link_append(krait__link *head, krait__link *l);
+void krait__link_prepend(krait__link *head, krait__link *l);
+
+#define KRAIT__CONTAINER(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
 /* An output segment: bytes in the connection's out buffer, or a byte range of its file. */
 typedef struct {
@@ -59,6 +82,7 @@ typedef struct {
 
 krait__map_entry *krait__map_get(krait__map *m, const char *key, size_t len);
 krait__map_entry *krait__map_put(krait__map *m, const char *key, size_t len);
+void krait__map_del(krait__map *m, const char *key, size_t len);
 void krait__map_clear(krait__map *m);
 void krait__map_free(krait__map *m);
 
@@ -85,7 +109,7 @@ typedef struct {
 
 enum conn_state {
     CS_HEAD = 1,     /* waiting for (more of) a request head */
-    CS_BODY,         /* reading a request body for a worker */
+    CS_BODY,         /* reading a request body (for a worker, or to discard it) */
     CS_WORKER,       /* waiting for a worker's answer */
     CS_WRITE,        /* sending a response */
     CS_WS,           /* an open WebSocket (wsconn.c) */
@@ -96,19 +120,24 @@ enum timer_list { TL_HEAD, TL_BODY, TL_IDLE, TL_SEND, TL_WS, TL_COUNT };
 struct krait__conn {
     int kind;                 /* OBJ_CONN */
     int fd;
-    int closed;               /* marked; freed after the current event batch */
+    int closed;               /* closed: on srv->closing until freed at the end of the turn */
+    int gone_told;            /* the handlers have been told it closed (loop.c) */
+    int broken;               /* an allocation for its output failed: close at the flush */
     int state;
+    uint32_t id;              /* unique while open; the WebSocket id the worker knows */
     krait__link timer;        /* membership in srv->timers[timer_list] */
     int timer_list;           /* -1: none */
     int64_t deadline;         /* ms, CLOCK_MONOTONIC */
-    krait__link all;          /* membership in srv->conns */
+    krait__link all;          /* membership in srv->conns, srv->closing, srv->dead */
+    krait__link ready;        /* membership in srv->ready or srv->deferred */
+    krait__link tls_later;    /* membership in srv->tls_later: OpenSSL holds input to read */
     int got_bytes;            /* a byte of the current request has arrived */
     krait__http_resume hrs;   /* parser progress through the head being received */
 
-    char *in;                 /* request bytes; in[0..in_len) */
+    char *in;                 /* request bytes; in[0..in_len); freed while idle */
     size_t in_len, in_cap;
 
-    char *out;                /* response bytes referenced by mem segments */
+    char *out;                /* response bytes referenced by mem segments; freed while idle */
     size_t out_len, out_cap;
     krait__seg segs[KRAIT__MAX_SEGS];
     int nseg, seg_i;
@@ -119,31 +148,37 @@ struct krait__conn {
     size_t consume;           /* bytes of in[] that the response being sent answers */
     int keep_alive;           /* after this response, read the next request */
 
-    /* Access log line for the response being sent (printed when it completes). */
-    char log[1024];
+    /* Access log line for the response being sent (printed when it completes); allocated
+     * while a response is in flight. */
+    char *log;
     size_t log_len;
     int64_t t_start;          /* ns */
 
-    char peer[64];
+    char peer[48];
     int peer_port;
     struct ssl_st *ssl;       /* TLS session, or NULL for plain HTTP */
     int tls_want_write;       /* the TLS engine needs the socket writable to go on */
     int tls_ready;            /* the TLS handshake has completed */
-    krait__link tls_later;    /* membership in srv->tls_later: OpenSSL holds input to read */
-    krait__link flush_later;  /* membership in srv->flush_later: output to send this turn */
 
     /* Worker dispatch (worker.c). */
     krait__link wq;           /* membership in the wait queue */
     int worker;               /* slot, or -1 */
+    uint32_t worker_gen;      /* the slot's generation when it was bound */
     uint32_t req_id;
     int head_only;            /* HEAD: drop the body the worker sends */
     int http10;               /* the request was HTTP/1.0 */
     int streaming;            /* chunked response in progress */
-    char *body;               /* request body (decoded) */
+
+    /* Request body (body.c). */
+    char *body;               /* body bytes held in memory (decoded) */
     size_t body_len, body_cap;
+    size_t body_mem;          /* of body_cap, what srv->body_memory counts (body.c) */
     int64_t body_need;        /* Content-Length bytes still to read, -1 for chunked */
+    uint64_t body_total;      /* decoded body bytes so far (memory and file) */
     krait__chunked chunk;
-    char spool[256];          /* the spooled body file of the request in progress, or "" */
+    int body_discard;         /* read and drop the body; the answer is already built */
+    int body_fd;              /* the spool file being written, or -1 */
+    char *spool;              /* the spooled body file of the request in progress, or NULL */
     uint8_t *frame;           /* the encoded request frame waiting for a worker */
     size_t frame_len;
 
@@ -154,6 +189,7 @@ struct krait__conn {
     krait__utf8 ws_utf8;      /* validation state of that text message */
     int ws_close_sent;        /* our close frame is queued */
     int ws_close_after_flush; /* close the TCP connection once the output is sent */
+    int ws_linger;            /* after our close frame: half-close, then wait for the peer */
     int ws_notified;          /* the worker was told the connection ended */
     int ws_ping_out;          /* a ping is unanswered */
     int ws_deflate;           /* permessage-deflate (RFC 7692): 1 offered+accepted */
@@ -167,6 +203,8 @@ typedef struct {
     int kind;                 /* OBJ_WORKER */
     int fd;                   /* -1: free slot */
     int pid;
+    int pidfd;                /* signals go here, never to a pid that may be reused; or -1 */
+    uint32_t gen;             /* bumped each time the slot is given a new worker */
     int retiring;
     /* Requests sent to it, oldest first: jobs[0] runs, the others wait in its socket so that
      * it never idles between requests (architecture: "keep workers fed"). A job whose client
@@ -177,15 +215,21 @@ typedef struct {
     uint8_t *out; size_t out_len, out_off, out_cap;  /* frames to the worker */
     int64_t deadline;         /* ms, for jobs[0]; 0 when idle */
     int64_t started;          /* ms, when jobs[0] started */
-    int out_later;            /* frames appended to out, sent at the end of the turn */
     int epoll_out;
+    /* Work the driver does for this worker at the end of the turn (wio.c posts it). */
+    int out_later;            /* frames appended to out, to send */
+    int parse_later;          /* buffered frames to parse (unpaused by backpressure) */
+    int failed;               /* its socket failed (send or recv error): let it go */
+    int eof;                  /* its socket reached end-of-file */
     /* Backpressure: jobs[0] streams to a client that has not taken what it was sent. The
      * worker's socket is not read (so the worker blocks in its send) until the client has. */
     int paused;
-    int resume_later;         /* unpaused this turn: parse what is buffered at its end */
 } krait__worker;
 
 #define KRAIT__MAX_WORKERS 256
+
+/* Something Python is told by the driver, never from inside a handler. */
+typedef struct { int kind, a, b; } krait__event;
 
 struct krait_server {
     int epfd;
@@ -201,16 +245,16 @@ struct krait_server {
     krait__obj wake;          /* eventfd for krait_server_stop */
     int wake_fd;
     struct { krait__obj obj; int fd; int tls; } listeners[8];
+    int nlisteners;
+    int accept_paused;        /* listeners out of epoll: at the connection cap, or no fds */
+    int64_t accept_resume_ms; /* out of descriptors: try again at this time (0: at the cap) */
+    int spare_fd;             /* released on EMFILE to accept-and-close */
     struct ssl_ctx_st *ssl_ctx;
-    krait__link tls_later;    /* TLS connections to read again after this event batch */
-    krait__link flush_later;  /* connections whose output is sent after this event batch */
-    int workers_later;        /* some worker has out_later set */
-    int workers_resume;       /* some worker has resume_later set */
     int https_redirect_port;  /* > 0: plain-HTTP requests are redirected there */
     char hsts[128];           /* Strict-Transport-Security value for TLS answers, or "" */
-    int nlisteners;
-    int accepting;
-    int spare_fd;             /* released on EMFILE to accept-and-close */
+    int64_t tls_log_sec;      /* rate limit of handshake-failure lines: this second's count */
+    int tls_log_count;
+    int64_t tls_log_dropped;
 
     krait__map mime, cache_rules, route_cache, dyn_cache, ws_ids;
     krait__map resolved;      /* URL path -> file found by the index/extension search */
@@ -222,12 +266,17 @@ struct krait_server {
     void *cb_ud;
 
     krait__link timers[TL_COUNT];
-    krait__link conns;
+    krait__link conns;        /* open connections */
+    krait__link closing;      /* closed, the handlers not yet told (loop.c tells them) */
+    krait__link dead;         /* closed and told; freed at the end of the turn */
+    krait__link ready;        /* connections the driver must look at */
+    krait__link deferred;     /* ready, but their share of this turn is used up */
+    krait__link tls_later;    /* TLS connections to read again after this event batch */
     size_t nconns;
-    krait__conn *reap[256];
-    size_t nreap;
+    uint32_t next_conn_id;
 
     int64_t now_ms;
+    int64_t clock_offset_ms;  /* added to the monotonic clock (the whole-server fuzzer) */
     time_t date_sec;
     char date[KRAIT__DATE_LEN + 1];
     char log_date[32];
@@ -240,10 +289,15 @@ struct krait_server {
 
     krait__worker workers[KRAIT__MAX_WORKERS];
     int nworkers;
+    int workers_dirty;        /* some worker has out_later, parse_later, failed or eof set */
+    int feed_needed;          /* a worker may take a waiting request */
     krait__link waitq;
     size_t nwait;
     uint32_t next_req_id;
-    char *spool_dir;
+    int64_t body_memory;      /* request-body bytes held in memory, all connections */
+
+    krait__event *events;     /* for Python, delivered by the driver */
+    size_t nevents, events_cap;
 
     volatile int stop_requested;
     int draining;
@@ -265,92 +319,5 @@ typedef struct {
     size_t head_len;
     int has_body;
 } krait__request;
-
-/* server.c: response assembly into conn->out. */
-int krait__out_reserve(krait__conn *c, size_t n);
-void krait__out_add(krait__conn *c, const char *p, size_t n);
-void krait__out_str(krait__conn *c, const char *s);
-void krait__out_u64(krait__conn *c, uint64_t v);
-void krait__resp_start(struct krait_server *srv, krait__conn *c, int status);
-void krait__resp_end_headers(struct krait_server *srv, krait__conn *c, int64_t content_length);
-void krait__seg_mem(krait__conn *c, size_t from);
-void krait__seg_file(krait__conn *c, uint64_t off, uint64_t len);
-void krait__seg_advance(krait__conn *c, uint64_t n);
-void krait__error(struct krait_server *srv, krait__conn *c, krait__request *rq, int status,
-                  int close_after);
-void krait__log_begin(struct krait_server *srv, krait__conn *c, krait__request *rq, int status,
-                      uint64_t bytes);
-void krait__log_status(krait__conn *c, int status, uint64_t bytes);
-const char *krait__reason(int status);
-const krait__header *krait__find_header(struct krait_server *srv, const char *name);
-
-/* static.c: answer a request with a file (or hand it to a worker). */
-void krait__static_respond(struct krait_server *srv, krait__conn *c, krait__request *rq,
-                           const char *rel, size_t rel_len, int route, const char *params,
-                           size_t params_len);
-/* Resolve rel (no leading '/') with Krait's index and extension search (behaviour §3.2), never
- * leaving the root; returns an open fd (O_RDONLY) and fills st and the resolved relative name. */
-int krait__resolve_file(struct krait_server *srv, const char *rel, size_t rel_len,
-                        char *name, size_t name_cap, struct stat *st);
-int krait__needs_python(struct krait_server *srv, int fd, const char *name, size_t len,
-                        const struct stat *st);
-
-/* tls.c: connection I/O (plain or TLS) with socket-style results. */
-ssize_t krait__conn_recv(struct krait_server *srv, krait__conn *c, char *buf, size_t n);
-ssize_t krait__conn_send(struct krait_server *srv, krait__conn *c, const char *buf, size_t n,
-                         int more);
-ssize_t krait__conn_sendfile(struct krait_server *srv, krait__conn *c, int fd, off_t off,
-                             size_t n);
-int krait__conn_pending(krait__conn *c);
-/* Send c's pending output at the end of this event batch (several WebSocket messages for one
- * connection from one read of a worker leave in one send). */
-void krait__conn_flush_later(struct krait_server *srv, krait__conn *c);
-void krait__worker_flush_later(struct krait_server *srv);
-void krait__worker_drained(struct krait_server *srv, krait__conn *c);
-void krait__worker_resume_run(struct krait_server *srv);
-int krait__tls_coalesce(krait__conn *c);
-ssize_t krait__tls_send_segs(struct krait_server *srv, krait__conn *c);
-int krait__tls_start(struct krait_server *srv, krait__conn *c);
-void krait__tls_free(krait__conn *c);
-void krait__tls_ctx_free(struct krait_server *srv);
-
-/* worker.c */
-void krait__worker_dispatch(struct krait_server *srv, krait__conn *c, krait__request *rq,
-                            int route, const char *file, const char *params, size_t params_len);
-void krait__worker_event(struct krait_server *srv, krait__worker *w, uint32_t events);
-void krait__worker_sweep(struct krait_server *srv);
-void krait__worker_feed(struct krait_server *srv);
-void krait__worker_conn_gone(struct krait_server *srv, krait__conn *c);
-int krait__body_continue(struct krait_server *srv, krait__conn *c);
-
-/* wsconn.c */
-int krait__ws_handshake_check(struct krait_server *srv, krait__conn *c, krait__request *rq);
-void krait__ws_accept_response(struct krait_server *srv, krait__conn *c, const void *frame);
-void krait__ws_begin(struct krait_server *srv, krait__conn *c);
-void krait__ws_input(struct krait_server *srv, krait__conn *c);
-void krait__ws_from_worker(struct krait_server *srv, const void *frame);
-void krait__ws_close(struct krait_server *srv, krait__conn *c, int code, int notify_code);
-void krait__ws_timer(struct krait_server *srv, krait__conn *c);
-void krait__ws_gone(struct krait_server *srv, krait__conn *c);
-void krait__ws_worker_died(struct krait_server *srv, int slot, int code);
-void krait__ws_drain(struct krait_server *srv);
-void krait__ws_free(krait__conn *c);
-/* worker.c: queue a WS_MESSAGE/WS_CLOSE frame to a worker. */
-void krait__worker_send_ws(struct krait_server *srv, int slot, uint8_t type, uint32_t id,
-                           unsigned arg, const char *data, size_t len);
-
-/* server.c: connection helpers for worker.c */
-void krait__conn_close(struct krait_server *srv, krait__conn *c);
-void krait__conn_flush(struct krait_server *srv, krait__conn *c);
-void krait__conn_pause(struct krait_server *srv, krait__conn *c);
-void krait__timer_set(struct krait_server *srv, krait__conn *c, int list);
-void krait__link_remove(krait__link *l);
-void krait__link_append(krait__link *head, krait__link *l);
-void krait__link_prepend(krait__link *head, krait__link *l);
-
-int krait__route_resolve(struct krait_server *srv, int verb, const char *path, size_t len,
-                         krait__route_answer *ans);
-int krait__cache_flags(struct krait_server *srv, const char *rel, size_t len);
-const char *krait__mime_lookup(struct krait_server *srv, const char *name, size_t len);
 
 #endif

@@ -1,0 +1,638 @@
+/* The event loop: epoll (level-triggered), accepting, reading, signals (signalfd), timers, and
+ * the driver that runs at the end of every turn.
+ *
+ * Post, don't call. Event handlers only read input and hand it to the layer that owns it;
+ * request handlers append their answers and post the connection. The driver then, until a
+ * pass finds nothing to do: sends what posted connections hold, finishes their responses and
+ * takes their next pipelined request (a bounded number a turn each), tells the handlers which
+ * connections closed, lets the worker layer parse, write, replace and feed, and finally tells
+ * Python (worker exits, SIGHUP, SIGCHLD). Python is called only from here, when no handler's
+ * frame is on the stack, so a callback that adds or retires workers cannot pull a slot from
+ * under a handler; closed connections are freed only at the end of the turn. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "body.h"
+#include "conn.h"
+#include "loop.h"
+#include "request.h"
+#include "response.h"
+#include "tls.h"
+#include "wio.h"
+#include "worker.h"
+#include "wsconn.h"
+
+#define READ_CHUNK 16384
+#define MAX_EVENTS 256
+#define ACCEPT_BATCH 64
+/* Requests of one connection answered in one turn before the others get theirs: a client
+ * pipelining thousands of requests is served in slices, never in one long (or deep) run. */
+#define PIPELINE_BUDGET 64
+/* Out of descriptors: accepting pauses this long. */
+#define ACCEPT_RETRY_MS 100
+
+static void update_clock(struct krait_server *srv)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    srv->now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + srv->clock_offset_ms;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    if (ts.tv_sec != srv->date_sec) {
+        /* The Date header is formatted once a second. */
+        srv->date_sec = ts.tv_sec;
+        krait__http_date(ts.tv_sec, srv->date);
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        strftime(srv->log_date, sizeof srv->log_date, "%d/%b/%Y:%H:%M:%S +0000", &tm);
+    }
+}
+
+/* ---- accepting ---------------------------------------------------------------------------- */
+
+static void listeners_interest(struct krait_server *srv, uint32_t events)
+{
+    for (int i = 0; i < srv->nlisteners; i++) {
+        struct epoll_event ev = {.events = events, .data.ptr = &srv->listeners[i].obj};
+        epoll_ctl(srv->epfd, EPOLL_CTL_MOD, srv->listeners[i].fd, &ev);
+    }
+}
+
+/* At the connection cap (until one closes) or out of descriptors (for a while): the
+ * listeners leave epoll's interest, or their pending connections would wake every turn. */
+static void pause_accepting(struct krait_server *srv, int64_t retry_at)
+{
+    if (!srv->accept_paused)
+        listeners_interest(srv, 0);
+    srv->accept_paused = 1;
+    srv->accept_resume_ms = retry_at;
+}
+
+static void maybe_resume_accepting(struct krait_server *srv)
+{
+    if (!srv->accept_paused || srv->draining)
+        return;
+    if (srv->accept_resume_ms ? srv->now_ms < srv->accept_resume_ms
+                              : (int64_t)srv->nconns >= srv->limits[KRAIT_LIMIT_MAX_CONNS])
+        return;
+    srv->accept_paused = 0;
+    srv->accept_resume_ms = 0;
+    listeners_interest(srv, EPOLLIN);
+}
+
+krait__conn *krait__loop_adopt(struct krait_server *srv, int fd, int tls, const char *peer,
+                               int peer_port)
+{
+    krait__conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    c->kind = OBJ_CONN;
+    c->fd = fd;
+    c->file_fd = c->body_fd = -1;
+    c->timer_list = -1;
+    c->worker = -1;
+    c->state = CS_HEAD;
+    c->id = ++srv->next_conn_id;
+    snprintf(c->peer, sizeof c->peer, "%s", peer);
+    c->peer_port = peer_port;
+    c->events = EPOLLIN | EPOLLRDHUP;
+    struct epoll_event ev = {.events = c->events, .data.ptr = c};
+    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        close(fd);
+        free(c);
+        return NULL;
+    }
+    if (tls && krait__tls_start(srv, c) < 0) {
+        epoll_ctl(srv->epfd, EPOLL_CTL_DEL, fd, NULL);
+        close(fd);
+        free(c);
+        return NULL;
+    }
+    krait__link_append(&srv->conns, &c->all);
+    srv->nconns++;
+    srv->stats[KRAIT_STAT_CONNS]++;
+    /* A connection that sends nothing is closed silently after the header timeout. */
+    krait__timer_set(srv, c, TL_HEAD);
+    return c;
+}
+
+static void accept_ready(struct krait_server *srv, int lfd, int tls)
+{
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        if ((int64_t)srv->nconns >= srv->limits[KRAIT_LIMIT_MAX_CONNS]) {
+            pause_accepting(srv, 0);  /* the rest wait in the backlog */
+            return;
+        }
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE) {
+                /* Out of descriptors: free the spare, accept and close one connection so a
+                 * client learns at once, then stop accepting for a while. */
+                if (srv->spare_fd >= 0) {
+                    close(srv->spare_fd);
+                    int tmp = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+                    if (tmp >= 0)
+                        close(tmp);
+                    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                }
+                pause_accepting(srv, srv->now_ms + ACCEPT_RETRY_MS);
+            }
+            return;
+        }
+        char peer[48] = "-";
+        int port = 0;
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a->sin_addr, peer, sizeof peer);
+            port = ntohs(a->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, peer, sizeof peer);
+            port = ntohs(a->sin6_port);
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        krait__loop_adopt(srv, fd, tls, peer, port);
+    }
+}
+
+/* ---- input -------------------------------------------------------------------------------- */
+
+/* TLS read-ahead leaves input in OpenSSL, where level-triggered epoll can't see it: such a
+ * connection is read again at the start of the next driver run. */
+static void tls_read_later(struct krait_server *srv, krait__conn *c)
+{
+    if (c->ssl && !c->closed && !c->tls_later.next &&
+        (c->state == CS_HEAD || c->state == CS_BODY || c->state == CS_WS) &&
+        krait__conn_pending(c))
+        krait__link_append(&srv->tls_later, &c->tls_later);
+}
+
+/* Body bytes arrived (or were already buffered): go on reading it, or act on its end. */
+static void body_progress(struct krait_server *srv, krait__conn *c)
+{
+    int r = krait__body_feed(srv, c);
+    if (r == KRAIT__BODY_MORE)
+        return;
+    if (r != KRAIT__BODY_DONE) {
+        krait__body_release(srv, c);
+        krait__error_now(srv, c, r, 1);
+        return;
+    }
+    if (c->body_discard) {
+        /* The answer was built before the body: it goes now (RFC 9112 §9.3: the connection
+         * closes after it, as its head said). */
+        c->body_discard = 0;
+        c->state = CS_WRITE;
+        krait__timer_set(srv, c, -1);
+        krait__conn_post(srv, c);
+        return;
+    }
+    krait__worker_submit(srv, c);
+}
+
+static void conn_read(struct krait_server *srv, krait__conn *c)
+{
+    for (int rounds = 0; rounds < 4 && !c->closed; rounds++) {
+        if (c->state == CS_WRITE || c->state == CS_WORKER) {
+            /* Don't read ahead while answering: pipelined bytes wait in the kernel buffer,
+             * which applies backpressure to a client that floods us. */
+            return;
+        }
+        size_t max = (size_t)srv->limits[KRAIT_LIMIT_HEAD] + 1;
+        if (c->state == CS_BODY)
+            max = c->in_len + READ_CHUNK;
+        else if (c->state == CS_WS)
+            max = (size_t)srv->limits[KRAIT_LIMIT_WS_MESSAGE] + 14 + READ_CHUNK;
+        if (c->in_cap - c->in_len < 1024 || !c->in) {
+            size_t ncap = c->in_cap ? c->in_cap * 2 : READ_CHUNK;
+            if (ncap > max + READ_CHUNK)
+                ncap = max + READ_CHUNK;
+            if (ncap <= c->in_cap) {
+                krait__conn_post(srv, c);  /* full: the parser decides (431/414, or a slice) */
+                return;
+            }
+            char *p = realloc(c->in, ncap);
+            if (!p) {
+                krait__conn_close(srv, c);
+                return;
+            }
+            c->in = p;
+            c->in_cap = ncap;
+        }
+        ssize_t n = krait__conn_recv(srv, c, c->in + c->in_len, c->in_cap - c->in_len);
+        if (n < 0) {
+            if (errno == EAGAIN) {
+                if (c->tls_want_write)
+                    krait__conn_events(srv, c, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+                return;
+            }
+            krait__conn_close(srv, c);
+            return;
+        }
+        if (n == 0) {
+            krait__conn_close(srv, c);
+            return;
+        }
+        if (!c->got_bytes) {
+            c->got_bytes = 1;
+            if (c->state == CS_HEAD)
+                krait__timer_set(srv, c, TL_HEAD);
+        }
+        c->in_len += (size_t)n;
+        if (c->state == CS_BODY) {
+            if (!c->body_discard || c->nseg)
+                body_progress(srv, c);
+        } else if (c->state == CS_WS) {
+            krait__ws_input(srv, c);
+        } else {
+            krait__conn_post(srv, c);  /* the driver takes the request */
+            return;
+        }
+        if ((size_t)n < READ_CHUNK && !krait__conn_pending(c))
+            return;
+    }
+    tls_read_later(srv, c);
+}
+
+static void conn_event(struct krait_server *srv, krait__conn *c, uint32_t ev)
+{
+    if (c->closed)
+        return;
+    if (ev & EPOLLOUT) {
+        if (c->tls_want_write && (c->state == CS_HEAD || c->state == CS_BODY ||
+                                  c->state == CS_WS)) {
+            /* A TLS read that needed the socket writable: go on reading. */
+            c->tls_want_write = 0;
+            krait__conn_events(srv, c, c->nseg ? EPOLLIN | EPOLLOUT | EPOLLRDHUP
+                                               : EPOLLIN | EPOLLRDHUP);
+            conn_read(srv, c);
+        }
+        krait__conn_post(srv, c);  /* the socket takes more: the driver sends */
+        if (c->closed)
+            return;
+    }
+    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        if ((c->state == CS_WRITE || c->state == CS_WORKER) && !(ev & (EPOLLHUP | EPOLLERR))) {
+            /* No read-ahead while answering: stop watching until the response is out, so the
+             * client's further bytes wait in the kernel (the flush restores the interest).
+             * Done only when bytes come, so a plain keep-alive request costs no epoll_ctl. */
+            if (!(c->events & EPOLLOUT))
+                krait__conn_events(srv, c, 0);
+            return;
+        }
+        if (ev & (EPOLLHUP | EPOLLERR)) {
+            krait__conn_close(srv, c);
+            return;
+        }
+        conn_read(srv, c);
+    }
+}
+
+/* ---- the driver --------------------------------------------------------------------------- */
+
+/* Everything the driver does for one posted connection: send, and when a response is out,
+ * finish it and take the next pipelined request, up to PIPELINE_BUDGET of them. */
+static void step_conn(struct krait_server *srv, krait__conn *c)
+{
+    int budget = PIPELINE_BUDGET;
+    while (!c->closed) {
+        int state = c->state;
+        if (state == CS_BODY && c->body_discard) {
+            body_progress(srv, c);  /* the answer waits for the end of the body */
+            if (c->state == CS_BODY)
+                break;
+            continue;
+        }
+        int r = krait__conn_flush(srv, c);
+        if (r == KRAIT__FLUSH_FAILED)
+            return;
+        if (c->streaming)
+            krait__worker_drained(srv, c);  /* the client took some: maybe read the worker */
+        if (r == KRAIT__FLUSH_BLOCKED) {
+            if (state == CS_WS)
+                krait__ws_blocked(srv, c);
+            return;
+        }
+        if (state == CS_WS) {
+            krait__ws_flushed(srv, c);
+            break;
+        }
+        if (state == CS_BODY) {
+            body_progress(srv, c);  /* the bytes that came with the head */
+            if (c->state == CS_BODY)
+                break;
+            continue;
+        }
+        if (state == CS_WRITE) {
+            if (c->streaming)
+                return;  /* the worker sends more */
+            krait__request_finish(srv, c);
+            continue;
+        }
+        if (state != CS_HEAD || !c->in_len)
+            break;
+        if (--budget < 0) {
+            /* Its share of the turn is used: the others go first, it goes on next turn. */
+            krait__link_append(&srv->deferred, &c->ready);
+            return;
+        }
+        krait__request_next(srv, c);
+        if (c->state == CS_HEAD)
+            break;  /* the head is not complete */
+        krait__link_remove(&c->ready);  /* it was posted: this loop goes on with it */
+    }
+    if (!c->closed)
+        tls_read_later(srv, c);
+}
+
+/* Read the connections tls_read_later() listed (once a turn: one listed again waits for the
+ * next turn, which then polls without sleeping). */
+static void tls_read_run(struct krait_server *srv)
+{
+    krait__link todo;
+    if (krait__list_empty(&srv->tls_later))
+        return;
+    todo.next = srv->tls_later.next;
+    todo.prev = srv->tls_later.prev;
+    todo.next->prev = todo.prev->next = &todo;
+    krait__list_init(&srv->tls_later);
+    while (!krait__list_empty(&todo)) {
+        krait__conn *c = KRAIT__CONTAINER(todo.next, krait__conn, tls_later);
+        krait__link_remove(&c->tls_later);
+        if (!c->closed && krait__conn_pending(c))
+            conn_read(srv, c);
+    }
+}
+
+/* Closed connections: the WebSocket layer tells the worker, the worker layer forgets them. */
+static void tell_gone(struct krait_server *srv)
+{
+    while (!krait__list_empty(&srv->closing)) {
+        krait__conn *c = KRAIT__CONTAINER(srv->closing.next, krait__conn, all);
+        krait__link_remove(&c->all);
+        krait__link_append(&srv->dead, &c->all);
+        c->gone_told = 1;
+        krait__ws_gone(srv, c);
+        krait__worker_conn_gone(srv, c);
+    }
+}
+
+static void tell_python(struct krait_server *srv)
+{
+    while (srv->nevents) {
+        krait__event e = srv->events[0];
+        memmove(srv->events, srv->events + 1, (srv->nevents - 1) * sizeof e);
+        srv->nevents--;
+        if (srv->event_cb)
+            srv->event_cb(srv->cb_ud, e.kind, e.a, e.b);
+    }
+}
+
+static void drive(struct krait_server *srv)
+{
+    tls_read_run(srv);
+    for (;;) {
+        int did = 0;
+        while (!krait__list_empty(&srv->ready)) {
+            krait__conn *c = KRAIT__CONTAINER(srv->ready.next, krait__conn, ready);
+            krait__link_remove(&c->ready);
+            step_conn(srv, c);
+            did = 1;
+        }
+        if (!krait__list_empty(&srv->closing)) {
+            tell_gone(srv);
+            did = 1;
+        }
+        if (krait__worker_drive(srv))
+            did = 1;
+        if (!did && srv->nevents) {
+            tell_python(srv);  /* nothing of ours on the stack */
+            did = 1;
+        }
+        if (!did)
+            break;
+    }
+}
+
+static void reap(struct krait_server *srv)
+{
+    while (!krait__list_empty(&srv->dead)) {
+        krait__conn *c = KRAIT__CONTAINER(srv->dead.next, krait__conn, all);
+        krait__link_remove(&c->all);
+        srv->body_memory -= (int64_t)c->body_mem;
+        krait__ws_free(c);
+        krait__conn_free(c);
+    }
+}
+
+/* ---- timers, signals, stopping ------------------------------------------------------------ */
+
+static void sweep_timers(struct krait_server *srv)
+{
+    for (int l = 0; l < TL_COUNT; l++) {
+        while (!krait__list_empty(&srv->timers[l])) {
+            krait__conn *c = KRAIT__CONTAINER(srv->timers[l].next, krait__conn, timer);
+            if (c->deadline > srv->now_ms)
+                break;
+            krait__timer_set(srv, c, -1);
+            if (l == TL_WS) {
+                krait__ws_timer(srv, c);
+            } else if ((l == TL_HEAD && c->got_bytes) || l == TL_BODY) {
+                /* Headers or body not complete in time: 408 and close (RFC 9110 §15.5.9). */
+                c->t_start = krait__mono_ns();
+                srv->nhdr = 0;
+                krait__body_release(srv, c);
+                if (l == TL_BODY)
+                    c->keep_alive = 0;
+                krait__error_now(srv, c, 408, 1);
+            } else {
+                krait__conn_close(srv, c);
+            }
+        }
+    }
+    krait__worker_sweep(srv);
+}
+
+static void begin_drain(struct krait_server *srv)
+{
+    if (srv->draining)
+        return;
+    srv->draining = 1;
+    srv->drain_deadline = srv->now_ms + srv->limits[KRAIT_LIMIT_DRAIN];
+    for (int i = 0; i < srv->nlisteners; i++) {
+        epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->listeners[i].fd, NULL);
+        close(srv->listeners[i].fd);
+    }
+    srv->nlisteners = 0;
+    krait__ws_drain(srv);
+    /* Idle connections (nothing received of a next request) close now; the rest finish. */
+    krait__link *l = srv->conns.next;
+    while (l != &srv->conns) {
+        krait__conn *c = KRAIT__CONTAINER(l, krait__conn, all);
+        l = l->next;
+        if (c->state == CS_HEAD && !c->got_bytes)
+            krait__conn_close(srv, c);
+    }
+}
+
+static void signal_ready(struct krait_server *srv)
+{
+    struct signalfd_siginfo si;
+    while (read(srv->sig_fd, &si, sizeof si) == sizeof si) {
+        if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+            begin_drain(srv);
+        else if (si.ssi_signo == SIGHUP)
+            krait__event_push(srv, KRAIT_EVENT_RELOAD, 0, 0);
+        else if (si.ssi_signo == SIGCHLD)
+            krait__event_push(srv, KRAIT_EVENT_CHILD, 0, 0);
+    }
+}
+
+static int setup_signals(struct krait_server *srv)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGCHLD);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+        return -1;
+    if (srv->sig_fd < 0) {
+        srv->sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+        if (srv->sig_fd < 0)
+            return -1;
+        srv->sig.kind = OBJ_SIGNAL;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &srv->sig};
+        if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->sig_fd, &ev) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+void krait_server_stop(krait_server *srv)
+{
+    srv->stop_requested = 1;
+    uint64_t one = 1;
+    ssize_t r = write(srv->wake_fd, &one, sizeof one);
+    (void)r;
+}
+
+/* ---- running ------------------------------------------------------------------------------ */
+
+int krait__loop_start(struct krait_server *srv, int with_signals)
+{
+    signal(SIGPIPE, SIG_IGN);
+    if (with_signals && setup_signals(srv) < 0)
+        return KRAIT_ESYS;
+    update_clock(srv);
+    for (int i = 0; i < srv->nlisteners; i++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &srv->listeners[i].obj};
+        if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->listeners[i].fd, &ev) < 0)
+            return KRAIT_ESYS;
+    }
+    return KRAIT_OK;
+}
+
+int krait__loop_turn(struct krait_server *srv, int timeout_ms)
+{
+    struct epoll_event evs[MAX_EVENTS];
+    if (srv->stop_requested)
+        begin_drain(srv);
+    if (srv->draining && (srv->nconns == 0 || srv->now_ms >= srv->drain_deadline))
+        return 1;
+    /* The connections whose share of the last turn ran out go first in this one. */
+    while (!krait__list_empty(&srv->deferred)) {
+        krait__link *l = srv->deferred.next;
+        krait__link_remove(l);
+        krait__link_append(&srv->ready, l);
+    }
+    if (timeout_ms < 0) {
+        timeout_ms = 1000;
+        if (!krait__list_empty(&srv->ready) || !krait__list_empty(&srv->tls_later))
+            timeout_ms = 0;
+        else if (srv->accept_paused && srv->accept_resume_ms)
+            timeout_ms = ACCEPT_RETRY_MS;
+    }
+    int n = epoll_wait(srv->epfd, evs, MAX_EVENTS, timeout_ms);
+    if (n < 0 && errno != EINTR)
+        return -1;
+    update_clock(srv);
+    for (int i = 0; i < n; i++) {
+        krait__obj *o = evs[i].data.ptr;
+        switch (o->kind) {
+        case OBJ_CONN:
+            conn_event(srv, (krait__conn *)o, evs[i].events);
+            break;
+        case OBJ_LISTENER:
+            for (int k = 0; k < srv->nlisteners; k++)
+                if (&srv->listeners[k].obj == o && !srv->accept_paused)
+                    accept_ready(srv, srv->listeners[k].fd, srv->listeners[k].tls);
+            break;
+        case OBJ_SIGNAL:
+            signal_ready(srv);
+            break;
+        case OBJ_WORKER:
+            krait__worker_event(srv, (krait__worker *)o, evs[i].events);
+            break;
+        case OBJ_WAKE: {
+            uint64_t v;
+            ssize_t r = read(srv->wake_fd, &v, sizeof v);
+            (void)r;
+            break;
+        }
+        }
+    }
+    sweep_timers(srv);
+    drive(srv);
+    reap(srv);
+    maybe_resume_accepting(srv);
+    if (srv->log_len)
+        krait__log_flush(srv);
+    return 0;
+}
+
+void krait__loop_end(struct krait_server *srv)
+{
+    /* Graceful stop bound reached or everything answered: close what is left. */
+    while (!krait__list_empty(&srv->conns))
+        krait__conn_close(srv, KRAIT__CONTAINER(srv->conns.next, krait__conn, all));
+    tell_gone(srv);
+    krait__worker_drive(srv);
+    reap(srv);
+    if (srv->log_len)
+        krait__log_flush(srv);
+}
+
+int krait_server_run(krait_server *srv)
+{
+    int rc = krait__loop_start(srv, 1);
+    if (rc < 0)
+        return rc;
+    for (;;) {
+        int r = krait__loop_turn(srv, -1);
+        if (r < 0)
+            return KRAIT_ESYS;
+        if (r > 0)
+            break;
+    }
+    krait__loop_end(srv);
+    return 0;
+}

@@ -1,0 +1,299 @@
+/* Response heads, error pages and the access log (Combined Log Format + seconds taken). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "ipc.h"
+#include "response.h"
+
+int64_t krait__mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+const char *krait__reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return status < 200 ? "Informational" : status < 300 ? "Success"
+                  : status < 400 ? "Redirection" : status < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+void krait__resp_start(struct krait_server *srv, krait__conn *c, int status)
+{
+    char line[64];
+    int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, krait__reason(status));
+    krait__out_add(c, line, (size_t)n);
+    krait__out_str(c, "Server: ");
+    krait__out_str(c, srv->server_header);
+    krait__out_str(c, "\r\nDate: ");
+    krait__out_add(c, srv->date, KRAIT__DATE_LEN);
+    krait__out_add(c, "\r\n", 2);
+    if (c->ssl && srv->hsts[0]) {
+        krait__out_str(c, "Strict-Transport-Security: ");
+        krait__out_str(c, srv->hsts);
+        krait__out_add(c, "\r\n", 2);
+    }
+}
+
+void krait__resp_end_headers(struct krait_server *srv, krait__conn *c, int64_t content_length)
+{
+    if (content_length >= 0) {
+        krait__out_str(c, "Content-Length: ");
+        krait__out_u64(c, (uint64_t)content_length);
+        krait__out_add(c, "\r\n", 2);
+    }
+    if (srv->draining)
+        c->keep_alive = 0;
+    /* HTTP/1.0 closes unless told otherwise (RFC 9112 §9.3): say it when we keep it open. */
+    krait__out_str(c, !c->keep_alive ? "Connection: close\r\n"
+                      : c->http10    ? "Connection: keep-alive\r\n" : "");
+    krait__out_add(c, "\r\n", 2);
+}
+
+const krait__header *krait__find_header(struct krait_server *srv, const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i < srv->nhdr; i++)
+        if (srv->hdr[i].name_len == n && strncasecmp(srv->hdr[i].name, name, n) == 0)
+            return &srv->hdr[i];
+    return NULL;
+}
+
+void krait__error(struct krait_server *srv, krait__conn *c, krait__request *rq, int status,
+                  int close_after)
+{
+    char body[160];
+    int n = snprintf(body, sizeof body, "<html><body><h1>%d %s</h1></body></html>", status,
+                     krait__reason(status));
+    if (close_after)
+        c->keep_alive = 0;
+    size_t from = c->out_len;
+    krait__resp_start(srv, c, status);
+    krait__out_str(c, "Content-Type: text/html; charset=utf-8\r\n");
+    if (status == 503)
+        krait__out_str(c, "Retry-After: 1\r\n");
+    krait__resp_end_headers(srv, c, n);
+    int head = rq ? rq->is_head : c->head_only;
+    if (!head)
+        krait__out_add(c, body, (size_t)n);
+    krait__seg_mem(c, from);
+    if (!rq && c->log_len)
+        krait__log_status(c, status, (uint64_t)(head ? 0 : n));  /* keep the request's line */
+    else
+        krait__log_begin(srv, c, rq, status, (uint64_t)(head ? 0 : n));
+}
+
+void krait__error_now(struct krait_server *srv, krait__conn *c, int status, int close_after)
+{
+    krait__out_reset(c);
+    c->streaming = 0;
+    krait__error(srv, c, NULL, status, close_after);
+    c->state = CS_WRITE;
+    krait__timer_set(srv, c, -1);
+    krait__conn_post(srv, c);
+}
+
+/* RFC 9110 §5.1, §5.5: a field name is a token; a value holds no control character but HTAB
+ * (and so no CR, LF or NUL). Anything else from a worker is dropped, never sent. */
+int krait__header_ok(const krait__slice *name, const krait__slice *value)
+{
+    static const char tchar_extra[] = "!#$%&'*+-.^_`|~";
+    if (!name->n)
+        return 0;
+    for (size_t i = 0; i < name->n; i++) {
+        unsigned char ch = (unsigned char)name->p[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              (ch && strchr(tchar_extra, ch))))
+            return 0;
+    }
+    for (size_t i = 0; i < value->n; i++) {
+        unsigned char ch = (unsigned char)value->p[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+/* ---- access log ---------------------------------------------------------------------------- */
+
+typedef struct {
+    char *d;
+    size_t cap, len;
+} logbuf;
+
+static void put(logbuf *b, const char *s, size_t n)
+{
+    if (n > b->cap - b->len)
+        n = b->cap - b->len;
+    memcpy(b->d + b->len, s, n);
+    b->len += n;
+}
+
+static void putf(logbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void putf(logbuf *b, const char *fmt, ...)
+{
+    char tmp[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+/* Escape quotes, backslashes and non-printables so a log line stays one parseable line. */
+static void put_field(logbuf *b, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n && b->len + 4 <= b->cap; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\')
+            putf(b, "\\x%02x", ch);
+        else
+            b->d[b->len++] = (char)ch;
+    }
+}
+
+void krait__log_begin(struct krait_server *srv, krait__conn *c, krait__request *rq, int status,
+                      uint64_t bytes)
+{
+    c->log_len = 0;
+    if (srv->log_fd < 0)
+        return;
+    if (!c->log && !(c->log = malloc(KRAIT__LOG_LINE)))
+        return;
+    /* Room is kept for the status rewrite and the time taken. */
+    logbuf b = {c->log, KRAIT__LOG_LINE - 64, 0};
+    putf(&b, "%s - - [%s] \"", c->peer, srv->log_date);
+    if (rq && rq->method) {
+        put_field(&b, rq->method, rq->method_len);
+        put(&b, " ", 1);
+        put_field(&b, rq->target, rq->target_len);
+        putf(&b, " HTTP/1.%d", rq->version_minor);
+    } else {
+        put(&b, "-", 1);
+    }
+    putf(&b, "\" %d %llu \"", status, (unsigned long long)bytes);
+    const krait__header *h = rq && rq->method ? krait__find_header(srv, "referer") : NULL;
+    if (h)
+        put_field(&b, h->value, h->value_len);
+    else
+        put(&b, "-", 1);
+    put(&b, "\" \"", 3);
+    h = rq && rq->method ? krait__find_header(srv, "user-agent") : NULL;
+    if (h)
+        put_field(&b, h->value, h->value_len);
+    else
+        put(&b, "-", 1);
+    put(&b, "\"", 1);
+    c->log_len = b.len;
+}
+
+void krait__log_status(krait__conn *c, int status, uint64_t bytes)
+{
+    if (!c->log_len || !c->log)
+        return;
+    /* The line holds '"<request>" <status> <bytes> "' once; the request part has no bare
+     * quote (escaped), so the first '" ' ends it. */
+    char *q = memmem(c->log, c->log_len, "\" ", 2);
+    if (!q)
+        return;
+    char *end = memchr(q + 2, '"', c->log_len - (size_t)(q + 2 - c->log));
+    if (!end)
+        return;
+    char mid[48];
+    int n = snprintf(mid, sizeof mid, "\" %d %llu ", status, (unsigned long long)bytes);
+    size_t old = (size_t)(end - q);
+    size_t tail = c->log_len - (size_t)(end - c->log);
+    if (c->log_len - old + (size_t)n >= KRAIT__LOG_LINE - 32)
+        return;
+    memmove(q + n, end, tail);
+    memcpy(q, mid, (size_t)n);
+    c->log_len = c->log_len - old + (size_t)n;
+}
+
+void krait__log_finish(struct krait_server *srv, krait__conn *c)
+{
+    if (!c->log_len || srv->log_fd < 0 || !c->log) {
+        c->log_len = 0;
+        return;
+    }
+    double secs = (double)(krait__mono_ns() - c->t_start) / 1e9;
+    if (srv->log_len + c->log_len + 32 > srv->log_cap) {
+        size_t ncap = srv->log_cap ? srv->log_cap * 2 : 65536;
+        while (ncap < srv->log_len + c->log_len + 32)
+            ncap *= 2;
+        char *p = realloc(srv->logbuf, ncap);
+        if (!p) {
+            c->log_len = 0;
+            return;
+        }
+        srv->logbuf = p;
+        srv->log_cap = ncap;
+    }
+    memcpy(srv->logbuf + srv->log_len, c->log, c->log_len);
+    srv->log_len += c->log_len;
+    int n = snprintf(srv->logbuf + srv->log_len, 32, " %.6f\n", secs);
+    srv->log_len += n > 0 && n < 32 ? (size_t)n : 0;
+    c->log_len = 0;
+}
+
+void krait__log_flush(struct krait_server *srv)
+{
+    size_t off = 0;
+    while (off < srv->log_len) {
+        ssize_t n = write(srv->log_fd, srv->logbuf + off, srv->log_len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;  /* a full or broken log must not stall the server */
+        off += (size_t)n;
+    }
+    srv->log_len = 0;
+}
