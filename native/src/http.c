@@ -236,11 +236,14 @@ request_line:
     } else {
         return head_fail(out, j - ls >= lim->max_line ? 414 : 400);
     }
-    /* RFC 9110 §6.2 would have us treat 1.2+ as 1.1; the contract only admits 1.0 and 1.1.
-     * Anything else, including the HTTP/2 preface "PRI * HTTP/2.0", is 505 (RFC 9110 §15.6.6),
-     * decided at the end of the request line so that later bytes cannot change it. */
-    if (out->version_major != 1 || out->version_minor > 1)
+    /* RFC 9110 §2.5: a higher minor version of HTTP/1 is processed as the highest we speak,
+     * 1.1. Any other major version, including the HTTP/2 preface "PRI * HTTP/2.0", is 505
+     * (RFC 9110 §15.6.6), decided at the end of the request line so that later bytes cannot
+     * change it. */
+    if (out->version_major != 1)
         return head_fail(out, 505);
+    if (out->version_minor > 1)
+        out->version_minor = 1;
 
     /* Field lines, RFC 9112 §5: field-name ":" OWS field-value OWS, until an empty line. */
     for (;;) {
@@ -621,10 +624,8 @@ int krait__chunked_decode(krait__chunked *st, const char *in, size_t in_len, siz
                 s = CK_EXT_VAL0;
             else if (c == '\r')
                 s = CK_SIZE_LF;
-            else if (c == '\n')
-                goto size_line_end;
             else
-                goto bad;
+                goto bad; /* bare LF included: RFC 9112 §7.1 wants CRLF here */
             break;
         case CK_EXT_NAME0:
             if (IS(c, C_TCHAR))
@@ -657,7 +658,6 @@ int krait__chunked_decode(krait__chunked *st, const char *in, size_t in_len, siz
         case CK_SIZE_LF:
             if (c != '\n')
                 goto bad; /* bare CR */
-        size_line_end:
             st->line_len = 0;
             if (st->remaining == 0) {
                 s = CK_TR_LINE0; /* last-chunk; the trailer section follows */
@@ -667,11 +667,11 @@ int krait__chunked_decode(krait__chunked *st, const char *in, size_t in_len, siz
             }
             break;
         case CK_DATA_CR:
-            /* RFC 9112 §7.1: chunk-data is followed by CRLF; bare LF accepted as in §2.2. */
+            /* RFC 9112 §7.1: chunk-data is followed by CRLF. §2.2's allowance for a bare LF
+             * covers the start line and header fields only: a proxy forwarding these bytes
+             * unchanged could read a bare LF differently, so it is refused. */
             if (c == '\r')
                 s = CK_DATA_LF;
-            else if (c == '\n')
-                s = CK_SIZE0;
             else
                 goto bad;
             break;
@@ -684,8 +684,6 @@ int krait__chunked_decode(krait__chunked *st, const char *in, size_t in_len, siz
             /* RFC 9112 §7.1.2: trailer fields are field lines; no obs-fold, no empty name. */
             if (c == '\r')
                 s = CK_TR_END_LF;
-            else if (c == '\n')
-                goto done;
             else if (IS(c, C_TCHAR))
                 s = CK_TR_NAME;
             else
@@ -700,8 +698,6 @@ int krait__chunked_decode(krait__chunked *st, const char *in, size_t in_len, siz
         case CK_TR_VALUE:
             if (c == '\r')
                 s = CK_TR_LF;
-            else if (c == '\n')
-                s = CK_TR_LINE0;
             else if (!IS(c, C_VALUE))
                 goto bad;
             break;
@@ -713,7 +709,6 @@ int krait__chunked_decode(krait__chunked *st, const char *in, size_t in_len, siz
         case CK_TR_END_LF:
             if (c != '\n')
                 goto bad;
-        done:
             i++;
             s = CK_DONE;
             rc = 1;

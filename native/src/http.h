@@ -1,6 +1,6 @@
 /* HTTP/1.1 request-head parser and chunked body decoder (RFC 9112), sans-IO.
  * No syscalls, no allocation: every slice points into the caller's buffer.
- * Implemented in http.c; used by conn.c; unit-tested by tests/native/test_http.c and
+ * Implemented in http.c; used by request.c and body.c; unit-tested by tests/native/test_http.c and
  * fuzzed by tests/fuzz/fuzz_http.c and tests/fuzz/fuzz_chunked.c. */
 #ifndef KRAIT_HTTP_H
 #define KRAIT_HTTP_H
@@ -40,8 +40,9 @@ typedef struct {
  * (a line starting with SP/HTAB), whitespace between a field name and ':', an empty or
  * non-token field name, a non-token method, a target with SP/controls, or a malformed
  * version is 400.
- * Version: "HTTP/" DIGIT "." DIGIT; 1.0 and 1.1 accepted, any other well-formed version
- * (e.g. HTTP/2.0, HTTP/0.9, HTTP/3.0) gives 505. The HTTP/2 preface "PRI * HTTP/2.0" gives 505.
+ * Version: "HTTP/" DIGIT "." DIGIT; 1.0 and 1.1 accepted, a higher 1.x is processed as 1.1
+ * (version_minor reads 1, RFC 9110 §2.5); any other major version (HTTP/2.0, HTTP/0.9,
+ * HTTP/3.0) gives 505. The HTTP/2 preface "PRI * HTTP/2.0" gives 505.
  * Returns the number of bytes the head occupies (through the empty line), KRAIT__NEED_MORE when
  * the head is incomplete and still within limits, or KRAIT__MALFORMED with out->error_status set:
  * 414 when the request line is longer than lim->max_line (decided as soon as that many bytes of
@@ -132,8 +133,9 @@ typedef struct {
  * empty, > 2^62), a size line over KRAIT__CHUNK_LINE_MAX, missing CRLF after chunk data,
  * a bare CR, a malformed trailer field, or trailers over KRAIT__CHUNK_TRAILER_MAX.
  * Chunk extensions (";name=value" or ";name=\"quoted\"") are accepted and ignored.
- * Trailer fields are validated like header fields and discarded. Bare LF line ends are
- * accepted like in the head. BWS is accepted around ';' and '=' in extensions and before the
+ * Trailer fields are validated like header fields and discarded. Every line (size line, the
+ * end of chunk data, trailer lines) must end in CRLF: RFC 9112 §2.2's bare-LF allowance is for
+ * the start line and header fields only, so a bare LF here is KRAIT__MALFORMED. BWS is accepted around ';' and '=' in extensions and before the
  * size line's end. With out full, the decoder still consumes non-data bytes (CRLF after the
  * data, the next size line, the trailer section) and can return 1. Trailer bytes are counted
  * from just after the last-chunk line through the final CRLF. After 1 or KRAIT__MALFORMED,
