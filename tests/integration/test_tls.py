@@ -8,6 +8,7 @@ import re
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -168,8 +169,8 @@ def test_key_with_passphrase(tmp_path, pki, krait_server):
 ])
 def test_bad_key_stops_startup(tmp_path, pki, key, passphrase, needle):
     site = _site(tmp_path / "s", pki, key=key, passphrase=passphrase)
-    p = subprocess.run(["python", "-m", "krait", str(site), "--host", "127.0.0.1", "--port", "0",
-                        "--https-port", "0"], capture_output=True, timeout=60)
+    p = subprocess.run([sys.executable, "-m", "krait", str(site), "--host", "127.0.0.1",
+                        "--port", "0", "--https-port", "0"], capture_output=True, timeout=60)
     assert p.returncode != 0
     err = p.stderr.decode()
     assert needle in err and "Traceback" not in err
