@@ -1,0 +1,426 @@
+/* libFuzzer driver for the whole server: the real loop (loop.c and everything below it) runs
+ * in-process, one turn after each event of a script the input spells out. Clients and workers
+ * are socketpairs whose other ends this driver plays; nothing touches the network, and time is
+ * the driver's (it advances the core's clock past its timers).
+ *
+ * Script: a sequence of operations, each an opcode byte and its arguments:
+ *   0 k            client k connects (up to MAX_CLIENTS at once)
+ *   1 k n bytes    client k sends n raw bytes
+ *   2 k r x        client k sends request template r, repeated 4*x+1 times in one write
+ *   3 k how        client k closes (how even) or half-closes its sending side (odd)
+ *   4 k            client k reads what has arrived
+ *   5 w s b        worker w answers its oldest request: status from s, body kind from b
+ *   6 w n bytes    worker w sends n raw bytes (garbage, forged ids, anything)
+ *   7 w            worker w dies (its socket closes)
+ *   8 t            time moves on by t * 250 ms
+ *   9 w m          worker w sends WebSocket message m to the last connection it accepted
+ *  10              SIGTERM-like graceful stop begins
+ * After each operation the loop runs one turn. A worker that exits is replaced from the event
+ * callback, as the supervisor does, so a slot is reused while the core still knows the old
+ * worker's connections. At the end the driver reads everything, stops the loop and frees the
+ * server: AddressSanitizer then reports any use after free, leak or overflow. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core.h"
+#include "krait.h"
+#include "loop.h"
+
+#define MAX_CLIENTS 8
+#define MAX_WORKERS 3
+
+static char site[64];
+
+static const char *const templates[] = {
+    "GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+    "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET /missing HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET /page HTTP/1.1\r\nHost: x\r\n\r\n",
+    "POST /page HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    "POST /page HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "POST /a.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"),
+    "GET /ctrl HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    "HEAD /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-10,20-30\r\n\r\n",
+    "GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n",
+    "POST /page HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 9000\r\n\r\n",
+    "CONNECT /page HTTP/1.1\r\nHost: x\r\n\r\n",
+    "\x81\x85\x00\x00\x00\x00hello",  /* a masked WebSocket text frame */
+    "\x88\x82\x00\x00\x00\x00\x03\xe8",  /* a WebSocket close */
+    "GET /a.txt HTTP/1.2\r\nHost: x\r\n\r\n",
+};
+#define NTEMPLATES (sizeof templates / sizeof templates[0])
+
+typedef struct {
+    int fd;                  /* the driver's end, or -1 */
+    uint8_t in[1 << 16];     /* request frames from the core, not yet parsed */
+    size_t in_len;
+    uint32_t ids[64];        /* requests received, oldest first */
+    int nids;
+    uint32_t ws_id;          /* the last request it accepted as a WebSocket */
+} fake_worker;
+
+static struct krait_server *srv;
+static int clients[MAX_CLIENTS];
+static fake_worker workers[MAX_WORKERS];
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16), p[3] = (uint8_t)(v >> 24);
+}
+
+static void write_file(const char *name, const char *data, size_t n)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", site, name);
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        abort();
+    fwrite(data, 1, n, f);
+    fclose(f);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc, (void)argv;
+    snprintf(site, sizeof site, "/tmp/krait-fuzz-site-XXXXXX");
+    if (!mkdtemp(site))
+        abort();
+    write_file("a.txt", "hello, world\n", 13);
+    write_file("page.py", "print('hi')\n", 12);
+    write_file("index.html", "<p>home</p>\n", 12);
+    static char big[70000];
+    memset(big, 'b', sizeof big);
+    write_file("big.bin", big, sizeof big);
+    return 0;
+}
+
+static void start_worker(int slot_hint)
+{
+    (void)slot_hint;
+    for (int i = 0; i < MAX_WORKERS; i++) {
+        if (workers[i].fd >= 0)
+            continue;
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+            abort();
+        if (krait_server_add_worker(srv, sv[0], 0, -1) < 0) {
+            close(sv[0]);
+            close(sv[1]);
+            return;
+        }
+        memset(&workers[i], 0, sizeof workers[i]);
+        workers[i].fd = sv[1];
+        return;
+    }
+}
+
+static void on_event(void *ud, int kind, int a, int b)
+{
+    (void)ud, (void)a, (void)b;
+    if (kind == KRAIT_EVENT_WORKER_EXIT)
+        start_worker(a);  /* as the supervisor does: a replacement at once */
+}
+
+/* Read the core's frames to this worker; remember request ids in order. */
+static void worker_take(fake_worker *w)
+{
+    for (;;) {
+        if (w->in_len == sizeof w->in)
+            w->in_len = 0;  /* too much unparsed: forget it, the ids are what matters */
+        ssize_t n = recv(w->fd, w->in + w->in_len, sizeof w->in - w->in_len, 0);
+        if (n <= 0)
+            break;
+        w->in_len += (size_t)n;
+    }
+    size_t off = 0;
+    while (w->in_len - off >= 9) {
+        uint32_t len = (uint32_t)w->in[off] | (uint32_t)w->in[off + 1] << 8 |
+                       (uint32_t)w->in[off + 2] << 16 | (uint32_t)w->in[off + 3] << 24;
+        if (len + 4 > w->in_len - off)
+            break;
+        uint8_t type = w->in[off + 4];
+        uint32_t id = (uint32_t)w->in[off + 5] | (uint32_t)w->in[off + 6] << 8 |
+                      (uint32_t)w->in[off + 7] << 16 | (uint32_t)w->in[off + 8] << 24;
+        if (type == 1 && w->nids < 64)
+            w->ids[w->nids++] = id;
+        off += len + 4;
+    }
+    memmove(w->in, w->in + off, w->in_len - off);
+    w->in_len -= off;
+}
+
+static void worker_send(fake_worker *w, const uint8_t *p, size_t n)
+{
+    while (n) {
+        ssize_t r = send(w->fd, p, n, MSG_NOSIGNAL);
+        if (r <= 0)
+            return;  /* full: the rest is lost, as if the worker hung */
+        p += r;
+        n -= (size_t)r;
+    }
+}
+
+/* A RESPONSE (status, body kind) for the worker's oldest request, maybe then CHUNK and END. */
+static void worker_answer(fake_worker *w, uint8_t s, uint8_t b)
+{
+    worker_take(w);
+    if (!w->nids)
+        return;
+    uint32_t id = w->ids[0];
+    static const int statuses[] = {200, 101, 204, 304, 404, 500, 100, 199, 999, 302};
+    int status = statuses[s % 10];
+    uint8_t f[256];
+    size_t o = 9;
+    f[o++] = (uint8_t)status, f[o++] = (uint8_t)(status >> 8);
+    int kind = b % 3;  /* inline, file, stream */
+    f[o++] = (uint8_t)kind;
+    static const char *const hdrs[][2] = {
+        {"Content-Type", "text/plain"}, {"X-Bad\r\nName", "v"}, {"X-Ok", "a\r\nSet-Cookie: x"},
+        {"Sec-WebSocket-Protocol", "chat"}, {"Transfer-Encoding", "chunked"}, {"", "empty"}};
+    int nh = (b >> 2) % 4;
+    f[o++] = (uint8_t)nh, f[o++] = 0;
+    for (int i = 0; i < nh; i++) {
+        const char *const *h = hdrs[(b + i) % 6];
+        for (int k = 0; k < 2; k++) {
+            size_t l = strlen(h[k]);
+            put_u32(f + o, (uint32_t)l);
+            memcpy(f + o + 4, h[k], l);
+            o += 4 + l;
+        }
+    }
+    char path[96];
+    const char *body = kind == 1 ? path : kind == 2 ? "" : "body!";
+    if (kind == 1)
+        snprintf(path, sizeof path, "%s/%s", site, (b & 64) ? "a.txt" : "nope");
+    size_t bl = strlen(body);
+    put_u32(f + o, (uint32_t)bl);
+    memcpy(f + o + 4, body, bl);
+    o += 4 + bl;
+    f[4] = 2;
+    put_u32(f + 5, id);
+    put_u32(f, (uint32_t)(o - 4));
+    worker_send(w, f, o);
+    if (status == 101)
+        w->ws_id = id;
+    if (kind == 2) {
+        uint8_t c[32] = {0};
+        put_u32(c, 9 + 4 + 3), c[4] = 3, put_u32(c + 5, id), put_u32(c + 9, 3);
+        memcpy(c + 13, "abc", 3);
+        worker_send(w, c, 16);
+        if (!(b & 128)) {
+            uint8_t e[9];
+            put_u32(e, 5), e[4] = 4, put_u32(e + 5, id);
+            worker_send(w, e, 9);
+        }
+    }
+    if (kind != 2 || !(b & 128)) {
+        memmove(w->ids, w->ids + 1, (size_t)(w->nids - 1) * sizeof w->ids[0]);
+        w->nids--;
+    }
+}
+
+static void worker_ws(fake_worker *w, uint8_t m)
+{
+    uint8_t f[64];
+    size_t o = 9;
+    if (m & 1) {  /* WS_CLOSE: u16 code | str reason */
+        f[4] = 6;
+        f[o++] = 0xe8, f[o++] = 0x03;
+        put_u32(f + o, 2), memcpy(f + o + 4, "ok", 2), o += 6;
+    } else {      /* WS_MESSAGE: u8 kind | str data */
+        f[4] = 5;
+        f[o++] = (uint8_t)(1 + ((m >> 1) & 1));
+        put_u32(f + o, 5), memcpy(f + o + 4, "howdy", 5), o += 9;
+    }
+    put_u32(f + 5, (m & 4) ? w->ws_id + 1 : w->ws_id);  /* sometimes someone else's id */
+    put_u32(f, (uint32_t)(o - 4));
+    worker_send(w, f, o);
+}
+
+static void client_drain(int fd)
+{
+    char buf[65536];
+    while (recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char err[256];
+    srv = krait_server_new(site, err, sizeof err);
+    if (!srv)
+        abort();
+    krait_server_set_limit(srv, KRAIT_LIMIT_HEADER_TIMEOUT, 1000);
+    krait_server_set_limit(srv, KRAIT_LIMIT_KEEPALIVE, 2000);
+    krait_server_set_limit(srv, KRAIT_LIMIT_WORKER_TIMEOUT, 3000);
+    krait_server_set_limit(srv, KRAIT_LIMIT_BODY_TIMEOUT, 1500);
+    krait_server_set_limit(srv, KRAIT_LIMIT_SPOOL, 4096);
+    krait_server_set_limit(srv, KRAIT_LIMIT_BODY_MEMORY, 8192);
+    krait_server_set_limit(srv, KRAIT_LIMIT_QUEUE, 4);
+    krait_server_set_limit(srv, KRAIT_LIMIT_MAX_CONNS, 6);
+    krait_server_set_limit(srv, KRAIT_LIMIT_WS_PING, 1000);
+    krait_server_set_limit(srv, KRAIT_LIMIT_DRAIN, 2000);
+    krait_server_add_mime(srv, "txt", "text/plain");
+    krait_server_add_route(srv, KRAIT_VERB_WEBSOCKET, "/ws", 0, NULL, 1);
+    krait_server_add_route(srv, KRAIT_VERB_GET, "/ctrl", 0, NULL, 1);
+    krait_server_add_route(srv, KRAIT_VERB_ANY, NULL, 0, NULL, 0);
+    krait_server_set_callbacks(srv, NULL, NULL, on_event, NULL);
+    int logfd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    krait_server_set_access_log(srv, logfd);
+    for (int i = 0; i < MAX_CLIENTS; i++)
+        clients[i] = -1;
+    for (int i = 0; i < MAX_WORKERS; i++)
+        workers[i].fd = -1;
+    if (krait__loop_start(srv, 0) < 0)
+        abort();
+    start_worker(0);
+    start_worker(1);
+
+    size_t i = 0;
+    int stopped = 0;
+#define ARG() (i < size ? data[i++] : 0)
+    while (i < size && !stopped) {
+        uint8_t op = ARG() % 11;
+        switch (op) {
+        case 0: {
+            int k = ARG() % MAX_CLIENTS;
+            if (clients[k] >= 0)
+                break;
+            int sv[2];
+            if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+                abort();
+            if (!krait__loop_adopt(srv, sv[0], 0, "fuzz", 1)) {
+                close(sv[1]);
+                break;
+            }
+            clients[k] = sv[1];
+            break;
+        }
+        case 1: {
+            int k = ARG() % MAX_CLIENTS;
+            size_t n = ARG();
+            if (n > size - i)
+                n = size - i;
+            if (clients[k] >= 0)
+                (void)!send(clients[k], data + i, n, MSG_NOSIGNAL);
+            i += n;
+            break;
+        }
+        case 2: {
+            int k = ARG() % MAX_CLIENTS;
+            const char *t = templates[ARG() % NTEMPLATES];
+            int reps = ARG() * 4 + 1;
+            if (clients[k] < 0)
+                break;
+            size_t tl = strlen(t);
+            if (t[0] == '\x81' || t[0] == '\x88')
+                tl = t[0] == '\x81' ? 11 : 8;
+            char *buf = malloc(tl * (size_t)reps);
+            for (int r = 0; r < reps; r++)
+                memcpy(buf + tl * (size_t)r, t, tl);
+            (void)!send(clients[k], buf, tl * (size_t)reps, MSG_NOSIGNAL);
+            free(buf);
+            break;
+        }
+        case 3: {
+            int k = ARG() % MAX_CLIENTS;
+            int how = ARG();
+            if (clients[k] < 0)
+                break;
+            if (how & 1) {
+                shutdown(clients[k], SHUT_WR);
+            } else {
+                close(clients[k]);
+                clients[k] = -1;
+            }
+            break;
+        }
+        case 4: {
+            int k = ARG() % MAX_CLIENTS;
+            if (clients[k] >= 0)
+                client_drain(clients[k]);
+            break;
+        }
+        case 5: {
+            fake_worker *w = &workers[ARG() % MAX_WORKERS];
+            uint8_t s = ARG(), b = ARG();
+            if (w->fd >= 0)
+                worker_answer(w, s, b);
+            break;
+        }
+        case 6: {
+            fake_worker *w = &workers[ARG() % MAX_WORKERS];
+            size_t n = ARG();
+            if (n > size - i)
+                n = size - i;
+            if (w->fd >= 0)
+                worker_send(w, data + i, n);
+            i += n;
+            break;
+        }
+        case 7: {
+            fake_worker *w = &workers[ARG() % MAX_WORKERS];
+            if (w->fd >= 0) {
+                close(w->fd);
+                w->fd = -1;
+            }
+            break;
+        }
+        case 8:
+            srv->clock_offset_ms += (int64_t)ARG() * 250;
+            break;
+        case 9: {
+            fake_worker *w = &workers[ARG() % MAX_WORKERS];
+            uint8_t m = ARG();
+            if (w->fd >= 0)
+                worker_ws(w, m);
+            break;
+        }
+        case 10:
+            krait_server_stop(srv);
+            break;
+        }
+        if (krait__loop_turn(srv, 0) > 0)
+            stopped = 1;
+        for (int w = 0; w < MAX_WORKERS; w++)
+            if (workers[w].fd >= 0)
+                worker_take(&workers[w]);
+    }
+    /* Wind down: everyone reads, the workers answer what they hold, then a stop. */
+    for (int round = 0; round < 4 && !stopped; round++) {
+        for (int k = 0; k < MAX_CLIENTS; k++)
+            if (clients[k] >= 0)
+                client_drain(clients[k]);
+        for (int w = 0; w < MAX_WORKERS; w++)
+            if (workers[w].fd >= 0)
+                worker_answer(&workers[w], 0, 0);
+        if (krait__loop_turn(srv, 0) > 0)
+            stopped = 1;
+    }
+    krait_server_stop(srv);
+    for (int round = 0; round < 8 && !stopped; round++) {
+        srv->clock_offset_ms += 1000;
+        if (krait__loop_turn(srv, 0) > 0)
+            stopped = 1;
+    }
+    krait__loop_end(srv);
+    krait_server_free(srv);
+    srv = NULL;
+    close(logfd);
+    for (int k = 0; k < MAX_CLIENTS; k++)
+        if (clients[k] >= 0)
+            close(clients[k]);
+    for (int w = 0; w < MAX_WORKERS; w++)
+        if (workers[w].fd >= 0)
+            close(workers[w].fd);
+    return 0;
+}
