@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
-import posixpath
 import sys
 import tempfile
 import threading
@@ -40,6 +39,7 @@ from mako.lookup import TemplateLookup
 from mako.template import ModuleInfo, Template
 
 import krait
+from krait.paths import PathRefused, site_file
 from krait.templates import pyml
 
 __all__ = [
@@ -249,21 +249,21 @@ class KraitLookup(TemplateLookup):
     def resolve(self, path: Any) -> tuple[str, str]:
         """Map a root-relative path (or URI) to ``(absolute filename, "/uri")``.
 
-        A leading ``/`` means the site root; ``..`` may not leave it.
+        A leading ``/`` means the site root. The path obeys the site's path rule
+        (:func:`krait.paths.site_file`): no ``..``, no hidden segment outside
+        ``krait.config.view_dirs``, no backup file, no symbolic link out of the root.
 
-        :raises ValueError: for a path outside the root or containing NUL.
+        :raises krait.paths.PathRefused: (a ``ValueError``) for a path the rule refuses.
+        :raises ValueError: for the site root itself.
         """
         text = os.fspath(path)
         if not isinstance(text, str):
             text = os.fsdecode(text)
-        if "\x00" in text:
-            raise ValueError(f"template path contains NUL: {text!r}")
-        rel = posixpath.normpath(text.replace(os.sep, "/").lstrip("/"))
-        if rel == ".." or rel.startswith("../"):
-            raise ValueError(f"template path leaves the site root: {text!r}")
-        if rel == ".":
+        filename = site_file(self.root, text, views=True)
+        rel = "/".join(s for s in text.replace(os.sep, "/").split("/") if s and s != ".")
+        if not rel:
             raise ValueError("template path names the site root itself")
-        return os.path.join(self.root, *rel.split("/")), "/" + rel
+        return filename, "/" + rel
 
     def _relative(self, path: Any) -> Any:
         """An absolute filename inside the root becomes root-relative; anything else is kept."""
@@ -296,6 +296,8 @@ class KraitLookup(TemplateLookup):
             kind = _SCRIPT
         else:
             kind = _VERBATIM
+        if kind != _VERBATIM and _static_only(uri):
+            raise PathRefused(f"{uri!r} is in a static_only directory: never run or rendered")
         entry = (filename, uri, kind)
         try:
             if len(self._paths) >= _MEMO_MAX:
@@ -458,6 +460,15 @@ class KraitLookup(TemplateLookup):
             return self.include(current.get_view(), {**context, "ctrl": current})
         finally:
             mvc.pop_ctrl()
+
+
+def _static_only(uri: str) -> bool:
+    """Is ``uri`` ("/a/b.html") inside one of ``krait.config.static_only``?"""
+    from krait import config
+
+    prefixes = getattr(config, "static_only", None) or ()
+    return any(isinstance(p, str) and p.strip("/") and
+               uri.lstrip("/").startswith(p.strip("/") + "/") for p in prefixes)
 
 
 def _note_location(exc: pyml.PymlSyntaxError) -> None:
