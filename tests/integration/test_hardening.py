@@ -104,3 +104,14 @@ def test_static_only_files_are_never_run(server: KraitProcess) -> None:
     # ...nor imported into a page as a template.
     status, _, body = request(server, "/imp-upload.html")
     assert status == 404 and b"42" not in body
+
+
+# -- item 6: max_form_fields ------------------------------------------------------------------
+
+def test_urlencoded_forms_have_a_field_limit(server: KraitProcess) -> None:
+    body = "&".join(f"f{i}=v" for i in range(1000)).encode()
+    assert request(server, "/form.py", "POST", body=body)[2] == b"1000"
+    status, _, _ = request(server, "/form.py", "POST", body=body + b"&one=more")
+    assert status == 413
+    # Empty parts are not fields.
+    assert request(server, "/form.py", "POST", body=body + b"&&&")[2] == b"1000"
