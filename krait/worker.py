@@ -290,6 +290,8 @@ class Worker:
         websockets.response = None
         websockets.request = websockets.WebsocketsRequest(krait.request) \
             if frame.flags & protocol.REQ_WEBSOCKET else None
+        if frame.flags & protocol.REQ_WEBSOCKET and not self.same_origin(frame):
+            return ErrorResponse(403, "this origin may not open a WebSocket here"), None
         route = self.routes[frame.route] if 0 <= frame.route < len(self.routes) else None
         if route is not None and route.ctrl_class is not None:
             # The URL names no file: its extension says nothing about the answer. The content
@@ -321,6 +323,27 @@ class Worker:
         if krait.response is not None:
             return _as_response(krait.response), base
         return Response("HTTP/1.1", 200, None, text), base
+
+    def same_origin(self, frame: protocol.RequestFrame) -> bool:
+        """Does the handshake's ``Origin`` match the host asked for (or a trusted proxy's
+        ``X-Forwarded-Host``), or ``config.websocket_origins``?"""
+        origin = host = fwd_host = None
+        for name, value in frame.headers:
+            if name == "origin" or (name == "sec-websocket-origin" and origin is None):
+                origin = value
+            elif name == "host":
+                host = value
+            elif name == "x-forwarded-host":
+                fwd_host = value
+        if fwd_host and self.proxies and self.proxies.trusts(frame.remote_addr):
+            host = fwd_host.split(",")[-1].strip()
+        allowed = websockets.origin_allowed(origin, host, config.websocket_origins)
+        if not allowed:
+            sys.stderr.write(f"krait: WebSocket handshake for {frame.path} refused (403): "
+                             f"Origin {origin!r} is not {host!r} nor in "
+                             f"krait.config.websocket_origins\n")
+            sys.stderr.flush()
+        return allowed
 
     def static_file(self, path: str, base: str) -> Response:
         """A file of a ``static_only`` directory, sent as it is (the core sends it): its type

@@ -4,7 +4,10 @@ multipart parser's independence from read sizes."""
 
 from __future__ import annotations
 
+import base64
 import os
+import struct
+import time
 
 import pytest
 
@@ -26,7 +29,11 @@ class AccountCtrl(mvc.CtrlBase):
 config.cache_public = [r".*\\.css", "styles"]
 config.cache_long_term = [r".*\\.css"]
 config.static_only = ["uploads/"]
+config.websocket_queue_bytes = 3 * 1024 * 1024
+config.websocket_worker_queue_bytes = 4 * 1024 * 1024
+config.websocket_origins = ["https://app.example"]
 config.routes = [
+    config.Route("WEBSOCKET", url="/ws/slow"),
     config.Route(regex=r"/account/.*", ctrl_class=AccountCtrl),
     config.Route(url="/styles", ctrl_class=lambda: mvc.SimpleCtrl(".view/styles.css", {})),
     config.Route("POST", url="/form.py"),
@@ -44,6 +51,10 @@ FILES: dict[str, str | bytes] = {
     "uploads/page.html": "<b>@(6 * 7)@</b>",
     "uploads/note.txt": "plain",
     "imp-upload.html": "[@import 'uploads/page.html'@]",
+    "ws/slow.py": ("import krait\nfrom krait import websockets\n"
+                   "class Slow(websockets.WebsocketsCtrlBase):\n"
+                   "    pass  # never pops its messages\n"
+                   "websockets.response = websockets.WebsocketsResponse(Slow())\n"),
     "form.py": ("import krait\n"
                 "krait.response = krait.Response(body=str(len(krait.request.get_post_form())))\n"),
 }
@@ -115,3 +126,104 @@ def test_urlencoded_forms_have_a_field_limit(server: KraitProcess) -> None:
     assert status == 413
     # Empty parts are not fields.
     assert request(server, "/form.py", "POST", body=body + b"&&&")[2] == b"1000"
+
+
+# -- items 4 and 5: WebSocket queues and origins ----------------------------------------------
+
+class WS:
+    """A raw WebSocket client: handshake with the given headers, masked binary frames out."""
+
+    def __init__(self, server: KraitProcess, headers: str = "") -> None:
+        self.sock = server.connect(timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET /ws/slow HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n{headers}\r\n".encode())
+        self.reader = HttpReader(self.sock, timeout=10)
+        self.status, self.headers, _ = self.reader.read(head_request=True)
+
+    def send(self, payload: bytes) -> None:
+        head = bytes([0x82])
+        n = len(payload)
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n) if n > 0xFFFF else \
+            bytes([0x80 | 126]) + struct.pack("!H", n) if n > 125 else bytes([0x80 | n])
+        # A zero masking key keeps the payload as it is (RFC 6455 §5.3 allows any key).
+        self.sock.sendall(head + b"\0\0\0\0" + payload)
+
+    def close_code(self, timeout: float = 10.0) -> int | None:
+        """Read frames until the server's close frame; its status code."""
+        buf = bytearray(self.reader.buf)
+        self.sock.settimeout(timeout)
+        while True:
+            while len(buf) < 2:
+                buf += self.sock.recv(65536) or b"\xff\xff"
+            n = buf[1] & 0x7F
+            start = 2 + (2 if n == 126 else 8 if n == 127 else 0)
+            while len(buf) < start:
+                buf += self.sock.recv(65536)
+            if n == 126:
+                n = struct.unpack("!H", buf[2:4])[0]
+            elif n == 127:
+                n = struct.unpack("!Q", buf[2:10])[0]
+            while len(buf) < start + n:
+                buf += self.sock.recv(65536)
+            opcode, payload = buf[0] & 0x0F, bytes(buf[start:start + n])
+            del buf[:start + n]
+            if opcode == 0x8:
+                return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+
+
+MIB = b"x" * (1024 * 1024)
+
+
+def test_a_slow_controller_queue_is_bounded_per_connection(server: KraitProcess) -> None:
+    ws = WS(server)
+    assert ws.status == 101
+    for _ in range(4):
+        ws.send(MIB)
+    assert ws.close_code() == 1008
+    ws.sock.close()
+
+
+def test_a_slow_controller_queue_is_bounded_per_worker(server: KraitProcess) -> None:
+    a, b = WS(server), WS(server)
+    assert (a.status, b.status) == (101, 101)
+    a.send(MIB)
+    a.send(MIB)
+    time.sleep(0.3)
+    b.send(MIB)
+    b.send(MIB)        # 4 MiB queued in the worker: the limit, not beyond
+    b.send(MIB)        # 3 MiB for b alone is allowed, 5 MiB for the worker is not
+    assert b.close_code() == 1008
+    a.sock.close()
+    b.sock.close()
+    # a's messages no longer count once it has gone.
+    time.sleep(0.3)
+    c = WS(server)
+    for _ in range(3):
+        c.send(MIB)
+    c.sock.settimeout(0.5)
+    try:
+        assert c.sock.recv(10) == b""  # nothing: neither a close frame nor an EOF
+    except TimeoutError:
+        pass
+    c.sock.close()
+
+
+@pytest.mark.parametrize(("origin", "status"), [
+    (None, 101),                             # not a browser page
+    ("http://127.0.0.1:{port}", 101),        # same origin
+    ("HTTP://127.0.0.1:{port}/", 101),
+    ("https://app.example", 101),            # config.websocket_origins
+    ("https://evil.example", 403),
+    ("http://127.0.0.1:1", 403),             # another port is another origin
+    ("http://127.0.0.1.evil.example:{port}", 403),
+    ("null", 403),
+])
+def test_websocket_handshakes_check_the_origin(server: KraitProcess, origin: str | None,
+                                               status: int) -> None:
+    header = "" if origin is None else f"Origin: {origin.format(port=server.port)}\r\n"
+    ws = WS(server, header)
+    assert ws.status == status
+    ws.sock.close()
