@@ -18,7 +18,7 @@ import multipart
 
 from krait.errors import BadRequest, PayloadTooLarge
 
-__all__ = ["Headers", "MultipartFormData", "Request"]
+__all__ = ["Headers", "MultipartFormData", "Request", "safe_filename"]
 
 _log = logging.getLogger("krait")
 
@@ -131,10 +131,40 @@ class MultipartFormData(NamedTuple):
     data: bytes
     #: The form field name, or ``None`` when the part has none.
     name: str | None
-    #: The uploaded file's name, or ``None`` for a plain field.
+    #: The uploaded file's name exactly as the client sent it, or ``None`` for a plain field.
+    #: It is the visitor's text, not a safe name: it may be ``../../etc/passwd``, an absolute
+    #: path, ``.htaccess``, ``shell.py`` or hold control characters. Never join it to a
+    #: directory; use :attr:`safe_filename`, or better a name of your own.
     filename: str | None
     #: The part's ``Content-Type`` header as sent (``"text/plain"`` when absent).
     content_type: str
+
+    @property
+    def safe_filename(self) -> str | None:
+        """:attr:`filename` reduced to a name safe to save under (see :func:`safe_filename`),
+        or ``None`` for a plain field."""
+        return None if self.filename is None else safe_filename(self.filename)
+
+
+def safe_filename(name: str, default: str = "upload") -> str:
+    """A file name derived from a visitor's ``name`` that can be joined to a directory.
+
+    Only the last path component is kept (``/`` and ``\\`` both separate), then everything
+    but ASCII letters, digits, ``.``, ``-`` and ``_`` becomes ``_`` (so the ``~`` and ``#`` of
+    editor backups too); leading dots are removed (no hidden files, no ``..``).
+    The result is at most 200 characters; an empty result gives ``default``. Two uploads may
+    still get the same name, and the extension is still the visitor's choice: save uploads
+    in a ``krait.config.static_only`` directory, never where ``.py`` or ``.html`` files run.
+
+    :param name: the name the client sent, e.g. ``MultipartFormData.filename``.
+    :param default: the name when nothing usable is left.
+    :return: e.g. ``"passwd"`` for ``"../../etc/passwd"``, ``"my_photo.jpg"`` for
+        ``"C:\\Users\\me\\my photo.jpg"``.
+    """
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in ".-_") else "_" for c in base)
+    cleaned = cleaned.lstrip(".")[:200]
+    return cleaned or default
 
 
 def _parse_urlencoded(text: str) -> dict[str, str]:

@@ -495,6 +495,10 @@ class Supervisor:
         server = Server(opts.site_root)
         self.server = server
         server.set_version(krait.__version__)
+        if config.server_header is not None and not server.set_server_header(
+                config.server_header):
+            log("this core cannot change the Server header yet; "
+                "krait.config.server_header is ignored")
         for name, (which, scale) in LIMITS.items():
             server.set_limit(which, int(getattr(config, name) * scale))
         server.set_cache_ages(int(config.cache_max_age_default),

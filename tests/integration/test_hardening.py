@@ -55,6 +55,21 @@ FILES: dict[str, str | bytes] = {
                    "class Slow(websockets.WebsocketsCtrlBase):\n"
                    "    pass  # never pops its messages\n"
                    "websockets.response = websockets.WebsocketsResponse(Slow())\n"),
+    "hdr.py": ("import krait\n"
+               "krait.extra_headers.append(('X-Test', krait.request.query['v']))\n"),
+    "setcookie.py": ("from krait import cookie\n"
+                     "c = cookie.Cookie('sid', '1')\nc.set_path('/')\ncookie.set_cookie(c)\n"
+                     "c = cookie.Cookie('theme', 'dark')\nc.set_path('/')\n"
+                     "c.set_http_only(False)\nc.set_same_site(False)\ncookie.set_cookie(c)\n"),
+    "expires.py": ("import datetime, krait\nfrom krait import cookie\n"
+                   "tz = datetime.timezone(datetime.timedelta(hours=3))\n"
+                   "try:\n"
+                   "    when = datetime.datetime(1, 1, 1, tzinfo=tz)\n"
+                   "    cookie.Cookie('a', 'b').set_expires(when)\n"
+                   "    name = 'no error'\n"
+                   "except Exception as e:\n"
+                   "    name = type(e).__name__\n"
+                   "krait.response = krait.Response(body=name)\n"),
     "form.py": ("import krait\n"
                 "krait.response = krait.Response(body=str(len(krait.request.get_post_form())))\n"),
 }
@@ -227,3 +242,33 @@ def test_websocket_handshakes_check_the_origin(server: KraitProcess, origin: str
     ws = WS(server, header)
     assert ws.status == status
     ws.sock.close()
+
+
+# -- items 9 and 13: header values, cookies --------------------------------------------------
+
+@pytest.mark.parametrize("value", ["a\\x1bb", "a\\x01", "a\\x7f", "a\\x0bb", "a\\x0cb"])
+def test_header_values_from_scripts_refuse_control_characters(server: KraitProcess,
+                                                              value: str) -> None:
+    status, headers, body = request(server, "/hdr.py?v=" + value.replace("\\x", "%"))
+    assert status == 500 and "x-test" not in headers
+    status, headers, _ = request(server, "/hdr.py?v=a%09b%20c")
+    assert (status, headers["x-test"]) == (200, "a\tb c")           # HTAB is allowed
+
+
+def test_cookies_are_httponly_and_samesite_lax_unless_opted_out(server: KraitProcess) -> None:
+    s = server.connect(timeout=10)
+    try:
+        s.sendall(b"GET /setcookie.py HTTP/1.1\r\nHost: h\r\n\r\n")
+        reader = HttpReader(s, timeout=10)
+        while b"\r\n\r\n" not in reader.buf:
+            reader._more()
+        head = bytes(reader.buf).split(b"\r\n\r\n")[0].decode()
+    finally:
+        s.close()
+    cookies = [line.split(":", 1)[1].strip() for line in head.split("\r\n")
+               if line.lower().startswith("set-cookie:")]
+    assert cookies == ["sid=1; path=/; HttpOnly; SameSite=Lax", "theme=dark; path=/"]
+
+
+def test_set_expires_near_year_one_is_a_value_error(server: KraitProcess) -> None:
+    assert request(server, "/expires.py")[2] == b"ValueError"
