@@ -424,19 +424,53 @@ class Request:
         return f"<Request {self.http_method} {self.url!r}>"
 
 
-def _parse_multipart(stream: BinaryIO, boundary: str) -> Iterator[MultipartFormData]:
-    """Feed ``stream`` to a push parser chunk by chunk and yield the parts as they complete."""
+def _parse_multipart(stream: BinaryIO, boundary: str,
+                     chunk_size: int = _MULTIPART_CHUNK) -> Iterator[MultipartFormData]:
+    """Feed ``stream`` to a push parser chunk by chunk and yield the parts as they complete.
+
+    The preamble is skipped here, not by the parser: RFC 2046 §5.1.1 makes the first
+    delimiter ``--boundary`` at the very start of the body or right after a CRLF, and the
+    parser would also take one at the start of any chunk it is given, so that the parts of a
+    body whose "boundary" follows other bytes depended on where the reads fell (400, no parts,
+    or the parts). Such a body is refused here (ParserError, a 400) however it is read.
+    """
     parser = multipart.PushMultipartParser(
         boundary,
         max_header_size=_MULTIPART_MAX_HEADER_LINE,
         max_header_count=_MULTIPART_MAX_PART_HEADERS,
         max_segment_count=_MULTIPART_MAX_PARTS,
     )
+    delimiter = b"--" + boundary.encode("latin-1")
+    # Find the first delimiter, keeping only the bytes that may still be the start of one.
+    pending = b""
+    at_start = True
+    while True:
+        data = stream.read(chunk_size)
+        pending += data
+        if at_start:
+            if len(pending) < len(delimiter) and data:
+                continue
+            if pending.startswith(delimiter):
+                break
+            at_start = False
+        found = pending.find(b"\r\n" + delimiter)
+        if delimiter in (pending if found < 0 else pending[:found]):
+            # "--boundary" after other bytes: not a delimiter for RFC 2046, one for careless
+            # parsers. Ambiguous, so refused (400), as the core refuses ambiguous framing.
+            raise multipart.ParserError("the multipart boundary follows other bytes")
+        if found >= 0:
+            pending = pending[found + 2:]
+            break
+        if not data:
+            pending = b""  # no delimiter at all: the parser reports the body as incomplete
+            break
+        # What may still begin a delimiter: CRLF and all of "--boundary" but its last byte.
+        pending = pending[-(len(delimiter) + 1):]
     segment = None
     chunks: list[bytes] = []
+    data = pending
     while True:
         # An empty chunk tells the parser the input ended; it raises if the stream is incomplete.
-        data = stream.read(_MULTIPART_CHUNK)
         for event in parser.parse(data):
             if isinstance(event, multipart.MultipartSegment):
                 segment, chunks = event, []
@@ -448,6 +482,7 @@ def _parse_multipart(stream: BinaryIO, boundary: str) -> Iterator[MultipartFormD
                 segment, chunks = None, []
         if not data or parser.closed:
             break
+        data = stream.read(chunk_size)
     parser.close()
 
 

@@ -70,6 +70,9 @@ FILES: dict[str, str | bytes] = {
                    "except Exception as e:\n"
                    "    name = type(e).__name__\n"
                    "krait.response = krait.Response(body=name)\n"),
+    "multipart.py": ("import krait\nparts = krait.request.get_multipart_form()\n"
+                     "krait.response = krait.Response(body=repr([(p.name, p.data) "
+                     "for p in parts]))\n"),
     "form.py": ("import krait\n"
                 "krait.response = krait.Response(body=str(len(krait.request.get_post_form())))\n"),
 }
@@ -272,3 +275,24 @@ def test_cookies_are_httponly_and_samesite_lax_unless_opted_out(server: KraitPro
 
 def test_set_expires_near_year_one_is_a_value_error(server: KraitProcess) -> None:
     assert request(server, "/expires.py")[2] == b"ValueError"
+
+
+# -- item 11: multipart parts do not depend on where the 64 KiB reads fall --------------------
+
+PART = (b"--b\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nvalue\r\n"
+        b"--b\r\nContent-Disposition: form-data; name=\"g\"\r\n\r\n" + b"y" * 70000 +
+        b"\r\n--b--\r\n")
+
+
+@pytest.mark.parametrize("pad", [*range(65530, 65540), 0, 1, 131071, 131072])
+def test_multipart_answer_does_not_depend_on_read_offsets(server: KraitProcess,
+                                                          pad: int) -> None:
+    ctype = "Content-Type: multipart/form-data; boundary=b\r\n"
+    # Preamble ending in CRLF: the parts, wherever the boundary falls.
+    body = b"x" * pad + b"\r\n" + PART
+    status, _, text = request(server, "/multipart.py", "POST", ctype, body)
+    assert status == 200 and text.startswith(b"[('f', b'value'), ('g', b'yyy")
+    # "--b" right after other bytes is no delimiter (RFC 2046 §5.1.1): always 400.
+    if pad:
+        status, _, _ = request(server, "/multipart.py", "POST", ctype, b"x" * pad + PART)
+        assert status == 400
