@@ -8,6 +8,7 @@ import base64
 import os
 import struct
 import time
+from pathlib import Path
 
 import pytest
 
@@ -296,3 +297,37 @@ def test_multipart_answer_does_not_depend_on_read_offsets(server: KraitProcess,
     if pad:
         status, _, _ = request(server, "/multipart.py", "POST", ctype, b"x" * pad + PART)
         assert status == 400
+
+
+# -- item 7: the compiled-template cache must be ours --------------------------------------
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o755])
+def test_template_cache_directory_must_be_private(tmp_path: Path, krait_server,  # type: ignore[no-untyped-def]
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  mode: int) -> None:
+    cache = tmp_path / "shared-cache"
+    cache.mkdir()
+    cache.chmod(mode)
+    monkeypatch.setenv("KRAIT_TEMPLATE_CACHE", str(cache))
+    site = write_site(tmp_path / "site", {"page.html": "<p>@(6 * 7)@</p>"})
+    server = krait_server(site, "--workers", "1")
+    status, _, body = request(server, "/page.html")
+    assert (status, body) == (200, b"<p>42</p>")
+    modules = list(cache.rglob("*.py"))
+    if mode & 0o022:  # writable by others: compiled in memory, nothing written or read there
+        assert modules == [] and "not using the template cache" in server.log()
+    else:
+        assert modules and "not using the template cache" not in server.log()
+
+
+def test_a_planted_module_symlink_is_never_executed(tmp_path: Path) -> None:
+    from krait.templates.lookup import _read_own_module
+
+    evil = tmp_path / "evil.py"
+    evil.write_text("raise SystemExit('planted')\n")
+    (tmp_path / "module.py").symlink_to(evil)
+    assert _read_own_module(str(tmp_path / "module.py")) is None
+    evil.chmod(0o666)
+    assert _read_own_module(str(evil)) is None
+    evil.chmod(0o600)
+    assert _read_own_module(str(evil)) == b"raise SystemExit('planted')\n"
