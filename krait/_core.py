@@ -78,6 +78,16 @@ class Server:
     def set_version(self, version: str) -> None:
         check(lib.krait_server_set_version(self.ptr, version.encode()))
 
+    def set_server_header(self, value: str) -> bool:
+        """The whole ``Server`` header value (``""``: no header). False when this core cannot
+        (it then keeps ``krait/<version>``): the hook ``krait_server_set_server_header`` is
+        the C core's to add."""
+        setter = getattr(lib, "krait_server_set_server_header", None)
+        if setter is None:
+            return False
+        check(setter(self.ptr, value.encode()))
+        return True
+
     def listen(self, host: str, port: int, tls: bool = False) -> int:
         err = ffi.new("char[512]")
         return check(lib.krait_server_listen(self.ptr, host.encode(), port, int(tls), err, 512),

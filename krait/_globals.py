@@ -39,32 +39,36 @@ def _mime_for_extension(ext: str) -> str:
 
 
 def get_full_path(path: str | os.PathLike[str]) -> str:
-    """Join ``path`` to the site root, refusing paths that leave it.
+    """Join ``path`` to the site root, refusing what the server itself would never serve.
 
-    The check is lexical (after normalising ``.`` and ``..``); symbolic links are not resolved.
-    Unlike the original (which used a plain ``os.path.join``), absolute paths are refused:
-    ``get_full_path("/etc/passwd")`` would otherwise be ``/etc/passwd``.
+    The path obeys the same rule as URLs, controller views and ``@import`` (see
+    :mod:`krait.paths`): no ``..``, no segment starting with ``.`` except a leading view
+    directory (``krait.config.view_dirs``, ``.view`` by default), no editor backup
+    (``krait.config.never_serve``), and no symbolic link leading out of the root or to such a
+    path. Absolute paths are refused: ``get_full_path("/etc/passwd")`` would otherwise be
+    ``/etc/passwd``. For the site's private data (``.private/site.db``), join the root
+    yourself: ``os.path.join(krait.site_root, ".private", "site.db")``.
 
     :param path: a path relative to the site root, e.g. ``"views/index.pyml"``.
     :return: the path joined to ``krait.site_root`` and normalised; the root itself for ``""``
         or ``"."``.
-    :raises ValueError: when ``path`` is absolute, contains a NUL byte, or climbs out of the
-        root with ``..``.
+    :raises ValueError: (:class:`krait.paths.PathRefused`, a 404 when uncaught) when ``path``
+        is absolute, contains a NUL byte, or breaks the rule above.
     :raises TypeError: when ``path`` is not a ``str`` (or an ``os.PathLike`` of one).
     """
     import krait
+    from krait.paths import PathRefused, site_file
 
     path = os.fspath(path)
     if not isinstance(path, str):
         raise TypeError(f"path must be a str, not {type(path).__name__}")
     if "\0" in path:
-        raise ValueError("path contains a NUL byte")
+        raise PathRefused("path contains a NUL byte")
     if os.path.isabs(path):
-        raise ValueError(f"absolute paths are not allowed: {path!r}")
-    normal = os.path.normpath(path)
-    if normal == os.pardir or normal.startswith(os.pardir + os.sep):
-        raise ValueError(f"path leaves the site root: {path!r}")
+        raise PathRefused(f"absolute paths are not allowed: {path!r}")
     root = krait.site_root
+    site_file(root or os.curdir, path, views=True)
+    normal = os.path.normpath(path)
     if normal == os.curdir:
         return root or os.curdir
     return os.path.join(root, normal)

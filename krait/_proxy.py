@@ -16,6 +16,21 @@ def parse_proxy(spec: str) -> Network:
     return ipaddress.ip_network(spec.strip(), strict=False)
 
 
+def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An IP address from a header (``203.0.113.5``, ``2001:db8::1``, ``[2001:db8::1]``), or
+    ``None`` for anything else. IPv6 zone ids (``fe80::1%eth0``) are refused: they mean
+    nothing beyond the proxy's own link and may carry any text."""
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    if "%" in text:
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
 class TrustedProxies:
     """The set of trusted proxy networks.
 
@@ -29,9 +44,8 @@ class TrustedProxies:
         return bool(self.networks)
 
     def trusts(self, addr: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(addr.strip().strip("[]"))
-        except ValueError:
+        ip = parse_address(addr)
+        if ip is None:
             return False
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
@@ -54,10 +68,9 @@ class TrustedProxies:
                 addr = hop
                 if not self.trusts(hop):
                     break
-            try:
-                ipaddress.ip_address(addr.strip("[]"))
-            except ValueError:
-                addr = peer  # garbage in the header: keep what the socket says
+            ip = parse_address(addr)
+            # Garbage in the header (a zone id, a port, text): keep what the socket says.
+            addr = peer if ip is None else str(ip)
         if forwarded_proto:
             proto = forwarded_proto.split(",")[-1].strip().lower()
             if proto in ("http", "https"):

@@ -129,6 +129,29 @@ websocket_ping_interval: float = 30.0
 #: worker goes straight on to it. 1 sends a request only to an idle worker.
 worker_pipeline: int = 4
 
+#: Hidden directories (relative to the site root) that controller views, ``@import`` and
+#: :func:`krait.get_full_path` may read from. Nothing else whose path has a segment starting
+#: with ``.`` is ever read for a page (see :mod:`krait.paths`).
+view_dirs: list[str] = [".view"]
+#: File names never served, rendered or imported, in any directory: shell-style patterns
+#: compared without regard to case (editors' backups and swap files by default).
+never_serve: list[str] = ["*~", "#*#", "*.swp", "*.swo", "*.swx", "*.bak", "*.orig", "*.rej"]
+#: Directories (relative to the site root, e.g. ``"uploads/"``) whose files are only ever data:
+#: never run as scripts, never rendered as templates, never imported into a page. Put
+#: visitors' uploads here.
+static_only: list[str] = []
+#: Fields at most in a ``application/x-www-form-urlencoded`` body; more answers 413.
+max_form_fields: int = 1000
+#: Origins (``"https://app.example.com"``) whose pages may open WebSockets here, besides the
+#: site's own (the request's ``Host``); ``["*"]`` allows every origin.
+websocket_origins: list[str] = []
+#: Bytes of received WebSocket messages a controller may have waiting, per connection and for
+#: all connections of a worker; past either, the connection is closed with 1008.
+websocket_queue_bytes: int = 32 * 1024 * 1024
+websocket_worker_queue_bytes: int = 128 * 1024 * 1024
+#: The ``Server`` header of every response: ``None`` keeps ``krait/<version>``, ``""`` omits it.
+server_header: str | None = None
+
 #: TLS (behaviour §13.1), used when an HTTPS port is given (``--https-port`` or
 #: ``--port HTTP/HTTPS``). Reloaded on SIGHUP.
 ssl_certificate_path: str | None = None

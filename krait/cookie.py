@@ -65,8 +65,8 @@ def _check_value(value: Any) -> str:
 def _check_attribute_value(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"the value of cookie attribute {name!r} must be a str")
-    # RFC 6265 §4.1.1: av-octets are any CHAR except CTLs or ";".
-    if ";" in value or any(c < " " or c == "\x7f" for c in value):
+    # RFC 6265 §4.1.1: av-octets are any CHAR (US-ASCII) except CTLs or ";".
+    if ";" in value or any(c < " " or c >= "\x7f" for c in value):
         raise ValueError(f"invalid value for cookie attribute {name!r}: {value!r}")
     return value
 
@@ -124,7 +124,11 @@ class CookieExpiresAttribute(CookieAttribute):
     def __init__(self, expire_datetime: datetime.datetime) -> None:
         if not isinstance(expire_datetime, datetime.datetime):
             raise TypeError("expires must be a datetime.datetime")
-        super().__init__("expires", _imf_fixdate(expire_datetime))
+        try:
+            text = _imf_fixdate(expire_datetime)
+        except OverflowError:  # an aware datetime near year 1 or 9999 has no UTC equivalent
+            raise ValueError(f"expires out of range: {expire_datetime!r}") from None
+        super().__init__("expires", text)
 
 
 class CookieMaxAgeAttribute(CookieAttribute):
@@ -203,6 +207,11 @@ class Cookie:
     :raises ValueError: for an invalid name or value.
     :raises TypeError: when name or value is not a ``str``.
     """
+
+    # Opt-outs of the attributes set_cookie() adds by default (set_http_only(False),
+    # set_same_site(False)).
+    _no_http_only = False
+    _no_same_site = False
 
     def __init__(self, name: str, value: str,
                  attributes: list[CookieAttribute] | None = None) -> None:
@@ -304,20 +313,31 @@ class Cookie:
         self._replace("Secure", CookieSecureAttribute() if secure else None)
 
     def set_http_only(self, http_only: bool | None) -> None:
-        """Add (true) or remove (false/``None``) the ``HttpOnly`` flag.
+        """Add (true) or remove the ``HttpOnly`` flag.
+
+        :func:`set_cookie` adds ``HttpOnly`` to a cookie that has none, unless you opted out:
+        ``set_http_only(False)`` sends the cookie without it (scripts in the page can read
+        it); ``None`` removes the flag and goes back to that default.
 
         :param http_only: whether the cookie is hidden from JavaScript.
         """
+        self._no_http_only = http_only is False
         self._replace("HttpOnly", CookieHttpOnlyAttribute() if http_only else None)
 
-    def set_same_site(self, same_site: str | None) -> None:
+    def set_same_site(self, same_site: str | bool | None) -> None:
         """Set (or with ``None`` remove) ``SameSite=``; it moves to the end of the attributes.
 
-        :param same_site: ``"Strict"``, ``"Lax"`` or ``"None"`` (any case).
+        :func:`set_cookie` adds ``SameSite=Lax`` to a cookie that has none, unless you opted
+        out with ``set_same_site(False)`` (no ``SameSite`` attribute at all; browsers then
+        apply their own default).
+
+        :param same_site: ``"Strict"``, ``"Lax"`` or ``"None"`` (any case); ``False`` to send
+            none; ``None`` to remove it and go back to the default.
         :raises ValueError: for any other value.
         """
-        self._replace("SameSite",
-                      None if same_site is None else CookieSameSiteAttribute(same_site))
+        self._no_same_site = same_site is False
+        self._replace("SameSite", None if same_site is None or same_site is False
+                      else CookieSameSiteAttribute(same_site))
 
     def __str__(self) -> str:
         text = f"{self._name}={self._value}" if self._name else self._value
@@ -383,13 +403,23 @@ def set_cookie(cookie: Cookie) -> None:
     """Send a cookie with the response: appends ``("set-cookie", str(cookie))`` to
     ``krait.extra_headers``. Call it once per cookie; several cookies are several headers.
 
+    Safe attributes are the default: ``HttpOnly`` (page scripts cannot read the cookie) and
+    ``SameSite=Lax`` (other sites' forms and scripts do not send it) are added at the end when
+    the cookie has no such attribute. Opt out per cookie with ``cookie.set_http_only(False)``
+    or ``cookie.set_same_site(False)``. The cookie object itself is not changed.
+
     :param cookie: the cookie to set.
     """
     import krait
 
     if not isinstance(cookie, Cookie):
         raise TypeError("set_cookie() takes a krait.cookie.Cookie")
-    krait.extra_headers.append(("set-cookie", str(cookie)))
+    text = str(cookie)
+    if not cookie._no_http_only and cookie.get_attribute("HttpOnly") is None:
+        text += "; HttpOnly"
+    if not cookie._no_same_site and cookie.get_attribute("SameSite") is None:
+        text += "; SameSite=Lax"
+    krait.extra_headers.append(("set-cookie", text))
 
 
 def get_response_cookies() -> list[Cookie]:

@@ -85,7 +85,9 @@ _REQ_FIXED = struct.Struct("<Bi")  # flags, route
 _WS_HEAD = struct.Struct("<IBIBI")  # WS_MESSAGE: len, type, id, kind, data length
 _RESP_FIXED = struct.Struct("<HBH")  # status, body_kind, header count
 _CHUNK_OVERHEAD = HEADER_SIZE + 4  # frame header + the data string's length
-_BAD_HEADER_BYTE = re.compile(rb"[\r\n\0]").search
+# RFC 9110 §5.5: a field value holds no control character but HTAB (CR, LF and NUL would split
+# or end the header block; the others are rejected by the core as well).
+_BAD_HEADER_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
 
 Text = str | bytes | bytearray | memoryview
 Pairs = Iterable[tuple[Text, Text]]

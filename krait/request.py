@@ -18,7 +18,7 @@ import multipart
 
 from krait.errors import BadRequest, PayloadTooLarge
 
-__all__ = ["Headers", "MultipartFormData", "Request"]
+__all__ = ["Headers", "MultipartFormData", "Request", "safe_filename"]
 
 _log = logging.getLogger("krait")
 
@@ -131,10 +131,40 @@ class MultipartFormData(NamedTuple):
     data: bytes
     #: The form field name, or ``None`` when the part has none.
     name: str | None
-    #: The uploaded file's name, or ``None`` for a plain field.
+    #: The uploaded file's name exactly as the client sent it, or ``None`` for a plain field.
+    #: It is the visitor's text, not a safe name: it may be ``../../etc/passwd``, an absolute
+    #: path, ``.htaccess``, ``shell.py`` or hold control characters. Never join it to a
+    #: directory; use :attr:`safe_filename`, or better a name of your own.
     filename: str | None
     #: The part's ``Content-Type`` header as sent (``"text/plain"`` when absent).
     content_type: str
+
+    @property
+    def safe_filename(self) -> str | None:
+        """:attr:`filename` reduced to a name safe to save under (see :func:`safe_filename`),
+        or ``None`` for a plain field."""
+        return None if self.filename is None else safe_filename(self.filename)
+
+
+def safe_filename(name: str, default: str = "upload") -> str:
+    """A file name derived from a visitor's ``name`` that can be joined to a directory.
+
+    Only the last path component is kept (``/`` and ``\\`` both separate), then everything
+    but ASCII letters, digits, ``.``, ``-`` and ``_`` becomes ``_`` (so the ``~`` and ``#`` of
+    editor backups too); leading dots are removed (no hidden files, no ``..``).
+    The result is at most 200 characters; an empty result gives ``default``. Two uploads may
+    still get the same name, and the extension is still the visitor's choice: save uploads
+    in a ``krait.config.static_only`` directory, never where ``.py`` or ``.html`` files run.
+
+    :param name: the name the client sent, e.g. ``MultipartFormData.filename``.
+    :param default: the name when nothing usable is left.
+    :return: e.g. ``"passwd"`` for ``"../../etc/passwd"``, ``"my_photo.jpg"`` for
+        ``"C:\\Users\\me\\my photo.jpg"``.
+    """
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in ".-_") else "_" for c in base)
+    cleaned = cleaned.lstrip(".")[:200]
+    return cleaned or default
 
 
 def _parse_urlencoded(text: str) -> dict[str, str]:
@@ -305,8 +335,17 @@ class Request:
         not checked.
 
         :return: a dict of field names to values.
+        :raises krait.errors.PayloadTooLarge: (413) when the body has more fields than
+            ``krait.config.max_form_fields`` (1000 by default).
         """
-        return _parse_urlencoded(self.body.decode("utf-8", "replace"))
+        from krait import config
+
+        text = self.body.decode("utf-8", "replace")
+        limit = config.max_form_fields
+        # Counted before anything is decoded: a 15 MB body of "&a" must not cost seconds.
+        if text.count("&") >= limit and sum(1 for p in text.split("&") if p) > limit:
+            raise PayloadTooLarge(f"the form has more than {limit} fields")
+        return _parse_urlencoded(text)
 
     def json(self) -> Any:
         """Parse the body as JSON (UTF-8, -16 or -32, RFC 8259).
@@ -385,19 +424,53 @@ class Request:
         return f"<Request {self.http_method} {self.url!r}>"
 
 
-def _parse_multipart(stream: BinaryIO, boundary: str) -> Iterator[MultipartFormData]:
-    """Feed ``stream`` to a push parser chunk by chunk and yield the parts as they complete."""
+def _parse_multipart(stream: BinaryIO, boundary: str,
+                     chunk_size: int = _MULTIPART_CHUNK) -> Iterator[MultipartFormData]:
+    """Feed ``stream`` to a push parser chunk by chunk and yield the parts as they complete.
+
+    The preamble is skipped here, not by the parser: RFC 2046 §5.1.1 makes the first
+    delimiter ``--boundary`` at the very start of the body or right after a CRLF, and the
+    parser would also take one at the start of any chunk it is given, so that the parts of a
+    body whose "boundary" follows other bytes depended on where the reads fell (400, no parts,
+    or the parts). Such a body is refused here (ParserError, a 400) however it is read.
+    """
     parser = multipart.PushMultipartParser(
         boundary,
         max_header_size=_MULTIPART_MAX_HEADER_LINE,
         max_header_count=_MULTIPART_MAX_PART_HEADERS,
         max_segment_count=_MULTIPART_MAX_PARTS,
     )
+    delimiter = b"--" + boundary.encode("latin-1")
+    # Find the first delimiter, keeping only the bytes that may still be the start of one.
+    pending = b""
+    at_start = True
+    while True:
+        data = stream.read(chunk_size)
+        pending += data
+        if at_start:
+            if len(pending) < len(delimiter) and data:
+                continue
+            if pending.startswith(delimiter):
+                break
+            at_start = False
+        found = pending.find(b"\r\n" + delimiter)
+        if delimiter in (pending if found < 0 else pending[:found]):
+            # "--boundary" after other bytes: not a delimiter for RFC 2046, one for careless
+            # parsers. Ambiguous, so refused (400), as the core refuses ambiguous framing.
+            raise multipart.ParserError("the multipart boundary follows other bytes")
+        if found >= 0:
+            pending = pending[found + 2:]
+            break
+        if not data:
+            pending = b""  # no delimiter at all: the parser reports the body as incomplete
+            break
+        # What may still begin a delimiter: CRLF and all of "--boundary" but its last byte.
+        pending = pending[-(len(delimiter) + 1):]
     segment = None
     chunks: list[bytes] = []
+    data = pending
     while True:
         # An empty chunk tells the parser the input ended; it raises if the stream is incomplete.
-        data = stream.read(_MULTIPART_CHUNK)
         for event in parser.parse(data):
             if isinstance(event, multipart.MultipartSegment):
                 segment, chunks = event, []
@@ -409,6 +482,7 @@ def _parse_multipart(stream: BinaryIO, boundary: str) -> Iterator[MultipartFormD
                 segment, chunks = None, []
         if not data or parser.closed:
             break
+        data = stream.read(chunk_size)
     parser.close()
 
 

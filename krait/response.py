@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -81,6 +82,8 @@ REASONS: dict[int, str] = {
 
 _HTTP_VERSIONS = ("HTTP/1.1", "HTTP/1.0")
 # RFC 9110 §5.6.2: token = 1*tchar.
+# Control characters but HTAB (RFC 9110 §5.5); DEL included.
+_BAD_VALUE_CHAR = re.compile("[\x00-\x08\x0a-\x1f\x7f]").search
 _TCHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 #: What a response body may be: text, bytes, or an iterable of either (a stream).
@@ -92,8 +95,9 @@ HeadersArg = Iterable[tuple[str, str]] | Mapping[str, str] | None
 def validate_header(name: str, value: str) -> None:
     """Check that a response header can be sent as is.
 
-    The name must be an RFC 9110 token; the value may not contain CR, LF or NUL (RFC 9110 §5.5),
-    which would let a value smuggle in extra headers or end the header block early.
+    The name must be an RFC 9110 token; the value may not contain a control character other
+    than HTAB (RFC 9110 §5.5): CR, LF or NUL would let a value smuggle in extra headers or end
+    the header block early, and the others are refused by clients and proxies.
 
     :param name: the header name, e.g. ``"Content-Type"``.
     :param value: the header value.
@@ -104,7 +108,7 @@ def validate_header(name: str, value: str) -> None:
         raise TypeError(f"header name and value must be str, got {name!r}: {value!r}")
     if not name or not _TCHARS.issuperset(name):
         raise ValueError(f"invalid header name: {name!r}")
-    if "\r" in value or "\n" in value or "\0" in value:
+    if not value.isprintable() and _BAD_VALUE_CHAR(value):
         raise ValueError(f"invalid character in the value of header {name!r}: {value!r}")
 
 

@@ -22,6 +22,7 @@ import krait
 from krait import _mime, config
 from krait._core import Server, ffi, lib
 from krait.errors import ConfigError
+from krait.paths import PathRefused, site_file
 
 VERB_BITS = {
     "GET": lib.KRAIT_VERB_GET, "POST": lib.KRAIT_VERB_POST, "PUT": lib.KRAIT_VERB_PUT,
@@ -204,6 +205,28 @@ def _compile_list(name: str) -> list[re.Pattern[str]]:
     return out
 
 
+def _validate_hardening() -> None:
+    """Check the path, upload, form and WebSocket settings of ``krait.config`` (issue 18)."""
+    def fail(name: str, what: str) -> StartupError:
+        set_at = config.where(name)
+        return StartupError(f"{set_at + ': ' if set_at else ''}krait.config.{name} must be "
+                            f"{what}, not {getattr(config, name)!r}")
+
+    for name in ("view_dirs", "never_serve", "static_only", "websocket_origins"):
+        value = getattr(config, name)
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or \
+                not all(isinstance(v, str) and v.strip("/") for v in value):
+            raise fail(name, "a list of non-empty strings")
+    for name in ("max_form_fields", "websocket_queue_bytes", "websocket_worker_queue_bytes"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise fail(name, "a positive whole number")
+    header = config.server_header
+    if header is not None and (not isinstance(header, str) or
+                               any(c < " " and c != "\t" or c == "\x7f" for c in header)):
+        raise fail("server_header", "None or a header value without control characters")
+
+
 def encode_pairs(pairs: list[tuple[str, str]]) -> bytes:
     """Pairs in the worker protocol's encoding: u16 count, then (u32 len, bytes) each."""
     out = bytearray(len(pairs).to_bytes(2, "little"))
@@ -223,6 +246,8 @@ class Rules:
     private: list[re.Pattern[str]] = field(default_factory=list)
     public: list[re.Pattern[str]] = field(default_factory=list)
     long_term: list[re.Pattern[str]] = field(default_factory=list)
+    #: The site root: a target whose ``{name}`` came from the URL is checked under it.
+    root: str = ""
 
     def cache_flags(self, rel: str, dynamic: bool = False) -> int:
         """Behaviour §10.2: static files start storable, dynamic pages not; then each list
@@ -261,8 +286,17 @@ class Rules:
             bits = VERB_BITS[route.verb]
             if bits & verb:
                 target = route.target or ""
+                filled = False
                 for name, value in params.items():
-                    target = target.replace("{" + name + "}", value)
+                    if "{" + name + "}" in target:
+                        target, filled = target.replace("{" + name + "}", value), True
+                if filled and self.root:
+                    # The visitor chose part of this path: the path rule decides, as for any
+                    # URL (no hidden segment, no backup, no link out of the root); 404 if not.
+                    try:
+                        site_file(self.root, target)
+                    except PathRefused:
+                        return -1, "", [], 0
                 return i, target, sorted(params.items()), allow | bits
             allow |= bits
         return -1, "", [], allow
@@ -434,7 +468,7 @@ class Supervisor:
         self.rules = Rules(routes=routes, no_store=_compile_list("cache_no_store"),
                            private=_compile_list("cache_private"),
                            public=_compile_list("cache_public"),
-                           long_term=_compile_list("cache_long_term"))
+                           long_term=_compile_list("cache_long_term"), root=opts.site_root)
         for name in LIMITS:
             value = getattr(config, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -458,9 +492,14 @@ class Supervisor:
                 set_at = config.where(name)
                 raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.{name} must "
                                    f"be a number of seconds, not {value!r}")
+        _validate_hardening()
         server = Server(opts.site_root)
         self.server = server
         server.set_version(krait.__version__)
+        if config.server_header is not None and not server.set_server_header(
+                config.server_header):
+            log("this core cannot change the Server header yet; "
+                "krait.config.server_header is ignored")
         for name, (which, scale) in LIMITS.items():
             server.set_limit(which, int(getattr(config, name) * scale))
         server.set_cache_ages(int(config.cache_max_age_default),

@@ -22,10 +22,11 @@ import queue
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = [
-    "WebsocketsCtrlBase", "WebsocketsRequest", "WebsocketsResponse", "broadcast", "request",
-    "response",
+    "WebsocketsCtrlBase", "WebsocketsRequest", "WebsocketsResponse", "broadcast",
+    "origin_allowed", "request", "response",
 ]
 
 Message = str | bytes
@@ -43,6 +44,54 @@ def _message(message: Any) -> Message:
     raise TypeError("a WebSocket message is str or bytes")
 #: Queued after the last message once the connection has ended: wakes a waiting pop.
 _ENDED: Any = object()
+
+# Bytes of received messages waiting in the queues of this worker's controllers (see
+# WebsocketsCtrlBase.on_in_message); guarded by _queued_lock with each controller's count.
+_queued_lock = threading.Lock()
+_worker_queued = 0
+#: The close code and reason sent when a controller's queue is full (RFC 6455 §7.4.1: 1008,
+#: "a message that violates its policy"; 1009 is for one message that is too big).
+QUEUE_FULL_CODE = 1008
+QUEUE_FULL_REASON = "too many unread messages"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def origin_allowed(origin: str | None, host: str | None,
+                   allowed: Iterable[str] = ()) -> bool:
+    """May a page from ``origin`` open a WebSocket here (cross-site WebSocket hijacking)?
+
+    A browser always sends the ``Origin`` of the page that opens a WebSocket, and sends the
+    site's cookies with it whatever that origin is; so, as Tornado does, a handshake is
+    accepted only from the site's own origin (its host and port are the ``Host`` the browser
+    sent) or from an origin listed in ``allowed``. A handshake without ``Origin`` does not
+    come from a browser page and is accepted.
+
+    :param origin: the ``Origin`` header, or ``None``.
+    :param host: the host the client asked for (the ``Host`` header, or a trusted proxy's
+        ``X-Forwarded-Host``).
+    :param allowed: further origins, as ``"https://app.example.com"`` (a port only when it is
+        not the scheme's default), or ``"*"`` for every origin.
+    """
+    if origin is None:
+        return True
+    origin = origin.strip().lower().rstrip("/")
+    for item in allowed:
+        item = item.strip().lower().rstrip("/")
+        if item == "*" or item == origin:
+            return True
+    if not host:
+        return False
+    try:
+        parts = urlsplit(origin)
+        asked = urlsplit("//" + host.strip().lower())
+        default = _DEFAULT_PORTS.get(parts.scheme)
+        return (default is not None and parts.hostname is not None
+                and parts.hostname == asked.hostname
+                and (parts.port or default) == (asked.port or default))
+    except ValueError:  # a port that is not a number, a bad IPv6 literal
+        return False
 
 
 class WebsocketsRequest:
@@ -89,6 +138,7 @@ class WebsocketsCtrlBase:
     def __init__(self, use_in_message_queue: bool = True) -> None:
         self.use_in_message_queue = use_in_message_queue
         self._in: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self._queued = 0  # bytes of the messages in _in (counted in _worker_queued too)
         self._over = False  # set once on_stop has begun (base) or returned
         self._stop_lock = threading.Lock()
         self._stopped_called = False
@@ -116,9 +166,31 @@ class WebsocketsCtrlBase:
 
     def on_in_message(self, message: Message) -> None:
         """Called for each complete message (``str`` for text, ``bytes`` for binary). The
-        default queues it for :meth:`pop_in_message`."""
-        if self.use_in_message_queue:
-            self._in.put(message)
+        default queues it for :meth:`pop_in_message`.
+
+        The queue is bounded: when the messages not yet popped would exceed
+        ``krait.config.websocket_queue_bytes`` for this connection (32 MiB by default), or
+        ``krait.config.websocket_worker_queue_bytes`` for all the connections of this worker
+        process (128 MiB), the message is dropped and the connection closed with 1008
+        ("too many unread messages"); :meth:`on_stop` follows. A controller that cannot keep
+        up should pop faster, or handle messages as they come (``use_in_message_queue=False``
+        and its own ``on_in_message``).
+        """
+        if not self.use_in_message_queue:
+            return
+        from krait import config
+
+        global _worker_queued
+        size = len(message)
+        with _queued_lock:
+            full = (self._queued + size > config.websocket_queue_bytes
+                    or _worker_queued + size > config.websocket_worker_queue_bytes)
+            if not full:
+                self._queued += size
+                _worker_queued += size
+                self._in.put(message)
+        if full:
+            self.close(QUEUE_FULL_CODE, QUEUE_FULL_REASON)
 
     def on_stop(self) -> None:
         """Called exactly once when the connection ends, however it ends. Override to clean up,
@@ -147,7 +219,16 @@ class WebsocketsCtrlBase:
         if item is _ENDED:
             self._in.put(_ENDED)  # for the next call, and for any other waiting thread
             return None
+        self._unqueue(len(item))
         return item
+
+    def _unqueue(self, size: int) -> None:
+        """``size`` bytes left the queue (popped, or the connection ended)."""
+        global _worker_queued
+        with _queued_lock:
+            size = min(size, self._queued)
+            self._queued -= size
+            _worker_queued -= size
 
     def push_out_message(self, message: Message) -> None:
         """Send a message: ``str`` as a text frame, ``bytes`` as a binary frame. Safe from any
@@ -223,6 +304,9 @@ class WebsocketsCtrlBase:
             self.on_stop()
         finally:
             self._over = True
+            # What is still queued no longer counts against the worker: the controller may
+            # never pop it.
+            self._unqueue(self._queued)
             self._in.put(_ENDED)  # wakes a pop_in_message that waits
             self._stopped.set()
 

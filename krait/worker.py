@@ -29,8 +29,9 @@ import krait
 from krait import _mime, config, mvc, protocol, websockets
 from krait._proxy import TrustedProxies
 from krait.errors import HTTPError
+from krait.paths import PathRefused
 from krait.request import Request
-from krait.response import ErrorResponse, Response, ResponseBadRequest
+from krait.response import ErrorResponse, FileResponse, Response, ResponseBadRequest
 
 _NO_STORE = "no-cache, no-store, must-revalidate"
 # Cache decision flags (krait.h KRAIT_CACHE_*), as Rules.cache_flags returns them.
@@ -145,6 +146,12 @@ class Worker:
         self._max_age = (300, 864000)
         self.proxies = TrustedProxies()
         self._static_page = False  # the current target is a template without constructs
+        # The name the cache rules see for the current request: the target file, a controller
+        # route's exact url, or None (never stored) for a controller on a regex or catch-all
+        # route, whose URL a visitor chooses (web cache deception).
+        self._cache_base: str | None = None
+        self._view: str | None = None  # the view file of the current controller route
+        self._static_only: tuple[str, ...] = ()
         # The socket to the core: held by the thread that writes; frames other threads send
         # meanwhile wait in _pending (guarded by _plock) and go out with the holder's.
         self._wlock = threading.Lock()
@@ -174,6 +181,7 @@ class Worker:
                            public=_compile_list("cache_public"),
                            long_term=_compile_list("cache_long_term"))
         self._max_age = (int(config.cache_max_age_default), int(config.cache_max_age_long_term))
+        self._static_only = static_only_prefixes()
         _ = self.templates  # Mako is imported now, not during the first page
 
     @property
@@ -228,6 +236,7 @@ class Worker:
             view = ctrl.get_view()
             templates = self.templates
             filename = templates.locate(view, absolute_ok=True)[0]
+            self._view = filename
             try:
                 return templates.render(view, self.namespace(filename))
             except FileNotFoundError as exc:
@@ -272,6 +281,7 @@ class Worker:
                                 lambda: frame.headers, b"" if body_file else frame.body,
                                 remote_addr=addr, scheme=scheme, body_file=body_file)
         self._static_page = False
+        self._view = self._cache_base = None
         krait.response = None
         krait.extra_headers = []
         krait.url_params = self.url_params(frame)
@@ -280,16 +290,25 @@ class Worker:
         websockets.response = None
         websockets.request = websockets.WebsocketsRequest(krait.request) \
             if frame.flags & protocol.REQ_WEBSOCKET else None
+        if frame.flags & protocol.REQ_WEBSOCKET and not self.same_origin(frame):
+            return ErrorResponse(403, "this origin may not open a WebSocket here"), None
         route = self.routes[frame.route] if 0 <= frame.route < len(self.routes) else None
         if route is not None and route.ctrl_class is not None:
-            base = frame.path.lstrip("/")
+            # The URL names no file: its extension says nothing about the answer. The content
+            # type comes from the view (or the page), and the cache rules see the route's
+            # exact url, never a path a visitor made up (/account/settings.css).
+            self._cache_base = route.url.lstrip("/") if route.url else None
             ctrl = route.ctrl_class()
             if krait.response is not None:
-                return _as_response(krait.response), base
+                return _as_response(krait.response), None
             text = self.render_ctrl(ctrl)
+            base = self.base_name(self._view) if self._view else None
         else:
             path = frame.file
-            base = self.base_name(path)
+            base = self._cache_base = self.base_name(path)
+            if self._static_only and _under(base, self._static_only):
+                # A file in a static_only directory is data: sent as it is, never run.
+                return self.static_file(path, base), base
             if path.endswith(".py"):
                 self.run_script(path)
                 text = ""
@@ -305,11 +324,56 @@ class Worker:
             return _as_response(krait.response), base
         return Response("HTTP/1.1", 200, None, text), base
 
+    def same_origin(self, frame: protocol.RequestFrame) -> bool:
+        """Does the handshake's ``Origin`` match the host asked for (or a trusted proxy's
+        ``X-Forwarded-Host``), or ``config.websocket_origins``?"""
+        origin = host = fwd_host = None
+        for name, value in frame.headers:
+            if name == "origin" or (name == "sec-websocket-origin" and origin is None):
+                origin = value
+            elif name == "host":
+                host = value
+            elif name == "x-forwarded-host":
+                fwd_host = value
+        if fwd_host and self.proxies and self.proxies.trusts(frame.remote_addr):
+            host = fwd_host.split(",")[-1].strip()
+        allowed = websockets.origin_allowed(origin, host, config.websocket_origins)
+        if not allowed:
+            sys.stderr.write(f"krait: WebSocket handshake for {frame.path} refused (403): "
+                             f"Origin {origin!r} is not {host!r} nor in "
+                             f"krait.config.websocket_origins\n")
+            sys.stderr.flush()
+        return allowed
+
+    def static_file(self, path: str, base: str) -> Response:
+        """A file of a ``static_only`` directory, sent as it is (the core sends it): its type
+        from its extension (``.html`` and ``.py`` included), never sniffed, cached as a
+        static file."""
+        if not os.path.isfile(path):
+            return ErrorResponse(404)
+        self._static_page = True
+        headers = [("X-Content-Type-Options", "nosniff")]
+        flags = self.cache_flags(base, False)
+        if flags & _CACHE_NO_STORE:
+            headers.append(("Cache-Control", _NO_STORE))
+        else:
+            age = self._max_age[1] if flags & _CACHE_LONG else self._max_age[0]
+            scope = "private, " if flags & _CACHE_PRIVATE else \
+                "public, " if flags & _CACHE_PUBLIC else ""
+            headers.append(("Cache-Control", f"{scope}max-age={age}, must-revalidate"))
+        ext = os.path.splitext(path)[1]
+        ctype = "text/plain; charset=utf-8" if ext in (".py", ".pyml", ".mako") else \
+            _mime.with_charset(_mime.type_for_extension(ext) or "application/octet-stream")
+        return FileResponse(path, content_type=ctype, headers=headers)
+
     def respond(self, frame: protocol.RequestFrame) -> None:
         base: str | None = None
         try:
             response, base = self.handle(frame)
         except HTTPError as exc:
+            if isinstance(exc, PathRefused):
+                sys.stderr.write(f"krait: {frame.method} {frame.path}: 404, {exc.message}\n")
+                sys.stderr.flush()
             response = exc.to_response()
         except (Exception, SystemExit, KeyboardInterrupt):  # noqa: BLE001
             # A script's error (sys.exit() included) is a 500, never a dead worker.
@@ -386,8 +450,9 @@ class Worker:
             return
         body = response.body_bytes()
         if "cache-control" not in names:
-            flags = self.cache_flags(base, not self._static_page) if base is not None \
-                else _CACHE_NO_STORE
+            cache_base = self._cache_base if base is not None else None
+            flags = self.cache_flags(cache_base, not self._static_page) \
+                if cache_base is not None else _CACHE_NO_STORE
             if not flags & _CACHE_NO_STORE and status == 200:
                 # Behaviour §16.5: a dynamic page made storable gets an ETag of its rendered
                 # body, never of its source file.
@@ -572,6 +637,24 @@ class Worker:
         if self._hub is not None:
             self._hub.close_all()
         os._exit(0)
+
+
+def static_only_prefixes() -> tuple[str, ...]:
+    """``krait.config.static_only`` as root-relative directory prefixes ending in ``/``."""
+    value = config.static_only
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise TypeError("krait.config.static_only must be a list of directories")
+    out = []
+    for item in value:
+        if not isinstance(item, str) or not item.strip("/"):
+            raise TypeError(f"krait.config.static_only holds {item!r}, not a directory")
+        out.append(item.strip("/") + "/")
+    return tuple(out)
+
+
+def _under(rel: str, prefixes: tuple[str, ...]) -> bool:
+    rel = rel.replace(os.sep, "/")
+    return any(rel.startswith(p) for p in prefixes)
 
 
 def _etag_listed(etag: str, header: str) -> bool:

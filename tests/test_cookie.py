@@ -295,10 +295,43 @@ def test_set_cookie_appends_to_extra_headers():
     c.set_max_age(3600)
     cookie.set_cookie(c)
     cookie.set_cookie(Cookie("b", "2"))
-    assert krait.extra_headers == [("X-Other", "1"), ("set-cookie", "count=3; max-age=3600"),
-                                   ("set-cookie", "b=2")]
+    # HttpOnly and SameSite=Lax are the defaults, added at the end.
+    assert krait.extra_headers == [
+        ("X-Other", "1"), ("set-cookie", "count=3; max-age=3600; HttpOnly; SameSite=Lax"),
+        ("set-cookie", "b=2; HttpOnly; SameSite=Lax")]
+    assert str(c) == "count=3; max-age=3600"   # the cookie itself is unchanged
     with pytest.raises(TypeError):
         cookie.set_cookie("a=b")
+
+
+def test_set_cookie_safe_defaults_and_explicit_opt_outs():
+    c = Cookie("a", "1")
+    c.set_http_only(False)
+    c.set_same_site(False)
+    cookie.set_cookie(c)
+    c = Cookie("b", "2")
+    c.set_same_site("Strict")
+    c.set_http_only(True)
+    cookie.set_cookie(c)
+    c = Cookie("c", "3")
+    c.set_http_only(False)
+    c.set_http_only(None)     # back to the default
+    cookie.set_cookie(c)
+    assert [v for _, v in krait.extra_headers] == [
+        "a=1", "b=2; SameSite=Strict; HttpOnly", "c=3; HttpOnly; SameSite=Lax"]
+
+
+def test_attribute_values_are_ascii_and_expires_stays_in_range():
+    for bad in ("caf\u00e9", "/p\u00e4th", "\x7f", "a\x85b"):
+        with pytest.raises(ValueError):
+            CookieAttribute("path", bad)
+        with pytest.raises(ValueError):
+            Cookie("a", "b").set_path(bad)
+    east = datetime.timezone(datetime.timedelta(hours=5))
+    with pytest.raises(ValueError):
+        Cookie("a", "b").set_expires(datetime.datetime(1, 1, 1, 1, 0, tzinfo=east))
+    with pytest.raises(ValueError):
+        Cookie("a", "b").set_expires(datetime.datetime.min.replace(tzinfo=east))
 
 
 def test_get_response_cookies_round_trip():
@@ -307,6 +340,7 @@ def test_get_response_cookies_round_trip():
     c.set_path("/")
     c.set_secure(True)
     c.set_same_site("Strict")
+    c.set_http_only(False)
     cookie.set_cookie(c)
     cookie.set_cookie(Cookie("plain", ""))
     krait.extra_headers.append(("Set-Cookie", "manual=1;path=/x"))
@@ -320,7 +354,7 @@ def test_get_response_cookies_round_trip():
         CookieAttribute("path", "/"), CookieAttribute("Secure"),
         CookieAttribute("SameSite", "Strict")]
     assert str(sid) == str(c)
-    assert str(parsed[1]) == "plain="
+    assert str(parsed[1]) == "plain=; HttpOnly; SameSite=Lax"
     assert parsed[2].value == "1" and parsed[2].attributes == [CookieAttribute("path", "/x")]
 
 

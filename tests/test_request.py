@@ -464,3 +464,31 @@ def test_spooled_upload_without_mocks(tmp_path):
     path.write_bytes(multipart_body([('form-data; name="f"; filename="x"', None, data)]))
     (part,) = multipart_request(b"", body_file=path).get_multipart_form()
     assert part == MultipartFormData(data, "f", "x", "text/plain")
+
+
+def test_multipart_result_is_the_same_for_every_read_size():
+    """Issue 18: the parts must not depend on where the body's reads fall."""
+    import io
+
+    from krait.request import _parse_multipart
+
+    part = (b"--b\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nvalue\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=\"g\"; filename=\"x\"\r\n\r\n"
+            b"a\r\n-b\r\n--b--\r\n")
+
+    def parse(body, size):
+        try:
+            return [(p.name, p.data) for p in _parse_multipart(io.BytesIO(body), "b", size)]
+        except Exception as e:  # noqa: BLE001 - the outcome is what is compared
+            return type(e).__name__
+
+    for body, expected in [
+            (part, [("f", b"value"), ("g", b"a\r\n-b")]),
+            (b"preamble\r\n" + part, [("f", b"value"), ("g", b"a\r\n-b")]),
+            (b"\r\n" + part, [("f", b"value"), ("g", b"a\r\n-b")]),
+            (b"x" + part, "ParserError"),
+            (b"xxxx" + part, "ParserError"),
+            (b"pre-b--b\r\n" + part, "ParserError"),
+            (part[:-10], "ParserError")]:
+        for size in range(1, len(body) + 2):
+            assert parse(body, size) == expected, (body, size)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
-import posixpath
+import stat
 import sys
 import tempfile
 import threading
@@ -40,6 +40,7 @@ from mako.lookup import TemplateLookup
 from mako.template import ModuleInfo, Template
 
 import krait
+from krait.paths import PathRefused, site_file
 from krait.templates import pyml
 
 __all__ = [
@@ -135,12 +136,7 @@ class _Template(Template):
         if path is None or _mako_compile is None:
             return super()._compile_from_file(path, filename)
         stamp = f"\n# krait-source: {self._krait_stamp}\n".encode()
-        source = None
-        try:
-            with open(path, "rb") as f:
-                source = f.read()
-        except OSError:  # not there yet (or unreadable): compile
-            pass
+        source = _read_own_module(path)
         if source is None or not source.endswith(stamp):
             with open(filename, "rb") as f:
                 data = f.read()
@@ -161,6 +157,21 @@ class _Template(Template):
         exec(code, module.__dict__)  # the template's own compiled code
         ModuleInfo(module, path, self, filename, source.decode("utf-8", "replace"), None, None)
         return module
+
+
+def _read_own_module(path: str) -> bytes | None:
+    """The cached module at ``path`` if it is a regular file of ours (opened without following
+    a symbolic link, owned by this process's user, writable by nobody else), else ``None``
+    (then the template is compiled again, and the file replaced)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # not there yet, unreadable, or a symbolic link (ELOOP)
+        return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return None
+        return f.read()
 
 
 def _write_atomically(path: str, data: bytes) -> None:
@@ -249,21 +260,21 @@ class KraitLookup(TemplateLookup):
     def resolve(self, path: Any) -> tuple[str, str]:
         """Map a root-relative path (or URI) to ``(absolute filename, "/uri")``.
 
-        A leading ``/`` means the site root; ``..`` may not leave it.
+        A leading ``/`` means the site root. The path obeys the site's path rule
+        (:func:`krait.paths.site_file`): no ``..``, no hidden segment outside
+        ``krait.config.view_dirs``, no backup file, no symbolic link out of the root.
 
-        :raises ValueError: for a path outside the root or containing NUL.
+        :raises krait.paths.PathRefused: (a ``ValueError``) for a path the rule refuses.
+        :raises ValueError: for the site root itself.
         """
         text = os.fspath(path)
         if not isinstance(text, str):
             text = os.fsdecode(text)
-        if "\x00" in text:
-            raise ValueError(f"template path contains NUL: {text!r}")
-        rel = posixpath.normpath(text.replace(os.sep, "/").lstrip("/"))
-        if rel == ".." or rel.startswith("../"):
-            raise ValueError(f"template path leaves the site root: {text!r}")
-        if rel == ".":
+        filename = site_file(self.root, text, views=True)
+        rel = "/".join(s for s in text.replace(os.sep, "/").split("/") if s and s != ".")
+        if not rel:
             raise ValueError("template path names the site root itself")
-        return os.path.join(self.root, *rel.split("/")), "/" + rel
+        return filename, "/" + rel
 
     def _relative(self, path: Any) -> Any:
         """An absolute filename inside the root becomes root-relative; anything else is kept."""
@@ -296,6 +307,8 @@ class KraitLookup(TemplateLookup):
             kind = _SCRIPT
         else:
             kind = _VERBATIM
+        if kind != _VERBATIM and _static_only(uri):
+            raise PathRefused(f"{uri!r} is in a static_only directory: never run or rendered")
         entry = (filename, uri, kind)
         try:
             if len(self._paths) >= _MEMO_MAX:
@@ -460,6 +473,15 @@ class KraitLookup(TemplateLookup):
             mvc.pop_ctrl()
 
 
+def _static_only(uri: str) -> bool:
+    """Is ``uri`` ("/a/b.html") inside one of ``krait.config.static_only``?"""
+    from krait import config
+
+    prefixes = getattr(config, "static_only", None) or ()
+    return any(isinstance(p, str) and p.strip("/") and
+               uri.lstrip("/").startswith(p.strip("/") + "/") for p in prefixes)
+
+
 def _note_location(exc: pyml.PymlSyntaxError) -> None:
     """Say where a syntax error is in the same words as a runtime error's notes (the file, the
     line and the column), so that the log and the ``--debug`` page both show it."""
@@ -468,13 +490,35 @@ def _note_location(exc: pyml.PymlSyntaxError) -> None:
         exc.add_note(note)
 
 
+def _untrusted_dir(path: str, parent: bool) -> str | None:
+    """Why ``path`` may not hold our compiled modules, or ``None`` when it may.
+
+    It must be a real directory (not a symbolic link) owned by this process's user and
+    writable by nobody else. Its parent may also be root's, or be writable by others when it
+    has the sticky bit (as ``/tmp``), since then nobody else can rename our directory.
+    """
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return str(exc)
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a directory (a symbolic link?)"
+    if st.st_uid != os.geteuid() and not (parent and st.st_uid == 0):
+        return f"owned by uid {st.st_uid}, not {os.geteuid()}"
+    if st.st_mode & 0o022 and not (parent and st.st_mode & stat.S_ISVTX):
+        return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
 def default_module_directory(root: str) -> str | None:
     """A per-user cache directory for one site's compiled templates, outside the site root.
 
     ``$KRAIT_TEMPLATE_CACHE``, else ``$XDG_CACHE_HOME/krait/templates``, else
     ``~/.cache/krait/templates``, plus a hash of the root's real path. Never a shared ``/tmp``
-    name: another user could plant modules there. ``None`` (compile in memory) when no such
-    directory can be made or it would fall inside the root.
+    name: another user could plant modules there. ``None`` (compile in memory, with a line in
+    the error log) when no such directory can be made, it would fall inside the root, or it
+    (or the directory above it) is not this user's own and closed to others: see
+    ``_untrusted_dir``.
     """
     base = os.environ.get("KRAIT_TEMPLATE_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
@@ -488,6 +532,13 @@ def default_module_directory(root: str) -> str | None:
     real_dir = os.path.realpath(directory)
     if os.path.commonpath([real_root, real_dir]) == real_root:
         return None
+    # Compiled modules are executed: a directory another local user can write to (or planted
+    # for us in a shared KRAIT_TEMPLATE_CACHE) would let that user run code as this server.
+    for path, parent in ((directory, False), (base, True)):
+        problem = _untrusted_dir(path, parent)
+        if problem:
+            sys.stderr.write(f"krait: not using the template cache {path}: {problem}\n")
+            return None
     return directory
 
 

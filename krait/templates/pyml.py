@@ -546,28 +546,51 @@ def _find_yield(tree: ast.AST) -> ast.AST | None:
 
 
 def _fix_tabs(code: str) -> str:
-    """Write tab characters inside ordinary string literals as ``\\t``.
+    """Rewrite ordinary string literals that Mako's code printer would change or misread.
 
     Mako expands tabs to spaces in the lines of ``<% %>`` blocks (``str.expandtabs``), which
-    would change ``"a<TAB>b"`` into ``"a b"``. Raw and f-strings are left alone.
+    would change ``"a<TAB>b"`` into ``"a b"``: tabs are written ``\\t``. And its printer takes
+    three quotes inside a string (``'\"\"\"'``) for the start of a triple-quoted string and
+    indents the rest of the block wrongly (a ``SyntaxError`` in the generated module): there,
+    every quote is written ``\\x22`` or ``\\x27``. The value is the same; only the spelling
+    changes, never the number of lines. Raw and f-strings are left alone.
     """
-    if "\t" not in code:
+    if "\t" not in code and '"""' not in code and "\'\'\'" not in code:
         return code
     starts = [0] + [m.end() for m in re.finditer("\n", code)]
     spans = []
     try:
         for tok in tokenize.generate_tokens(io.StringIO(code).readline):
-            if tok.type == tokenize.STRING and "\t" in tok.string:
-                prefix = tok.string[:min(i for i in (tok.string.find("'"),
-                                                     tok.string.find('"')) if i >= 0)]
-                if not set(prefix.lower()) & {"r", "f"}:
-                    spans.append((starts[tok.start[0] - 1] + tok.start[1],
-                                  starts[tok.end[0] - 1] + tok.end[1]))
+            if tok.type != tokenize.STRING:
+                continue
+            text = tok.string
+            cut = min(i for i in (text.find("'"), text.find('"')) if i >= 0)
+            prefix = text[:cut]
+            if set(prefix.lower()) & {"r", "f"}:
+                continue
+            quote = text[cut:cut + 3] if text[cut:cut + 3] in ('"""', "\'\'\'") else text[cut]
+            body = text[cut + len(quote):len(text) - len(quote)]
+            if "\t" in body or '"""' in body or "\'\'\'" in body:
+                spans.append((starts[tok.start[0] - 1] + tok.start[1],
+                              starts[tok.end[0] - 1] + tok.end[1], prefix, quote, body))
     except (tokenize.TokenError, SyntaxError):
         return code
-    for a, b in reversed(spans):
-        code = code[:a] + code[a:b].replace("\t", "\\t") + code[b:]
+    for a, b, prefix, quote, body in reversed(spans):
+        body = body.replace("\t", "\\t")
+        if '"""' in body or "\'\'\'" in body:
+            body = _QUOTE_IN_STRING.sub(_escape_quote, body)
+        code = code[:a] + prefix + quote + body + quote + code[b:]
     return code
+
+
+_QUOTE_IN_STRING = re.compile(r"""(\\*)(["'])""")
+
+
+def _escape_quote(m: re.Match[str]) -> str:
+    backslashes, quote = m.group(1), m.group(2)
+    if len(backslashes) % 2:
+        backslashes = backslashes[:-1]   # \" is the quote itself: its escape is replaced
+    return backslashes + ("\\x22" if quote == '"' else "\\x27")
 
 
 # --------------------------------------------------------------------------------------------
@@ -930,7 +953,8 @@ class _Translator:
                 out.code_lines(prepared[k])
                 out.glue("))|n}")
             elif kind == "exec":
-                out.glue("<%")
+                # "<% " and not "<%": "<%ok = 1" would be read by Mako as a tag <%ok>.
+                out.glue("<% ")
                 out.code_lines(prepared[k])
                 out.newline(node.after - 1)   # before '%>', so a trailing comment ends
                 out.glue("%>")

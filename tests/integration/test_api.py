@@ -388,10 +388,11 @@ def test_cookies_in_and_out(server):
     got = json.loads(body)
     assert got["a"] == "1" and got["missing"] == "dflt"
     assert got["all"] == [["a", "1"], ["b", "two"], ["a", "3"], ["", "flag"]]
+    # set_cookie adds HttpOnly and SameSite=Lax where the cookie has neither (issue 18).
     expected = [
-        "count=3; max-age=3600; path=/; HttpOnly",
-        "sess=abc; expires=Wed, 02 Jan 2030 03:04:05 GMT; Secure; SameSite=Lax",
-        "gone=; max-age=0; domain=example.com",
+        "count=3; max-age=3600; path=/; HttpOnly; SameSite=Lax",
+        "sess=abc; expires=Wed, 02 Jan 2030 03:04:05 GMT; Secure; SameSite=Lax; HttpOnly",
+        "gone=; max-age=0; domain=example.com; HttpOnly; SameSite=Lax",
     ]
     assert [v for n, v in headers if n.lower() == "set-cookie"] == expected
     assert got["queued"] == expected

@@ -191,8 +191,8 @@ def test_ctrl_class_route_with_url_params(server: KraitProcess) -> None:
     assert status == 200
     assert body == (b"<p>pen [(&apos;item&apos;, &apos;pen&apos;), "
                     b"(&apos;num&apos;, &apos;42&apos;)] 42 MVC &amp; co</p>")
-    # No extension in the URL: the default content type of behaviour §9.2, never stored.
-    assert headers["content-type"] == "application/octet-stream"
+    # The type is the view's (.html), never the URL's; a regex route is never stored.
+    assert headers["content-type"] == "text/html; charset=utf-8"
     assert headers["cache-control"] == "no-cache, no-store, must-revalidate"
     # HEAD runs the controller too and keeps the GET length.
     status, head_headers, _ = get(server, "/items/pen/42", "HEAD")
@@ -200,7 +200,7 @@ def test_ctrl_class_route_with_url_params(server: KraitProcess) -> None:
     assert get(server, "/items/pen/x")[0] == 404
 
 
-def test_content_type_from_url_extension_and_from_the_view(server: KraitProcess) -> None:
+def test_content_type_from_the_view(server: KraitProcess) -> None:
     status, headers, body = get(server, "/data.json")
     assert status == 200
     assert headers["content-type"].split(";")[0] == "application/json"
@@ -208,7 +208,7 @@ def test_content_type_from_url_extension_and_from_the_view(server: KraitProcess)
     status, headers, body = get(server, "/typed")
     assert (status, body) == (200, b"typed")
     assert headers["content-type"] == "text/plain; charset=utf-8"
-    # A .txt view is inserted verbatim; the URL's extension gives the type.
+    # A .txt view is inserted verbatim, and gives the type.
     status, headers, body = get(server, "/notes.txt")
     assert (status, body) == (200, b"verbatim @ctrl ${x}\n")
     assert headers["content-type"].startswith("text/plain")

@@ -40,6 +40,19 @@ def test_trusted_peer_sets_client_and_scheme(site, krait_server):
     assert r.text == "127.0.0.1 http"
 
 
+@pytest.mark.parametrize("xff,expected", [
+    ("fe80::1%<img src=x onerror=alert(1)>", "127.0.0.1"),   # a zone id carries any text
+    ("fe80::1%eth0", "127.0.0.1"),
+    ("203.0.113.9:8080", "127.0.0.1"),                       # a port is not an address
+    ("[2001:DB8::0001]", "2001:db8::1"),                     # parsed, then written canonically
+    ("<script>", "127.0.0.1"),
+])
+def test_trusted_forwarded_for_is_a_parsed_address(site, krait_server, xff, expected):
+    server = krait_server(site, "--trusted-proxy", "127.0.0.1")
+    r = requests.get(server.url + "/who", headers={"X-Forwarded-For": xff})
+    assert r.text == f"{expected} http"
+
+
 def test_bad_trusted_proxy_is_a_one_line_error(site):
     p = subprocess.run([sys.executable, "-m", "krait", str(site), "--trusted-proxy", "nope"],
                        capture_output=True, timeout=30)
