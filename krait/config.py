@@ -16,7 +16,8 @@ from krait.errors import ConfigError
 
 __all__ = [
     "ConfigError", "Route", "cache_long_term", "cache_max_age_default",
-    "cache_max_age_long_term", "cache_no_store", "cache_private", "cache_public", "routes",
+    "cache_max_age_long_term", "cache_no_store", "cache_private", "cache_public",
+    "html_templates", "routes",
 ]
 
 
@@ -103,6 +104,11 @@ cache_long_term: list[str] = []
 cache_max_age_default: int = 300
 #: Seconds for ``max-age`` of files in ``cache_long_term``.
 cache_max_age_long_term: int = 864000
+
+#: ``.html`` and ``.htm`` files are templates, like ``.pyml`` ones (Krait's rule): an ``@`` in
+#: them starts Python code, so a literal one is written ``@@``. ``False`` sends them as written
+#: (an e-mail address or CSS ``@media`` is then plain text); only ``.pyml`` files are templates.
+html_templates: bool = True
 
 #: Limits (architecture.md defaults); the command line overrides these.
 max_request_line: int = 8 * 1024

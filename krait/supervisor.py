@@ -451,6 +451,10 @@ class Supervisor:
             raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.worker_pipeline "
                                f"must be a whole number from 1 to {MAX_WORKER_PIPELINE}, not "
                                f"{config.worker_pipeline!r}")
+        if not isinstance(config.html_templates, bool):
+            set_at = config.where("html_templates")
+            raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.html_templates "
+                               f"must be True or False, not {config.html_templates!r}")
         for name in ("cache_max_age_default", "cache_max_age_long_term"):
             value = getattr(config, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -187,7 +187,8 @@ class Worker:
                 ns["__file__"] = filename
                 self.run_script(filename, ns)
 
-            self._templates = SiteTemplates(self.site_root, run_script=import_script)
+            self._templates = SiteTemplates(self.site_root, run_script=import_script,
+                                            html_templates=bool(config.html_templates))
             if self._templates.module_directory is None:
                 sys.stderr.write("krait: no usable cache directory for compiled templates; "
                                  "each worker compiles them in memory (set "
@@ -297,8 +298,9 @@ class Worker:
                     text = self.render_ctrl(mvc.init_ctrl)
             else:
                 text = self.render(path)
-                # Behaviour §3.3: a template without constructs (only "@@") is static: it
-                # is cached like a static file (an ETag of its body, a max-age).
+                # A template without constructs (only "@@") is static, and so is a .html
+                # page under html_templates = False: it is cached like a static file (an
+                # ETag of its body, a max-age).
                 self._static_page = path.endswith((".html", ".htm", ".pyml")) and \
                     self.templates.is_static(path)
         if krait.response is not None:

@@ -218,13 +218,18 @@ class KraitLookup(TemplateLookup):
     :param mvc: the module providing ``push_ctrl``/``pop_ctrl`` for ``@import-ctrl``
         (default: ``krait.mvc``, imported when first needed).
     :param filesystem_checks: reload a template whose file changed since it was loaded.
+    :param html_templates: ``False`` sends ``.html`` and ``.htm`` files as written (served,
+        ``@import``-ed or used as a view); only ``.pyml`` files are then templates.
+        ``@extends`` still reads its layout as a template, whatever its extension.
     :param template_args: further :class:`mako.template.Template` options.
     """
 
     def __init__(self, root: str, module_directory: str | None = None, *,
                  py_hook: PyHook | None = None, mvc: Any = None,
-                 filesystem_checks: bool = True, **template_args: Any) -> None:
+                 filesystem_checks: bool = True, html_templates: bool = True,
+                 **template_args: Any) -> None:
         self.root = os.path.abspath(root)
+        self.html_templates = html_templates
         if module_directory is not None:
             module_directory = os.path.abspath(module_directory)
             real_root = os.path.realpath(self.root)
@@ -290,6 +295,8 @@ class KraitLookup(TemplateLookup):
         filename, uri = self.resolve(self._relative(path) if absolute_ok else path)
         if filename.endswith(PYML_EXTENSIONS):
             kind = _PYML
+            if not self.html_templates and filename.endswith(pyml.HTML_EXTENSIONS):
+                kind = _VERBATIM
         elif filename.endswith(MAKO_EXTENSION):
             kind = _MAKO
         elif filename.endswith(".py"):
@@ -317,6 +324,11 @@ class KraitLookup(TemplateLookup):
         :raises TemplateNotFoundError: when the file does not exist.
         """
         filename, uri, kind = self.locate(path, absolute_ok=True)
+        if kind == _VERBATIM and filename.endswith(pyml.HTML_EXTENSIONS):
+            if not os.path.isfile(filename):
+                raise TemplateNotFoundError(f"cannot find {uri!r} under {self.root!r}",
+                                            filename)
+            return True  # html_templates = False: sent as written
         if kind != _PYML:
             return False
         template = self._template(filename, uri)
@@ -400,6 +412,8 @@ class KraitLookup(TemplateLookup):
         # of running through Mako's lexer (where the translator was called).
         assert error is not None
         _note_location(error)
+        if filename.endswith(pyml.HTML_EXTENSIONS) and isinstance(error, pyml.PymlSyntaxError):
+            error.add_note(pyml.html_trap_note(filename, error.lineno, error.offset, error.text))
         raise error.with_traceback(None)
 
     # -- rendering ------------------------------------------------------------------------------
