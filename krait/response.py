@@ -13,11 +13,12 @@ A body is one of three things:
 
 from __future__ import annotations
 
-import html
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
+
+from krait._errorpages import page_html
 
 __all__ = [
     "REASONS", "ErrorResponse", "FileResponse", "JsonResponse", "Response", "ResponseBadRequest",
@@ -233,11 +234,14 @@ class Response:
 class ErrorResponse(Response):
     """A small HTML error page for any status.
 
-    Without a message the body is exactly the original's page, e.g. for 404
-    ``<html><head><title>404 Not Found</title></head><body><h1>404 Not Found</h1></body></html>``;
-    a message is added, HTML-escaped, as a ``<p>`` after the heading. A ``Content-Type`` of
+    The page's ``<title>`` and ``<h1>`` say the status and its reason (``404 Not Found``); under
+    them comes ``message``, HTML-escaped, or a sentence for the status. A ``Content-Type`` of
     ``text/html; charset=utf-8`` is added unless ``headers`` has one. Statuses that may not carry
     a body (1xx, 204, 304) get an empty one.
+
+    Sent from a worker, the page is replaced by the site's own page for the status when
+    ``krait.config.error_pages`` names one, and by a JSON body for a client that asks for JSON
+    (``Accept: application/json``), unless ``body`` was changed.
 
     :param status_code: the status, 100-599.
     :param message: an optional explanation shown to the visitor (plain text).
@@ -247,12 +251,11 @@ class ErrorResponse(Response):
     def __init__(self, status_code: int, message: str | None = None,
                  headers: HeadersArg = None) -> None:
         super().__init__("HTTP/1.1", status_code, headers, b"")
+        self.message: str | None = message
+        self._default_body: Any = None
         if status_code < 200 or status_code in (204, 304):
             return
-        title = f"{status_code} {self.reason}"
-        extra = f"<p>{html.escape(message)}</p>" if message else ""
-        self.body = (f"<html><head><title>{title}</title></head>"
-                     f"<body><h1>{title}</h1>{extra}</body></html>")
+        self.body = self._default_body = page_html(status_code, self.reason, message)
         if not _has_header(self.headers, "content-type"):
             self.headers.append(("Content-Type", "text/html; charset=utf-8"))
 

@@ -185,6 +185,37 @@ def validate_routes(site_root: str) -> list[config.Route]:
     return list(routes)
 
 
+def validate_error_pages(site_root: str) -> dict[int, str]:
+    """Check ``krait.config.error_pages``: statuses 400-599 mapped to files under the site root
+    (not ``.py`` scripts). Returns status → absolute filename."""
+    pages = config.error_pages
+    set_at = config.where("error_pages") or os.path.join(site_root, ".py", "init.py")
+    if not isinstance(pages, dict):
+        raise StartupError(f"{set_at}: krait.config.error_pages must be a dict of status → "
+                           f"file, not {type(pages).__name__}")
+    out = {}
+    for status, page in pages.items():
+        if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+            raise StartupError(f"{set_at}: krait.config.error_pages: {status!r} is not an "
+                               "error status (400-599)")
+        if not isinstance(page, str) or not page.strip("/"):
+            raise StartupError(f"{set_at}: krait.config.error_pages[{status}] must be a file "
+                               f"path relative to the site root, not {page!r}")
+        rel = os.path.normpath(page.lstrip("/"))
+        if rel == ".." or rel.startswith(".." + os.sep) or "\0" in rel:
+            raise StartupError(f"{set_at}: krait.config.error_pages[{status}] = {page!r} "
+                               "leaves the site root")
+        filename = os.path.join(site_root, rel)
+        if not os.path.isfile(filename):
+            raise StartupError(f"{set_at}: krait.config.error_pages[{status}] = {page!r}: "
+                               f"no such file ({filename})")
+        if filename.endswith(".py"):
+            raise StartupError(f"{set_at}: krait.config.error_pages[{status}] = {page!r}: a "
+                               "page must be a template or a file, not a .py script")
+        out[status] = filename
+    return out
+
+
 def _compile_list(name: str) -> list[re.Pattern[str]]:
     """Compile the cache-rule regexes of ``krait.config.<name>`` (behaviour §10.1)."""
     value = getattr(config, name)
@@ -430,6 +461,7 @@ class Supervisor:
         for name, value in opts.limits.items():
             setattr(config, name, value)
         routes = validate_routes(opts.site_root)
+        validate_error_pages(opts.site_root)
         self.rules = Rules(routes=routes, no_store=_compile_list("cache_no_store"),
                            private=_compile_list("cache_private"),
                            public=_compile_list("cache_public"),

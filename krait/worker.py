@@ -26,11 +26,11 @@ import traceback
 from typing import Any
 
 import krait
-from krait import _mime, config, mvc, protocol, websockets
+from krait import _errorpages, _mime, config, mvc, protocol, websockets
 from krait._proxy import TrustedProxies
 from krait.errors import HTTPError
 from krait.request import Request
-from krait.response import ErrorResponse, Response, ResponseBadRequest
+from krait.response import REASONS, ErrorResponse, Response, ResponseBadRequest
 
 _NO_STORE = "no-cache, no-store, must-revalidate"
 # Cache decision flags (krait.h KRAIT_CACHE_*), as Rules.cache_flags returns them.
@@ -137,6 +137,7 @@ class Worker:
         self.scripts = ScriptCache()
         self.site_globals: dict[str, Any] = {}
         self.routes: list[config.Route] = []
+        self.error_pages: dict[int, str] = {}  # status → the site's page (absolute filename)
         self.rules: Any = None
         self._templates: Any = None
         self._bases: dict[str, str] = {}  # target file → base name relative to the root
@@ -161,7 +162,13 @@ class Worker:
     # -- start-up -----------------------------------------------------------------------------
 
     def load(self) -> None:
-        from krait.supervisor import Rules, _compile_list, load_site, validate_routes
+        from krait.supervisor import (
+            Rules,
+            _compile_list,
+            load_site,
+            validate_error_pages,
+            validate_routes,
+        )
 
         self.site_globals = load_site(self.site_root)
         for key, value in os.environ.items():
@@ -169,6 +176,7 @@ class Worker:
                 setattr(config, key[len("KRAIT_CONFIG_"):], float(value)
                         if "." in value else int(value))
         self.routes = validate_routes(self.site_root)
+        self.error_pages = validate_error_pages(self.site_root)
         self.rules = Rules(routes=self.routes, no_store=_compile_list("cache_no_store"),
                            private=_compile_list("cache_private"),
                            public=_compile_list("cache_public"),
@@ -311,8 +319,12 @@ class Worker:
         base: str | None = None
         try:
             response, base = self.handle(frame)
+            if isinstance(response, ErrorResponse) and response.status_code >= 400 and \
+                    response.body is response._default_body:
+                response = self.error_response(response.status_code, response.message,
+                                               response.headers)
         except HTTPError as exc:
-            response = exc.to_response()
+            response = self.error_response(exc.status, exc.message, exc.headers)
         except (Exception, SystemExit, KeyboardInterrupt):  # noqa: BLE001
             # A script's error (sys.exit() included) is a 500, never a dead worker.
             response = self.error_page(frame)
@@ -332,6 +344,32 @@ class Worker:
                 except OSError:
                     pass
 
+    def error_response(self, status: int, message: str | None = None,
+                       headers: list[tuple[str, str]] | None = None) -> Response:
+        """The answer for an error status: JSON for a client that prefers it, else the site's
+        page from ``config.error_pages``, else the default page."""
+        if status < 400:
+            return ErrorResponse(status, message, headers)
+        headers = [(k, v) for k, v in headers or () if k.lower() != "content-type"]
+        reason = REASONS.get(status, "Unknown")
+        request = krait.request
+        if request is not None and _errorpages.wants_json(request.headers.get("accept")):
+            return Response("HTTP/1.1", status, [*headers, ("Content-Type", "application/json")],
+                            _errorpages.json_body(status, reason, message))
+        page = self.error_pages.get(status)
+        if page is not None:
+            try:
+                ns = self.namespace(page)
+                ns["error"] = _errorpages.PageError(status, reason, message)
+                text = self.templates.render(page, ns)
+                ctype = _content_type_for(self.base_name(page))
+                return Response("HTTP/1.1", status, [*headers, ("Content-Type", ctype)], text)
+            except Exception:  # noqa: BLE001 - the default page is the fallback
+                sys.stderr.write(f"krait: the error page {page} for {status} failed; the "
+                                 f"default page is sent instead\n{traceback.format_exc()}")
+                sys.stderr.flush()
+        return ErrorResponse(status, message, headers)
+
     def error_page(self, frame: protocol.RequestFrame) -> Response:
         """500 for the exception being handled: its traceback always goes to the error log,
         and onto the page only with ``--debug``."""
@@ -344,7 +382,7 @@ class Worker:
                     f"</body></html>")
             return Response("HTTP/1.1", 500, [("Content-Type", "text/html; charset=utf-8")],
                             body)
-        return ErrorResponse(500)
+        return self.error_response(500)
 
     def cache_flags(self, base: str, dynamic: bool = True) -> int:
         key = (base, dynamic)

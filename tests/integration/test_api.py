@@ -368,7 +368,7 @@ def test_malformed_multipart_is_400(server, body):
     r = requests.post(server.url + "/x/multipart", data=body, headers={
         "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
     assert r.status_code == 400
-    assert r.text.startswith("<html><head><title>400 Bad Request</title></head>")
+    assert "<title>400 Bad Request</title>" in r.text
 
 
 def test_multipart_wrong_content_type_is_none(server):
@@ -416,13 +416,11 @@ def test_response_plain(server):
 def test_response_not_found_and_bad_request(server):
     r = requests.get(server.url + "/x/respond?kind=notfound")
     assert r.status_code == 404
-    assert r.text == ("<html><head><title>404 Not Found</title></head>"
-                      "<body><h1>404 Not Found</h1></body></html>")
+    assert "<title>404 Not Found</title>" in r.text and "<h1>404 Not Found</h1>" in r.text
     assert r.headers["Content-Type"] == "text/html; charset=utf-8"
     r = requests.get(server.url + "/x/respond?kind=badrequest")
     assert r.status_code == 400
-    assert r.text == ("<html><head><title>400 Bad Request</title></head>"
-                      "<body><h1>400 Bad Request</h1></body></html>")
+    assert "<title>400 Bad Request</title>" in r.text and "<h1>400 Bad Request</h1>" in r.text
     assert r.headers["X-B"] == "2"
 
 
@@ -460,8 +458,8 @@ def test_file_response_is_sent_by_the_core(server, site):
 def test_error_response_any_status(server):
     r = requests.get(server.url + "/x/respond?kind=error")
     assert (r.status_code, r.reason) == (409, "Conflict")
-    assert r.text == ("<html><head><title>409 Conflict</title></head><body><h1>409 Conflict</h1>"
-                      "<p>short &amp; stout</p></body></html>")
+    assert "<title>409 Conflict</title>" in r.text
+    assert "<h1>409 Conflict</h1><p>short &amp; stout</p>" in r.text
     assert r.headers["Content-Type"] == "text/html; charset=utf-8"
 
 
@@ -574,8 +572,7 @@ def test_print_goes_to_the_log(server):
 def test_exception_is_a_plain_500_with_traceback_in_log(server):
     r = requests.get(server.url + "/error")
     assert r.status_code == 500
-    assert r.text == ("<html><head><title>500 Internal Server Error</title></head>"
-                      "<body><h1>500 Internal Server Error</h1></body></html>")
+    assert "<h1>500 Internal Server Error</h1><p>Something went wrong on the server." in r.text
     assert "kaboom" not in r.text and "Traceback" not in r.text
     log = wait_for_log(server, "kaboom-<marker>")
     assert "Traceback (most recent call last)" in log

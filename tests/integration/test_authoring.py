@@ -93,3 +93,92 @@ def test_an_undefined_name_is_named_in_the_log(tmp_path: Path, krait_server) -> 
     log = wait_for_log(server, "is not defined")
     assert "NameError: name 'site_nme' is not defined (did you mean 'site_name'?) in " \
            f'template "{site / "p.pyml"}", line 2' in log
+
+
+ERRORS_INIT = '''\
+from krait import config
+config.error_pages = {404: "errors/404.html", 500: ".view/500.html", 403: "errors/403.txt",
+                      409: "errors/broken.pyml"}
+site_name = "Example"
+'''
+ERRORS_SITE = {
+    ".py/init.py": ERRORS_INIT,
+    "errors/404.html": "<h1>@site_name@: @error.status@ @error.reason@</h1><p>@error.message@</p>",
+    ".view/500.html": "<h1>Sorry (@error.status@)</h1>",
+    "errors/403.txt": "no entry @ all",
+    "errors/broken.pyml": "@(1 / 0)@",
+    "missing.py": "from krait.errors import NotFound\nraise NotFound('No <such> thing')\n",
+    "boom.py": "raise RuntimeError('boom')\n",
+    "forbidden.py": "from krait.errors import Forbidden\nraise Forbidden()\n",
+    "conflict.py": "from krait.errors import HTTPError\nraise HTTPError(409, 'taken')\n",
+    "gone.py": "import krait\nkrait.response = krait.ErrorResponse(410, 'moved away')\n",
+    "custom.py": "import krait\nr = krait.ErrorResponse(404)\nr.body = 'mine'\n"
+                 "krait.response = r\n",
+    "allow.py": "from krait.errors import MethodNotAllowed\nraise MethodNotAllowed(['POST'])\n",
+}
+
+
+def test_error_pages_of_the_site(tmp_path: Path, krait_server) -> None:  # type: ignore[no-untyped-def]
+    server = krait_server(write_site(tmp_path / "site", ERRORS_SITE), "--workers", "1")
+    status, headers, body = get(server, "/missing")
+    assert status == 404 and headers["content-type"] == "text/html; charset=utf-8"
+    assert body == b"<h1>Example: 404 Not Found</h1><p>No &lt;such&gt; thing</p>"
+    assert "no-store" in headers["cache-control"]
+    status, _, body = get(server, "/boom")
+    assert (status, body) == (500, b"<h1>Sorry (500)</h1>")
+    status, headers, body = get(server, "/forbidden")
+    assert (status, body) == (403, b"no entry @ all")
+    assert headers["content-type"] == "text/plain; charset=utf-8"
+    # The site's page fails: the default page, and the log says why.
+    status, headers, body = get(server, "/conflict")
+    assert status == 409 and b"<h1>409 Conflict</h1><p>taken</p>" in body
+    assert "the error page" in wait_for_log(server, "broken.pyml for 409 failed")
+    # No page of the site for 410: the default one, with the message.
+    status, _, body = get(server, "/gone")
+    assert status == 410 and b"<h1>410 Gone</h1><p>moved away</p>" in body
+    # A response whose body the script wrote is its own.
+    assert get(server, "/custom")[2] == b"mine"
+    # Headers of the error stay (Allow of a 405).
+    status, headers, body = get(server, "/allow")
+    assert status == 405 and headers["allow"] == "POST"
+    assert b"<h1>405 Method Not Allowed</h1>" in body
+
+
+def test_error_bodies_in_json_for_clients_that_ask(tmp_path: Path, krait_server) -> None:  # type: ignore[no-untyped-def]
+    server = krait_server(write_site(tmp_path / "site", ERRORS_SITE), "--workers", "1")
+    import json
+
+    for accept in ("application/json", "application/problem+json, text/html;q=0.5"):
+        status, headers, body = get(server, "/missing", f"Accept: {accept}\r\n")
+        assert status == 404 and headers["content-type"] == "application/json"
+        assert json.loads(body) == {"status": 404, "reason": "Not Found",
+                                    "message": "No <such> thing"}
+    status, headers, body = get(server, "/boom", "Accept: application/json\r\n")
+    assert (status, json.loads(body)) == (500, {"status": 500, "message": None,
+                                                "reason": "Internal Server Error"})
+    # A browser's Accept and */* get HTML.
+    browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    for accept in (browser, "*/*"):
+        assert get(server, "/missing", f"Accept: {accept}\r\n")[1]["content-type"] \
+            == "text/html; charset=utf-8"
+
+
+@pytest.mark.parametrize(("pages", "message"), [
+    ("{404: 'nope.html'}", "krait.config.error_pages[404] = 'nope.html': no such file"),
+    ("{200: 'e.html'}", "krait.config.error_pages: 200 is not an error status"),
+    ("{404: '../e.html'}", "krait.config.error_pages[404] = '../e.html' leaves the site root"),
+    ("{404: 'e.py'}", "krait.config.error_pages[404] = 'e.py': a page must be a template or a "
+                      "file, not a .py script"),
+    ("['e.html']", "krait.config.error_pages must be a dict"),
+])
+def test_error_pages_are_checked_at_start_up(tmp_path: Path, pages: str, message: str) -> None:
+    import subprocess
+    import sys
+
+    site = write_site(tmp_path / "site", {
+        ".py/init.py": f"from krait import config\nconfig.error_pages = {pages}\n",
+        "e.html": "x", "e.py": ""})
+    proc = subprocess.run([sys.executable, "-m", "krait", str(site), "--port", "0",
+                           "--host", "127.0.0.1"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert f"{site / '.py/init.py'}:2: {message}" in proc.stderr
