@@ -5,6 +5,7 @@ worker's end, SIGHUP."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import runpy
@@ -71,6 +72,16 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError):
             pass
+
+
+def _is_loopback(host: str) -> bool:
+    """Does ``--host`` listen on the loopback interface only? (``""`` means every one.)"""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class StartupError(Exception):
@@ -829,6 +840,10 @@ class Supervisor:
         signal.pthread_sigmask(signal.SIG_BLOCK, LOOP_SIGNALS)
         log(f"serving {os.path.abspath(opts.site_root)} at {' '.join(urls)} "
             f"with {count} worker{'s' if count != 1 else ''} (pid {os.getpid()})")
+        if opts.debug and not _is_loopback(opts.host):
+            log(f"warning: --debug on {opts.host or 'every interface'}: the error page shows "
+                "any client your source code, tracebacks, request headers and cookies. Use "
+                "--host 127.0.0.1 unless this network is yours alone")
         if not os.path.isfile(os.path.join(opts.site_root, ".py", "init.py")):
             log("no .py/init.py in the site: every file is served by its URL. Create it to add "
                 "routes, cache rules and limits (see docs/configuration.md)")

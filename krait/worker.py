@@ -372,14 +372,24 @@ class Worker:
 
     def error_page(self, frame: protocol.RequestFrame) -> Response:
         """500 for the exception being handled: its traceback always goes to the error log,
-        and onto the page only with ``--debug``."""
+        and onto the page only with ``--debug`` (the debug page: the author's frames first,
+        the request and the route; see :mod:`krait._debugpage`)."""
         text = traceback.format_exc()
         sys.stderr.write(f"krait: error in {frame.method} {frame.path}\n{text}")
         sys.stderr.flush()
         if self.debug:
-            body = (f"<html><head><title>500 Internal Server Error</title></head><body>"
-                    f"<h1>500 Internal Server Error</h1><pre>{html.escape(text)}</pre>"
-                    f"</body></html>")
+            try:
+                from krait import _debugpage
+
+                route = self.routes[frame.route] if 0 <= frame.route < len(self.routes) \
+                    else None
+                body = _debugpage.render(sys.exc_info()[1], krait.request,  # type: ignore[arg-type]
+                                         route, krait.url_params, self.site_root)
+            except Exception:  # noqa: BLE001 - the plain traceback is always possible
+                sys.stderr.write(f"krait: the debug page failed\n{traceback.format_exc()}")
+                body = (f"<html><head><title>500 Internal Server Error</title></head><body>"
+                        f"<h1>500 Internal Server Error</h1><pre>{html.escape(text)}</pre>"
+                        f"</body></html>")
             return Response("HTTP/1.1", 500, [("Content-Type", "text/html; charset=utf-8")],
                             body)
         return self.error_response(500)

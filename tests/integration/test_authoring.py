@@ -182,3 +182,57 @@ def test_error_pages_are_checked_at_start_up(tmp_path: Path, pages: str, message
                            "--host", "127.0.0.1"], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert f"{site / '.py/init.py'}:2: {message}" in proc.stderr
+
+
+DEBUG_SITE = {
+    ".py/init.py": "from krait import config\n"
+                   "config.routes = [config.Route('ANY', regex=r'/p/(?P<id>\\d+)', "
+                   "target='p.html'), config.Route()]\n",
+    ".py/helpers.py": "def ratio(a, b):\n    total = a + b\n    return a / b\n",
+    "p.html": "<h1>Ratio</h1>\n@{ import helpers }\n<p>@helpers.ratio(1, 0)@</p>\n",
+}
+
+
+def test_the_debug_page(tmp_path: Path, krait_server, cache_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    site = write_site(tmp_path / "site", DEBUG_SITE)
+    server = krait_server(site, "--workers", "1", "--debug")
+    body = b"name=Ann&city=Paris+%26+Lyon"
+    status, headers, page_bytes = get(
+        server, "/p/42?x=1", "Content-Type: application/x-www-form-urlencoded\r\n"
+        "Cookie: session=abc; theme=dark\r\nX-Test: <hello>\r\n", method="POST", body=body)
+    page = page_bytes.decode()
+    assert status == 500 and headers["content-type"] == "text/html; charset=utf-8"
+    assert "<h1>ZeroDivisionError</h1><p>division by zero</p>" in page
+    # The author's frames come first, innermost first, with the template's own line.
+    mine = page[page.index("<h2>Your code</h2>"):page.index("<h2>Traceback")]
+    helpers, template = mine.index("helpers.py, line 3"), mine.index("p.html, line 3, template")
+    assert helpers < template
+    assert '<span class="hit">    3  &lt;p&gt;@helpers.ratio(1, 0)@&lt;/p&gt;</span>' in mine
+    assert '<span class="hit">    3      return a / b</span>' in mine
+    assert "    1  &lt;h1&gt;Ratio&lt;/h1&gt;" in mine  # lines around it
+    assert str(cache_dir) not in mine and "krait/worker.py" not in mine
+    # krait's and Mako's frames are folded.
+    assert "of krait and libraries</summary>" in page and "krait/worker.py" in page
+    # The request and the route.
+    assert "<th>method</th><td>POST</td>" in page
+    assert "<th>URL</th><td>/p/42?x=1</td>" in page
+    assert "<th>x-test</th><td>&lt;hello&gt;</td>" in page
+    assert "<th>city</th><td>Paris &amp; Lyon</td>" in page
+    assert "<th>session</th><td>abc</td>" in page and "<th>theme</th><td>dark</td>" in page
+    assert "<th>id</th><td>42</td>" in page
+    assert f"Route(verb=&#x27;ANY&#x27;, regex=&#x27;/p/(?P&lt;id&gt;\\\\d+)&#x27;, " \
+           f"target=&#x27;p.html&#x27;)  (set at {site / '.py/init.py'}:2)" in page
+    assert "warning: --debug" not in server.log()  # listening on 127.0.0.1 only
+
+
+def test_no_debug_page_without_debug(tmp_path: Path, krait_server) -> None:  # type: ignore[no-untyped-def]
+    server = krait_server(write_site(tmp_path / "site", DEBUG_SITE), "--workers", "1")
+    status, _, body = get(server, "/p/1")
+    assert status == 500 and b"ZeroDivisionError" not in body and b"helpers" not in body
+
+
+def test_loopback_hosts() -> None:
+    from krait.supervisor import _is_loopback
+
+    assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
+    assert not _is_loopback("") and not _is_loopback("0.0.0.0") and not _is_loopback("10.0.0.1")
