@@ -98,19 +98,28 @@ class ScriptCache:
         return code
 
 
+_HTML = "text/html; charset=utf-8"
+
+
 def _content_type_for(name: str) -> str:
-    """Behaviour §6: the base filename's extension; ``x.json.pyml`` uses ``.json``."""
+    """The default ``Content-Type`` of a dynamic answer, from the base filename's extension
+    (``x.json.pyml`` uses ``.json``). A ``.py`` script, a ``.pyml`` page and a controller's URL
+    without an extension answer HTML in UTF-8 (the original said
+    ``application/octet-stream``, which browsers download); an unknown extension is
+    ``application/octet-stream``."""
     base = os.path.basename(name)
     if base.endswith(".pyml"):
         base = base[:-5]
         if "." not in base:
-            return "text/html; charset=utf-8"
+            return _HTML
     if base.endswith(".py"):
-        return "application/octet-stream"
+        return _HTML
     ext = os.path.splitext(base)[1]
-    mime = _mime.type_for_extension(ext) if ext else None
+    if not ext:
+        return _HTML
+    mime = _mime.type_for_extension(ext)
     if mime is None:
-        return "application/octet-stream"  # unknown or no extension (behaviour §6)
+        return "application/octet-stream"
     return _mime.with_charset(mime)
 
 

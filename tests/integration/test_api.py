@@ -410,7 +410,7 @@ def test_response_plain(server):
     assert r.headers["X-A"] == "1"
     assert r.headers["Content-Length"] == "7"
     assert r.headers["Cache-Control"] == "no-cache, no-store, must-revalidate"
-    assert r.headers["Content-Type"] == "application/octet-stream"  # a .py target (§8)
+    assert r.headers["Content-Type"] == "text/html; charset=utf-8"  # a .py target (issue 15)
 
 
 def test_response_not_found_and_bad_request(server):
@@ -523,9 +523,9 @@ def test_extra_headers_and_content_type(server):
     status, headers, body = exchange(server, b"GET /x/headers HTTP/1.1\r\nHost: h\r\n\r\n")
     assert body == b"generated"
     assert [v for n, v in headers if n == "X-Extra"] == ["one", "two"]
-    assert ("Content-Type", "application/octet-stream") in headers
+    assert ("Content-Type", "text/html; charset=utf-8") in headers  # a .py target (issue 15)
     r = requests.get(server.url + "/x/headers?ext=json")
-    assert r.headers["Content-Type"] == "application/json"
+    assert r.headers["Content-Type"] == "application/json; charset=utf-8"
     r = requests.get(server.url + "/x/headers?ext=nosuchext")
     assert r.headers["Content-Type"] == "application/octet-stream"
     r = requests.get(server.url + "/x/headers?raw=text/x-custom;+charset=latin-1")
@@ -541,7 +541,7 @@ def test_extra_headers_and_content_type(server):
 def test_script_without_response_is_empty_200(server):
     r = requests.get(server.url + "/plain")
     assert r.status_code == 200 and r.content == b""
-    assert r.headers["Content-Type"] == "application/octet-stream"
+    assert r.headers["Content-Type"] == "text/html; charset=utf-8"  # issue 15
     assert r.headers["Content-Length"] == "0"
 
 
@@ -586,7 +586,7 @@ def test_debug_shows_the_traceback(debug_server):
     assert r.status_code == 500
     assert "Traceback (most recent call last)" in r.text
     assert "kaboom-&lt;marker&gt;" in r.text          # escaped HTML
-    assert "error.py&quot;, line 2, in fail" in r.text
+    assert "error.py, line 2, in <b>fail</b>" in r.text
     wait_for_log(debug_server, "kaboom-<marker>")
 
 

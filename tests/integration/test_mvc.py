@@ -191,8 +191,9 @@ def test_ctrl_class_route_with_url_params(server: KraitProcess) -> None:
     assert status == 200
     assert body == (b"<p>pen [(&apos;item&apos;, &apos;pen&apos;), "
                     b"(&apos;num&apos;, &apos;42&apos;)] 42 MVC &amp; co</p>")
-    # No extension in the URL: the default content type of behaviour §9.2, never stored.
-    assert headers["content-type"] == "application/octet-stream"
+    # No extension in the URL: HTML in UTF-8 (issue 15; the original said octet-stream),
+    # never stored.
+    assert headers["content-type"] == "text/html; charset=utf-8"
     assert headers["cache-control"] == "no-cache, no-store, must-revalidate"
     # HEAD runs the controller too and keeps the GET length.
     status, head_headers, _ = get(server, "/items/pen/42", "HEAD")
