@@ -196,6 +196,45 @@ def validate_routes(site_root: str) -> list[config.Route]:
     return list(routes)
 
 
+def route_warnings(routes: list[config.Route]) -> list[str]:
+    """Routes that can never match, each as ``file:line: warning: ...``: a route after a
+    catch-all (``Route()`` with neither ``url`` nor ``regex``) of the same verb, or after an
+    earlier route with the same verb and ``url``; and a ``url`` without a leading ``/`` (the
+    path it is compared with always has one)."""
+    out = []
+    all_verbs = set(config.Route.route_verbs)
+    taken: dict[str, config.Route] = {}  # verb → the catch-all that takes it
+    urls: dict[tuple[str, str], config.Route] = {}  # (verb, url) → the first route with it
+
+    def where(route: config.Route) -> str:
+        return f"{route.filename}:{route.lineno}"
+
+    for route in routes:
+        verbs = all_verbs if route.verb == "ANY" else {route.verb}
+        if route.url is not None and not route.url.startswith("/"):
+            out.append(f"{where(route)}: warning: route url {route.url!r} never matches: request "
+                       f"paths start with '/' (write {'/' + route.url!r})")
+        shadow = next((taken[v] for v in sorted(verbs) if v in taken), None) \
+            if all(v in taken for v in verbs) else None
+        if shadow is not None:
+            out.append(f"{where(route)}: warning: {route!r} never matches: the catch-all "
+                       f"{shadow!r} at {where(shadow)} comes first and takes every "
+                       f"{'request' if route.verb == 'ANY' else route.verb + ' request'} "
+                       "(routes are tried in order: put the catch-all last)")
+        elif route.url is not None and route.regex is None and all(
+                (v, route.url) in urls for v in verbs):
+            first = urls[(sorted(verbs)[0], route.url)]
+            out.append(f"{where(route)}: warning: {route!r} never matches: {first!r} at "
+                       f"{where(first)} has the same url and comes first")
+        if route.url is None and route.regex is None:
+            for v in verbs:
+                taken.setdefault(v, route)
+        elif route.url is not None:
+            for v in verbs:
+                urls.setdefault((v, route.url), route)
+    return out
+
+
 def validate_error_pages(site_root: str) -> dict[int, str]:
     """Check ``krait.config.error_pages``: statuses 400-599 mapped to files under the site root
     (not ``.py`` scripts). Returns status → absolute filename."""
@@ -472,6 +511,8 @@ class Supervisor:
         for name, value in opts.limits.items():
             setattr(config, name, value)
         routes = validate_routes(opts.site_root)
+        for warning in route_warnings(routes):
+            log(warning)
         validate_error_pages(opts.site_root)
         self.rules = Rules(routes=routes, no_store=_compile_list("cache_no_store"),
                            private=_compile_list("cache_private"),

@@ -236,3 +236,43 @@ def test_loopback_hosts() -> None:
 
     assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
     assert not _is_loopback("") and not _is_loopback("0.0.0.0") and not _is_loopback("10.0.0.1")
+
+
+def test_routes_that_never_match_are_warned_about(tmp_path: Path, krait_server) -> None:  # type: ignore[no-untyped-def]
+    site = write_site(tmp_path / "site", {
+        ".py/init.py": (
+            "from krait import config\n"
+            "config.routes = [\n"
+            "    config.Route('POST', url='/form', target='a.py'),\n"     # 3
+            "    config.Route('GET', url='about', target='a.py'),\n"      # 4
+            "    config.Route(),\n"                                        # 5
+            "    config.Route('GET', url='/late', target='a.py'),\n"      # 6
+            "    config.Route('POST', url='/form', target='a.py'),\n"     # 7
+            "    config.Route('POST', url='/other', target='a.py'),\n"    # 8
+            "    config.Route('WEBSOCKET', url='/ws', target='a.py'),\n"  # 9
+            "    config.Route('ANY', regex='/x.*', target='a.py'),\n"     # 10
+            "]\n"),
+        "a.py": ""})
+    server = krait_server(site, "--workers", "1")
+    init = site / ".py/init.py"
+    log = server.log()
+    assert f"{init}:4: warning: route url 'about' never matches: request paths start with " \
+           "'/' (write '/about')" in log
+    assert f"{init}:6: warning: Route(verb='GET', url='/late', target='a.py') never matches: " \
+           f"the catch-all Route(verb='GET') at {init}:5 comes first and takes every GET " \
+           "request (routes are tried in order: put the catch-all last)" in log
+    assert f"{init}:7: warning: Route(verb='POST', url='/form', target='a.py') never matches: " \
+           f"Route(verb='POST', url='/form', target='a.py') at {init}:3 has the same url" in log
+    for line in (3, 5, 8, 9, 10):
+        assert f"{init}:{line}: warning" not in log
+
+
+def test_route_warnings_for_any() -> None:
+    from krait import config
+    from krait.supervisor import route_warnings
+
+    catch_all = config.Route("ANY")
+    late = config.Route("POST", url="/p")
+    assert len(route_warnings([catch_all, late, config.Route("ANY", url="/q")])) == 2
+    assert route_warnings([config.Route(), config.Route("ANY", url="/q")]) == []
+    assert route_warnings([config.Route(url="/a"), config.Route("ANY", url="/a")]) == []
