@@ -36,7 +36,7 @@ def _caller_location() -> tuple[str | None, int | None]:
 
 
 class Route:
-    """One routing rule (behaviour §4.1): which requests go to which file or controller.
+    """One routing rule: which requests go to which file or controller.
 
     :param verb: ``GET`` (also matches ``HEAD``), ``POST``, ``PUT``, ``DELETE``, ``PATCH``,
         ``CONNECT``, ``OPTIONS``, ``TRACE``, ``ANY`` or ``WEBSOCKET``; ``None`` means ``GET``.

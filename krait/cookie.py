@@ -1,4 +1,4 @@
-"""Reading the request's cookies and setting response cookies: ``krait.cookie`` (behaviour §11).
+"""Reading the request's cookies and setting response cookies: ``krait.cookie``.
 
 Example::
 
@@ -125,6 +125,8 @@ class CookieExpiresAttribute(CookieAttribute):
         if not isinstance(expire_datetime, datetime.datetime):
             raise TypeError("expires must be a datetime.datetime")
         super().__init__("expires", _imf_fixdate(expire_datetime))
+        #: The datetime given to the constructor.
+        self.expire_datetime: datetime.datetime = expire_datetime
 
 
 class CookieMaxAgeAttribute(CookieAttribute):
@@ -137,6 +139,8 @@ class CookieMaxAgeAttribute(CookieAttribute):
         if isinstance(max_age, bool) or not isinstance(max_age, int):
             raise TypeError("max-age must be an int (seconds)")
         super().__init__("max-age", str(max_age))
+        #: The lifetime in seconds.
+        self.max_age: int = max_age
 
 
 class CookiePathAttribute(CookieAttribute):
@@ -147,6 +151,8 @@ class CookiePathAttribute(CookieAttribute):
 
     def __init__(self, path: str) -> None:
         super().__init__("path", path)
+        #: The path prefix.
+        self.path: str = path
 
 
 class CookieDomainAttribute(CookieAttribute):
@@ -157,6 +163,8 @@ class CookieDomainAttribute(CookieAttribute):
 
     def __init__(self, domain: str) -> None:
         super().__init__("domain", domain)
+        #: The domain.
+        self.domain: str = domain
 
 
 class CookieSecureAttribute(CookieAttribute):

@@ -3,7 +3,7 @@
 ``.pyml``, ``.html`` and ``.htm`` files go through the ``.pyml`` translator
 (:mod:`krait.templates.pyml`); ``.mako`` files are plain Mako. Compiled modules are written to
 one ``module_directory`` outside the site root, shared by all workers, and a template edited on
-disk is recompiled on its next use. Paths are always relative to the site root (§7.4), whatever
+disk is recompiled on its next use. Paths are always relative to the site root, whatever
 file asks for them.
 
 The per-request path is short on purpose (it runs for every dynamic page): a path seen before
@@ -315,7 +315,7 @@ class KraitLookup(TemplateLookup):
     # -- Mako interface -------------------------------------------------------------------------
 
     def is_static(self, path: Any) -> bool:
-        """True when the template at ``path`` holds no Python construct (behaviour §3.3): its
+        """True when the template at ``path`` holds no Python construct: its
         output is its text with ``@@`` as ``@``, the same for every request, so it may be
         cached like a static file. Decided once per version of the file (with the compiled
         template), so it costs a dictionary look-up once the template has been rendered.
@@ -443,7 +443,7 @@ class KraitLookup(TemplateLookup):
             raise
 
     def include(self, path: Any, context: dict[str, Any]) -> str:
-        """Render ``path`` by its extension (§7.4): the engine behind ``@import``.
+        """Render ``path`` by its extension: the engine behind ``@import``.
 
         :param path: relative to the site root, never to the importing file.
         :param context: the top-level names of the importing template.
@@ -465,7 +465,7 @@ class KraitLookup(TemplateLookup):
 
     def include_ctrl(self, ctrl: Any, context: dict[str, Any]) -> str:
         """``@import-ctrl``: make ``ctrl`` current, render its view with it as ``ctrl``, and
-        restore the previous controller even if rendering fails (§9.3)."""
+        restore the previous controller even if rendering fails."""
         mvc = self._mvc or importlib.import_module("krait.mvc")
         current = mvc.push_ctrl(ctrl)
         try:

@@ -1,11 +1,11 @@
 """Translate Krait ``.pyml`` templates into Mako source, keeping a line map back to the ``.pyml``.
 
-This module owns the ``.pyml`` language (krait-behaviour.md §7, with the §16.4 fixes) and the
+This module owns the ``.pyml`` language and the
 small runtime the generated Mako code imports: the escaping filter and the ``@import`` helpers.
 Loading files, caching compiled modules and choosing a translator by extension belong to
 :mod:`krait.templates.lookup`.
 
-How the translation stays byte-exact (nothing is trimmed, §7.2):
+How the translation stays byte-exact (nothing is trimmed):
 
 * Literal text is copied as is, except for the few characters Mako would read as syntax
   (``${``, ``<%``, ``</%``, ``%`` or ``##`` at a line start, a backslash before a newline). Each
@@ -146,7 +146,7 @@ def html_trap_note(filename: str | None, lineno: int | None, column: int | None,
 # Runtime helpers imported by every generated module
 
 def _escape_py(value: Any, _str: type = str, _int: type = int) -> str:
-    """``str(value)`` with exactly ``& < > " '`` replaced by entities (§7.4), in pure Python
+    """``str(value)`` with exactly ``& < > " '`` replaced by entities, in pure Python
     (used when MarkupSafe's C code is not available).
 
     :param value: any object; it is converted with :func:`str` first.
@@ -209,7 +209,7 @@ def include(context: Any, path: Any) -> str:
 
 
 def include_ctrl(context: Any, ctrl: Any) -> str:
-    """Run ``@import-ctrl ctrl``: push ``ctrl``, render its view, pop it (§7.4, §9.3).
+    """Run ``@import-ctrl ctrl``: push ``ctrl``, render its view, pop it.
 
     :param context: the Mako context of the importing template.
     :param ctrl: the controller object the expression evaluated to.
@@ -267,7 +267,7 @@ class _Source:
 
 
 class _Parser:
-    """The character-level reader of §7.1 (keywords spelled out right after ``@``)."""
+    """The character-level reader of the syntax (keywords spelled out right after ``@``)."""
 
     def __init__(self, src: _Source) -> None:
         self.src = src
@@ -865,7 +865,7 @@ class _Translator:
     # -- code preparation ---------------------------------------------------------------------
 
     def dedent_exec(self, node: _Node) -> tuple[list[str], list[tuple[str, int]]]:
-        """§7.3: if the code starts with whitespace, remove the first non-blank line's
+        """If the code starts with whitespace, remove the first non-blank line's
         indentation from every line; a non-blank line indented less is an error."""
         src_lines = _split_lines(node.text, node.code_pos)
         if node.text[0] not in WS:
