@@ -240,7 +240,7 @@ def test_ctrl_class_route_with_a_text_view(server):
     assert r.status_code == 200
     assert r.text == "page view @{not a template}\n"       # a .txt view is inserted verbatim
     assert r.headers["X-Ctrl"] == "GET []"
-    assert r.headers["Content-Type"] == "application/octet-stream"   # URL without extension
+    assert r.headers["Content-Type"] == "text/html; charset=utf-8"   # URL without extension
     r = requests.post(server.url + "/ctrl/hello.txt")
     assert r.text == "page view @{not a template}\n"
     assert r.headers["X-Ctrl"] == "POST [('slug', 'hello')]"
