@@ -78,8 +78,11 @@ def set_content_type(raw: str | None = None, ext: str | None = None) -> None:
     """Choose the ``Content-Type`` of the current dynamic response.
 
     ``set_content_type(raw="application/json; charset=utf-8")`` sends that exact value;
-    ``set_content_type(ext="html")`` sends the MIME type of that extension (unknown ones give
-    ``application/octet-stream``); ``set_content_type()`` goes back to the automatic choice.
+    ``set_content_type(ext="html")`` sends the MIME type of that extension, with
+    ``; charset=utf-8`` for text types (``text/html; charset=utf-8``; unknown extensions give
+    ``application/octet-stream``); ``set_content_type()`` goes back to the automatic choice:
+    the extension of the file (or of the URL, for a controller's route), and
+    ``text/html; charset=utf-8`` for a ``.py`` script or a name without an extension.
     Only honoured for dynamic responses; a custom ``krait.response`` with its own
     ``Content-Type`` header wins.
 
@@ -100,6 +103,8 @@ def set_content_type(raw: str | None = None, ext: str | None = None) -> None:
     elif ext is not None:
         if not isinstance(ext, str):
             raise TypeError(f"ext must be a str, not {type(ext).__name__}")
-        krait._content_type = _mime_for_extension(ext)
+        from krait._mime import with_charset
+
+        krait._content_type = with_charset(_mime_for_extension(ext))
     else:
         krait._content_type = None

@@ -16,7 +16,8 @@ from krait.errors import ConfigError
 
 __all__ = [
     "ConfigError", "Route", "cache_long_term", "cache_max_age_default",
-    "cache_max_age_long_term", "cache_no_store", "cache_private", "cache_public", "routes",
+    "cache_max_age_long_term", "cache_no_store", "cache_private", "cache_public", "error_pages",
+    "html_templates", "routes",
 ]
 
 
@@ -35,7 +36,7 @@ def _caller_location() -> tuple[str | None, int | None]:
 
 
 class Route:
-    """One routing rule (behaviour §4.1): which requests go to which file or controller.
+    """One routing rule: which requests go to which file or controller.
 
     :param verb: ``GET`` (also matches ``HEAD``), ``POST``, ``PUT``, ``DELETE``, ``PATCH``,
         ``CONNECT``, ``OPTIONS``, ``TRACE``, ``ANY`` or ``WEBSOCKET``; ``None`` means ``GET``.
@@ -103,6 +104,17 @@ cache_long_term: list[str] = []
 cache_max_age_default: int = 300
 #: Seconds for ``max-age`` of files in ``cache_long_term``.
 cache_max_age_long_term: int = 864000
+
+#: ``.html`` and ``.htm`` files are templates, like ``.pyml`` ones (Krait's rule): an ``@`` in
+#: them starts Python code, so a literal one is written ``@@``. ``False`` sends them as written
+#: (an e-mail address or CSS ``@media`` is then plain text); only ``.pyml`` files are templates.
+html_templates: bool = True
+
+#: The site's own error pages: status → file relative to the site root, e.g.
+#: ``{404: "errors/404.html", 500: "errors/500.html"}``. A template is rendered (it sees
+#: ``error.status``, ``error.reason`` and ``error.message``); any other file is sent as it is. A
+#: page that fails gives way to the default page. Statuses not listed get the default page.
+error_pages: dict[int, str] = {}
 
 #: Limits (architecture.md defaults); the command line overrides these.
 max_request_line: int = 8 * 1024
@@ -225,12 +237,14 @@ def reset() -> None:
     """Restore every setting to its default (used before loading a site)."""
     namespace = sys.modules[__name__].__dict__
     for name, value in _DEFAULTS.items():
-        namespace[name] = _TrackedList(name, value) if isinstance(value, list) else value
+        namespace[name] = _TrackedList(name, value) if isinstance(value, list) else \
+            dict(value) if isinstance(value, dict) else value
     _locations.clear()
 
 
 _DEFAULTS = {k: (list(v) if isinstance(v, list) else v) for k, v in dict(globals()).items()
-             if not k.startswith("_") and isinstance(v, (int, float, str, list, type(None)))
+             if not k.startswith("_")
+             and isinstance(v, (int, float, str, list, dict, type(None)))
              and k not in ("annotations",)}
 reset()
 sys.modules[__name__].__class__ = _ConfigModule

@@ -1,4 +1,4 @@
-"""Reading the request's cookies and setting response cookies: ``krait.cookie`` (behaviour §11).
+"""Reading the request's cookies and setting response cookies: ``krait.cookie``.
 
 Example::
 
@@ -129,6 +129,8 @@ class CookieExpiresAttribute(CookieAttribute):
         except OverflowError:  # an aware datetime near year 1 or 9999 has no UTC equivalent
             raise ValueError(f"expires out of range: {expire_datetime!r}") from None
         super().__init__("expires", text)
+        #: The datetime given to the constructor.
+        self.expire_datetime: datetime.datetime = expire_datetime
 
 
 class CookieMaxAgeAttribute(CookieAttribute):
@@ -141,6 +143,8 @@ class CookieMaxAgeAttribute(CookieAttribute):
         if isinstance(max_age, bool) or not isinstance(max_age, int):
             raise TypeError("max-age must be an int (seconds)")
         super().__init__("max-age", str(max_age))
+        #: The lifetime in seconds.
+        self.max_age: int = max_age
 
 
 class CookiePathAttribute(CookieAttribute):
@@ -151,6 +155,8 @@ class CookiePathAttribute(CookieAttribute):
 
     def __init__(self, path: str) -> None:
         super().__init__("path", path)
+        #: The path prefix.
+        self.path: str = path
 
 
 class CookieDomainAttribute(CookieAttribute):
@@ -161,6 +167,8 @@ class CookieDomainAttribute(CookieAttribute):
 
     def __init__(self, domain: str) -> None:
         super().__init__("domain", domain)
+        #: The domain.
+        self.domain: str = domain
 
 
 class CookieSecureAttribute(CookieAttribute):

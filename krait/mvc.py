@@ -1,4 +1,4 @@
-"""krait.mvc: controllers and views (behaviour §9).
+"""krait.mvc: controllers and views.
 
 A controller is an object whose attributes a view reads through ``ctrl``; its ``get_view()``
 names the view file relative to the site root. Routes with ``ctrl_class`` create one per
@@ -43,16 +43,18 @@ class SimpleCtrl(CtrlBase):
     """
 
     def __init__(self, view: str, members: dict[str, Any]) -> None:
-        self._view = view
+        #: The view's path relative to the site root (what :meth:`get_view` returns).
+        self.view: str = view
         for name, value in members.items():
             setattr(self, name, value)
 
     def get_view(self) -> str:
-        return self._view
+        """The view given to the constructor (:attr:`view`)."""
+        return self.view
 
 
 def set_init_ctrl(ctrl: Any) -> None:
-    """Render ``ctrl``'s view after the current ``.py`` script (behaviour §8)."""
+    """Render ``ctrl``'s view after the current ``.py`` script."""
     global init_ctrl
     init_ctrl = ctrl
 
@@ -87,7 +89,7 @@ T = TypeVar("T")
 def route_ctrl_decorator(verb: str = "GET", url: str | None = None,
                          regex: str | None = None) -> Callable[[T], T]:
     """A class decorator that appends ``Route(verb, url, regex, ctrl_class=cls)`` to
-    ``krait.config.routes`` (behaviour §4.4).
+    ``krait.config.routes``.
 
     :param verb: the route's verb.
     :param url: exact URL to match.
@@ -106,7 +108,7 @@ def route_ctrl_decorator(verb: str = "GET", url: str | None = None,
 
 def import_ctrls_from(package_name: str) -> None:
     """Import a package and every module in it, sub-packages included, so the routes their
-    decorators declare exist (behaviour §4.5). With ``__all__``, only the names listed there.
+    decorators declare exist. With ``__all__``, only the names listed there.
 
     :param package_name: a package on ``sys.path`` (the site's ``.py`` folder is on it).
     :raises ImportError: when the package itself cannot be imported.

@@ -1,4 +1,4 @@
-"""The request a dynamic page is answering: ``krait.request`` (behaviour §5.1).
+"""The request a dynamic page is answering: ``krait.request``.
 
 The worker builds a :class:`Request` from the request frame the core sends and stores it in
 ``krait.request`` before running the page. Nothing here touches the network.
@@ -141,30 +141,62 @@ class MultipartFormData(NamedTuple):
 
     @property
     def safe_filename(self) -> str | None:
-        """:attr:`filename` reduced to a name safe to save under (see :func:`safe_filename`),
-        or ``None`` for a plain field."""
+        """:attr:`filename` made safe to use as a file name on this server (see
+        :func:`safe_filename`), or ``None`` for a plain field."""
         return None if self.filename is None else safe_filename(self.filename)
 
+    def save(self, path: str | os.PathLike[str]) -> str:
+        """Write the part's content to a file (created or replaced).
 
-def safe_filename(name: str, default: str = "upload") -> str:
-    """A file name derived from a visitor's ``name`` that can be joined to a directory.
+        :param path: the file to write; an existing directory means "in that directory, under
+            :attr:`safe_filename`" (``"upload"`` for a part without a file name).
+        :return: the path written.
+        """
+        target = os.fspath(path)
+        if os.path.isdir(target):
+            target = os.path.join(target, self.safe_filename or "upload")
+        with open(target, "wb") as f:
+            f.write(self.data)
+        return target
 
-    Only the last path component is kept (``/`` and ``\\`` both separate), then everything
-    but ASCII letters, digits, ``.``, ``-`` and ``_`` becomes ``_`` (so the ``~`` and ``#`` of
-    editor backups too); leading dots are removed (no hidden files, no ``..``).
-    The result is at most 200 characters; an empty result gives ``default``. Two uploads may
-    still get the same name, and the extension is still the visitor's choice: save uploads
-    in a ``krait.config.static_only`` directory, never where ``.py`` or ``.html`` files run.
 
-    :param name: the name the client sent, e.g. ``MultipartFormData.filename``.
-    :param default: the name when nothing usable is left.
-    :return: e.g. ``"passwd"`` for ``"../../etc/passwd"``, ``"my_photo.jpg"`` for
-        ``"C:\\Users\\me\\my photo.jpg"``.
+_UNSAFE_NAMES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                 *(f"LPT{i}" for i in range(1, 10))}
+
+
+def safe_filename(filename: str, default: str = "upload") -> str:
+    """A file name a visitor sent (an upload's), made safe to store under: the last component
+    of either kind of path (``C:\\Users\\ann\\cv.pdf`` → ``cv.pdf``); letters and digits of any
+    script, ``.``, ``-`` and ``_`` kept, white space turned into ``_``, anything else dropped;
+    no leading dot (no hidden file, no ``..``); Windows' reserved device names avoided; at
+    most 200 bytes of UTF-8, the extension kept. Two uploads may still get the same name, and
+    the extension is still the visitor's choice: save uploads in a ``krait.config.static_only``
+    directory, never where ``.py`` or ``.html`` files run.
+
+    :param filename: the name as sent.
+    :param default: what to return when nothing is left.
+    :return: e.g. ``safe_filename("../../etc/passwd") == "passwd"``,
+        ``safe_filename("holiday photo.jpg") == "holiday_photo.jpg"``.
     """
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in ".-_") else "_" for c in base)
-    cleaned = cleaned.lstrip(".")[:200]
-    return cleaned or default
+    import unicodedata
+
+    name = unicodedata.normalize("NFC", filename).replace("\\", "/").rsplit("/", 1)[-1]
+    out = []
+    for ch in name:
+        if ch.isalnum() or ch in ".-_":
+            out.append(ch)
+        elif ch.isspace():
+            out.append("_")
+    name = "".join(out).lstrip("._")
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    if stem.upper() in _UNSAFE_NAMES:
+        name = f"_{name}"
+    while len(name.encode("utf-8")) > 200:
+        stem = stem[:-1]
+        name = f"{stem}.{ext}" if ext and stem else stem or ext[:100]
+    return name or default
 
 
 def _parse_urlencoded(text: str) -> dict[str, str]:
@@ -183,8 +215,21 @@ def _parse_urlencoded(text: str) -> dict[str, str]:
     return result
 
 
+def _urlencoded_values(text: str, name: str) -> list[str]:
+    """Every value of ``name`` in ``a=1&a=2`` text, in order (decoded as
+    :func:`_parse_urlencoded` decodes)."""
+    values = []
+    for part in text.split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        if unquote_plus(key, errors="replace") == name:
+            values.append(unquote_plus(value, errors="replace"))
+    return values
+
+
 def _parse_cookie_header(header: str) -> list[tuple[str, str]]:
-    """Split a ``Cookie`` header into ``(name, value)`` pairs, in order (behaviour §11).
+    """Split a ``Cookie`` header into ``(name, value)`` pairs, in order.
 
     Items are split on ``;`` and stripped; each is split at its first ``=`` (an item without one
     has the name ``""``). Values are kept verbatim (quotes included, RFC 6265 §5.4). Never raises.
@@ -400,6 +445,48 @@ class Request:
                 raise PayloadTooLarge(f"multipart body: {e}") from e
             except multipart.ParserError as e:
                 raise BadRequest(f"malformed multipart body: {e}") from e
+
+    def query_list(self, name: str) -> list[str]:
+        """Every value of a query parameter, in order: ``?a=1&a=2`` gives ``["1", "2"]`` for
+        ``"a"`` (where :attr:`query` keeps only the last). Decoded as :attr:`query` is.
+
+        :param name: the parameter's name.
+        :return: the values; ``[]`` when the parameter is absent.
+        """
+        return _urlencoded_values(self.query_string, name)
+
+    def form_list(self, name: str) -> list[str]:
+        """Every value of a form field, in order (checkboxes and multiple selects send one per
+        choice; :meth:`get_post_form` keeps only the last). For a ``multipart/form-data`` body
+        the plain fields of that name, decoded as UTF-8; otherwise the body parsed as
+        ``application/x-www-form-urlencoded``.
+
+        :param name: the field's name.
+        :return: the values; ``[]`` when the field is absent.
+        :raises krait.errors.BadRequest: for a malformed multipart body.
+        """
+        content_type = self.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() == "multipart/form-data":
+            return [part.data.decode("utf-8", "replace")
+                    for part in self.get_multipart_parts(name) if part.filename is None]
+        return _urlencoded_values(self.body.decode("utf-8", "replace"), name)
+
+    def get_multipart_parts(self, name: str) -> list[MultipartFormData]:
+        """The parts of a ``multipart/form-data`` body sent under the field ``name``, in order
+        (several for ``<input type="file" multiple>``); ``[]`` when there is none or the body is
+        not multipart.
+
+        :param name: the field's name.
+        """
+        return [part for part in self.get_multipart_form() or () if part.name == name]
+
+    def get_multipart_part(self, name: str) -> MultipartFormData | None:
+        """The first part sent under the field ``name``, or ``None``.
+
+        :param name: the field's name, e.g. ``"file"`` for ``<input type="file" name="file">``.
+        """
+        parts = self.get_multipart_parts(name)
+        return parts[0] if parts else None
 
     def __str__(self) -> str:
         """An approximation of the request's HTTP text (for logs and debugging).

@@ -1,4 +1,4 @@
-"""Responses a site can send instead of the generated one (behaviour §5.2).
+"""Responses a site can send instead of the generated one.
 
 Set ``krait.response`` to one of these (or return one from a ``.py`` script) and whatever the
 script or its view rendered is discarded. The server adds ``krait.extra_headers`` and its standard
@@ -13,16 +13,17 @@ A body is one of three things:
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from krait._errorpages import page_html
+
 __all__ = [
     "REASONS", "ErrorResponse", "FileResponse", "JsonResponse", "Response", "ResponseBadRequest",
-    "ResponseNotFound", "ResponseRedirect", "validate_header",
+    "ResponseNotFound", "ResponseRedirect", "iri_to_uri", "validate_header",
 ]
 
 #: Standard reason phrases: RFC 9110 §15, plus 103 (RFC 8297), 428/429/431/511 (RFC 6585) and
@@ -222,7 +223,7 @@ class Response:
         return self.body_bytes().decode("utf-8", "replace")
 
     def __str__(self) -> str:
-        """The response as HTTP text: status line, headers, blank line, body (§5.2).
+        """The response as HTTP text: status line, headers, blank line, body.
 
         The body of a stream or a file is shown as a placeholder, never consumed.
         """
@@ -237,11 +238,14 @@ class Response:
 class ErrorResponse(Response):
     """A small HTML error page for any status.
 
-    Without a message the body is exactly the original's page, e.g. for 404
-    ``<html><head><title>404 Not Found</title></head><body><h1>404 Not Found</h1></body></html>``;
-    a message is added, HTML-escaped, as a ``<p>`` after the heading. A ``Content-Type`` of
+    The page's ``<title>`` and ``<h1>`` say the status and its reason (``404 Not Found``); under
+    them comes ``message``, HTML-escaped, or a sentence for the status. A ``Content-Type`` of
     ``text/html; charset=utf-8`` is added unless ``headers`` has one. Statuses that may not carry
     a body (1xx, 204, 304) get an empty one.
+
+    Sent from a worker, the page is replaced by the site's own page for the status when
+    ``krait.config.error_pages`` names one, and by a JSON body for a client that asks for JSON
+    (``Accept: application/json``), unless ``body`` was changed.
 
     :param status_code: the status, 100-599.
     :param message: an optional explanation shown to the visitor (plain text).
@@ -251,12 +255,11 @@ class ErrorResponse(Response):
     def __init__(self, status_code: int, message: str | None = None,
                  headers: HeadersArg = None) -> None:
         super().__init__("HTTP/1.1", status_code, headers, b"")
+        self.message: str | None = message
+        self._default_body: Any = None
         if status_code < 200 or status_code in (204, 304):
             return
-        title = f"{status_code} {self.reason}"
-        extra = f"<p>{html.escape(message)}</p>" if message else ""
-        self.body = (f"<html><head><title>{title}</title></head>"
-                     f"<body><h1>{title}</h1>{extra}</body></html>")
+        self.body = self._default_body = page_html(status_code, self.reason, message)
         if not _has_header(self.headers, "content-type"):
             self.headers.append(("Content-Type", "text/html; charset=utf-8"))
 
@@ -272,7 +275,7 @@ class ResponseNotFound(ErrorResponse):
 
 
 class ResponseBadRequest(ErrorResponse):
-    """400 Bad Request with a small HTML page (its heading says "400 Bad Request", §16.9).
+    """400 Bad Request with a small HTML page (its heading says "400 Bad Request").
 
     :param headers: extra ``(name, value)`` pairs (or a mapping); copied, never modified.
     """
@@ -282,18 +285,58 @@ class ResponseBadRequest(ErrorResponse):
 
 
 class ResponseRedirect(Response):
-    """302 Found to ``destination``, with an empty body.
+    """A redirect to ``destination`` (302 Found by default), with an empty body.
 
-    :param destination: the URL for the ``Location`` header (absolute or relative).
+    :param destination: the URL for the ``Location`` header (absolute or relative). An IRI is
+        made a URI (RFC 3987 §3.1): characters outside ASCII (and spaces) are percent-encoded as
+        UTF-8, a non-ASCII host name is IDNA-encoded; ``%XX`` escapes and reserved characters
+        are kept as they are.
     :param headers: extra ``(name, value)`` pairs (or a mapping). The ``Location`` header is added
         to a copy; the caller's list is not modified (the original appended to it).
-    :raises ValueError: when ``destination`` contains CR, LF or NUL.
+    :param status_code: 301 (moved permanently), 302 (found, the default), 303 (see other: the
+        answer to a form's POST, which the browser follows with a GET), 307 or 308 (temporary or
+        permanent, the method and body are kept).
+    :raises ValueError: when ``destination`` contains CR, LF or NUL, or ``status_code`` is not a
+        redirect status.
     """
 
-    def __init__(self, destination: str, headers: HeadersArg = None) -> None:
-        super().__init__("HTTP/1.1", 302, headers, b"")
+    #: The statuses a redirect may have.
+    REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+
+    def __init__(self, destination: str, headers: HeadersArg = None,
+                 status_code: int = 302) -> None:
+        if status_code not in self.REDIRECT_STATUSES:
+            raise ValueError(f"a redirect's status is 301, 302, 303, 307 or 308, not "
+                             f"{status_code!r}")
+        super().__init__("HTTP/1.1", status_code, headers, b"")
         validate_header("Location", destination)
-        self.headers.append(("Location", destination))
+        self.headers.append(("Location", iri_to_uri(destination)))
+
+
+def iri_to_uri(iri: str) -> str:
+    """``iri`` as a URI for a ``Location`` header (RFC 3987 §3.1): non-ASCII characters,
+    spaces and other characters a URI may not hold are percent-encoded as UTF-8; a non-ASCII
+    host name is IDNA-encoded. ``%XX`` escapes and reserved characters stay as they are, so a
+    URI is returned unchanged.
+
+    :param iri: an absolute or relative IRI, e.g. ``"/café?q=crème brûlée"``.
+    """
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    safe = "!#$%&'()*+,/:;=?@[]~"
+    try:
+        parts = urlsplit(iri)
+    except ValueError:
+        return quote(iri, safe=safe)
+    netloc = parts.netloc
+    host = parts.hostname or ""
+    if host and not host.isascii():
+        try:
+            netloc = netloc.replace(host, host.encode("idna").decode("ascii"))
+        except UnicodeError:
+            pass
+    return urlunsplit((parts.scheme, quote(netloc, safe=safe), quote(parts.path, safe=safe),
+                       quote(parts.query, safe=safe), quote(parts.fragment, safe=safe)))
 
 
 class JsonResponse(Response):

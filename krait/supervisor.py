@@ -5,6 +5,7 @@ worker's end, SIGHUP."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import runpy
@@ -73,6 +74,16 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError):
             pass
+
+
+def _is_loopback(host: str) -> bool:
+    """Does ``--host`` listen on the loopback interface only? (``""`` means every one.)"""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class StartupError(Exception):
@@ -185,6 +196,76 @@ def validate_routes(site_root: str) -> list[config.Route]:
                         f"{where}: target {target!r} uses {{{name}}}, "
                         f"which the regex does not capture")
     return list(routes)
+
+
+def route_warnings(routes: list[config.Route]) -> list[str]:
+    """Routes that can never match, each as ``file:line: warning: ...``: a route after a
+    catch-all (``Route()`` with neither ``url`` nor ``regex``) of the same verb, or after an
+    earlier route with the same verb and ``url``; and a ``url`` without a leading ``/`` (the
+    path it is compared with always has one)."""
+    out = []
+    all_verbs = set(config.Route.route_verbs)
+    taken: dict[str, config.Route] = {}  # verb → the catch-all that takes it
+    urls: dict[tuple[str, str], config.Route] = {}  # (verb, url) → the first route with it
+
+    def where(route: config.Route) -> str:
+        return f"{route.filename}:{route.lineno}"
+
+    for route in routes:
+        verbs = all_verbs if route.verb == "ANY" else {route.verb}
+        if route.url is not None and not route.url.startswith("/"):
+            out.append(f"{where(route)}: warning: route url {route.url!r} never matches: request "
+                       f"paths start with '/' (write {'/' + route.url!r})")
+        shadow = next((taken[v] for v in sorted(verbs) if v in taken), None) \
+            if all(v in taken for v in verbs) else None
+        if shadow is not None:
+            out.append(f"{where(route)}: warning: {route!r} never matches: the catch-all "
+                       f"{shadow!r} at {where(shadow)} comes first and takes every "
+                       f"{'request' if route.verb == 'ANY' else route.verb + ' request'} "
+                       "(routes are tried in order: put the catch-all last)")
+        elif route.url is not None and route.regex is None and all(
+                (v, route.url) in urls for v in verbs):
+            first = urls[(sorted(verbs)[0], route.url)]
+            out.append(f"{where(route)}: warning: {route!r} never matches: {first!r} at "
+                       f"{where(first)} has the same url and comes first")
+        if route.url is None and route.regex is None:
+            for v in verbs:
+                taken.setdefault(v, route)
+        elif route.url is not None:
+            for v in verbs:
+                urls.setdefault((v, route.url), route)
+    return out
+
+
+def validate_error_pages(site_root: str) -> dict[int, str]:
+    """Check ``krait.config.error_pages``: statuses 400-599 mapped to files under the site root
+    (not ``.py`` scripts). Returns status → absolute filename."""
+    pages = config.error_pages
+    set_at = config.where("error_pages") or os.path.join(site_root, ".py", "init.py")
+    if not isinstance(pages, dict):
+        raise StartupError(f"{set_at}: krait.config.error_pages must be a dict of status → "
+                           f"file, not {type(pages).__name__}")
+    out = {}
+    for status, page in pages.items():
+        if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+            raise StartupError(f"{set_at}: krait.config.error_pages: {status!r} is not an "
+                               "error status (400-599)")
+        if not isinstance(page, str) or not page.strip("/"):
+            raise StartupError(f"{set_at}: krait.config.error_pages[{status}] must be a file "
+                               f"path relative to the site root, not {page!r}")
+        rel = os.path.normpath(page.lstrip("/"))
+        if rel == ".." or rel.startswith(".." + os.sep) or "\0" in rel:
+            raise StartupError(f"{set_at}: krait.config.error_pages[{status}] = {page!r} "
+                               "leaves the site root")
+        filename = os.path.join(site_root, rel)
+        if not os.path.isfile(filename):
+            raise StartupError(f"{set_at}: krait.config.error_pages[{status}] = {page!r}: "
+                               f"no such file ({filename})")
+        if filename.endswith(".py"):
+            raise StartupError(f"{set_at}: krait.config.error_pages[{status}] = {page!r}: a "
+                               "page must be a template or a file, not a .py script")
+        out[status] = filename
+    return out
 
 
 def _compile_list(name: str) -> list[re.Pattern[str]]:
@@ -465,6 +546,9 @@ class Supervisor:
         for name, value in opts.limits.items():
             setattr(config, name, value)
         routes = validate_routes(opts.site_root)
+        for warning in route_warnings(routes):
+            log(warning)
+        validate_error_pages(opts.site_root)
         self.rules = Rules(routes=routes, no_store=_compile_list("cache_no_store"),
                            private=_compile_list("cache_private"),
                            public=_compile_list("cache_public"),
@@ -486,6 +570,10 @@ class Supervisor:
             raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.worker_pipeline "
                                f"must be a whole number from 1 to {MAX_WORKER_PIPELINE}, not "
                                f"{config.worker_pipeline!r}")
+        if not isinstance(config.html_templates, bool):
+            set_at = config.where("html_templates")
+            raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.html_templates "
+                               f"must be True or False, not {config.html_templates!r}")
         for name in ("cache_max_age_default", "cache_max_age_long_term"):
             value = getattr(config, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -841,6 +929,10 @@ class Supervisor:
         signal.pthread_sigmask(signal.SIG_BLOCK, LOOP_SIGNALS)
         log(f"serving {os.path.abspath(opts.site_root)} at {' '.join(urls)} "
             f"with {count} worker{'s' if count != 1 else ''} (pid {os.getpid()})")
+        if opts.debug and not _is_loopback(opts.host):
+            log(f"warning: --debug on {opts.host or 'every interface'}: the error page shows "
+                "any client your source code, tracebacks, request headers and cookies. Use "
+                "--host 127.0.0.1 unless this network is yours alone")
         if not os.path.isfile(os.path.join(opts.site_root, ".py", "init.py")):
             log("no .py/init.py in the site: every file is served by its URL. Create it to add "
                 "routes, cache rules and limits (see docs/configuration.md)")

@@ -1,4 +1,4 @@
-"""krait.websockets: WebSocket controllers (behaviour §12, with the §16.8 fixes).
+"""krait.websockets: WebSocket controllers.
 
 A ``WEBSOCKET`` route runs a script with ``krait.websockets.request`` set. To accept, the
 script sets ``krait.websockets.response = WebsocketsResponse(controller, protocol)``; to refuse,
@@ -103,12 +103,21 @@ class WebsocketsRequest:
     def __init__(self, http_request: Any) -> None:
         #: The handshake's :class:`krait.Request`.
         self.http_request = http_request
+        #: The subprotocols the client offered (split on commas, trimmed), or ``None``.
+        self.protocols: list[str] | None = self.extract_protocols(http_request)
+
+    @staticmethod
+    def extract_protocols(http_request: Any) -> list[str] | None:
+        """The subprotocols a handshake request offers: its ``Sec-WebSocket-Protocol`` header
+        split on commas, each trimmed; ``None`` when the header is absent or the request is
+        not a WebSocket upgrade.
+
+        :param http_request: the :class:`krait.Request` of the handshake.
+        """
         header = http_request.headers.get("sec-websocket-protocol")
         upgrade = http_request.headers.get("upgrade", "")
         is_ws = "websocket" in [t.strip().lower() for t in upgrade.split(",")]
-        #: The subprotocols the client offered (split on commas, trimmed), or ``None``.
-        self.protocols: list[str] | None = (
-            [p.strip() for p in header.split(",") if p.strip()] if header and is_ws else None)
+        return [p.strip() for p in header.split(",") if p.strip()] if header and is_ws else None
 
 
 class WebsocketsResponse:
@@ -191,6 +200,17 @@ class WebsocketsCtrlBase:
                 self._in.put(message)
         if full:
             self.close(QUEUE_FULL_CODE, QUEUE_FULL_REASON)
+
+    def on_in_message_internal(self, message: Message) -> None:
+        """What the server calls for each incoming message: it calls :meth:`on_in_message`.
+        Kept for controllers written for the original, which called it directly; override
+        :meth:`on_in_message` instead."""
+        self.on_in_message(message)
+
+    def pop_out_message(self) -> Message | None:
+        """Always ``None``: :meth:`push_out_message` hands each message to the server at once
+        (the original queued them here for its pump to take one per turn)."""
+        return None
 
     def on_stop(self) -> None:
         """Called exactly once when the connection ends, however it ends. Override to clean up,

@@ -26,12 +26,12 @@ import traceback
 from typing import Any
 
 import krait
-from krait import _mime, config, mvc, protocol, websockets
+from krait import _errorpages, _mime, config, mvc, protocol, websockets
 from krait._proxy import TrustedProxies
 from krait.errors import HTTPError
 from krait.paths import PathRefused
 from krait.request import Request
-from krait.response import ErrorResponse, FileResponse, Response, ResponseBadRequest
+from krait.response import REASONS, ErrorResponse, FileResponse, Response, ResponseBadRequest
 
 _NO_STORE = "no-cache, no-store, must-revalidate"
 # Cache decision flags (krait.h KRAIT_CACHE_*), as Rules.cache_flags returns them.
@@ -99,19 +99,28 @@ class ScriptCache:
         return code
 
 
+_HTML = "text/html; charset=utf-8"
+
+
 def _content_type_for(name: str) -> str:
-    """Behaviour §6: the base filename's extension; ``x.json.pyml`` uses ``.json``."""
+    """The default ``Content-Type`` of a dynamic answer, from the base filename's extension
+    (``x.json.pyml`` uses ``.json``). A ``.py`` script, a ``.pyml`` page and a controller's URL
+    without an extension answer HTML in UTF-8 (the original said
+    ``application/octet-stream``, which browsers download); an unknown extension is
+    ``application/octet-stream``."""
     base = os.path.basename(name)
     if base.endswith(".pyml"):
         base = base[:-5]
         if "." not in base:
-            return "text/html; charset=utf-8"
+            return _HTML
     if base.endswith(".py"):
-        return "application/octet-stream"
+        return _HTML
     ext = os.path.splitext(base)[1]
-    mime = _mime.type_for_extension(ext) if ext else None
+    if not ext:
+        return _HTML
+    mime = _mime.type_for_extension(ext)
     if mime is None:
-        return "application/octet-stream"  # unknown or no extension (behaviour §6)
+        return "application/octet-stream"
     return _mime.with_charset(mime)
 
 
@@ -138,6 +147,7 @@ class Worker:
         self.scripts = ScriptCache()
         self.site_globals: dict[str, Any] = {}
         self.routes: list[config.Route] = []
+        self.error_pages: dict[int, str] = {}  # status → the site's page (absolute filename)
         self.rules: Any = None
         self._templates: Any = None
         self._bases: dict[str, str] = {}  # target file → base name relative to the root
@@ -168,7 +178,13 @@ class Worker:
     # -- start-up -----------------------------------------------------------------------------
 
     def load(self) -> None:
-        from krait.supervisor import Rules, _compile_list, load_site, validate_routes
+        from krait.supervisor import (
+            Rules,
+            _compile_list,
+            load_site,
+            validate_error_pages,
+            validate_routes,
+        )
 
         self.site_globals = load_site(self.site_root)
         for key, value in os.environ.items():
@@ -176,6 +192,7 @@ class Worker:
                 setattr(config, key[len("KRAIT_CONFIG_"):], float(value)
                         if "." in value else int(value))
         self.routes = validate_routes(self.site_root)
+        self.error_pages = validate_error_pages(self.site_root)
         self.rules = Rules(routes=self.routes, no_store=_compile_list("cache_no_store"),
                            private=_compile_list("cache_private"),
                            public=_compile_list("cache_public"),
@@ -195,7 +212,8 @@ class Worker:
                 ns["__file__"] = filename
                 self.run_script(filename, ns)
 
-            self._templates = SiteTemplates(self.site_root, run_script=import_script)
+            self._templates = SiteTemplates(self.site_root, run_script=import_script,
+                                            html_templates=bool(config.html_templates))
             if self._templates.module_directory is None:
                 sys.stderr.write("krait: no usable cache directory for compiled templates; "
                                  "each worker compiles them in memory (set "
@@ -316,8 +334,9 @@ class Worker:
                     text = self.render_ctrl(mvc.init_ctrl)
             else:
                 text = self.render(path)
-                # Behaviour §3.3: a template without constructs (only "@@") is static: it
-                # is cached like a static file (an ETag of its body, a max-age).
+                # A template without constructs (only "@@") is static, and so is a .html
+                # page under html_templates = False: it is cached like a static file (an
+                # ETag of its body, a max-age).
                 self._static_page = path.endswith((".html", ".htm", ".pyml")) and \
                     self.templates.is_static(path)
         if krait.response is not None:
@@ -370,11 +389,17 @@ class Worker:
         base: str | None = None
         try:
             response, base = self.handle(frame)
+            if isinstance(response, ErrorResponse) and response.status_code >= 400 and \
+                    response.body is response._default_body:
+                response = self.error_response(response.status_code, response.message,
+                                               response.headers)
         except HTTPError as exc:
             if isinstance(exc, PathRefused):
                 sys.stderr.write(f"krait: {frame.method} {frame.path}: 404, {exc.message}\n")
                 sys.stderr.flush()
-            response = exc.to_response()
+                response = self.error_response(404)
+            else:
+                response = self.error_response(exc.status, exc.message, exc.headers)
         except (Exception, SystemExit, KeyboardInterrupt):  # noqa: BLE001
             # A script's error (sys.exit() included) is a 500, never a dead worker.
             response = self.error_page(frame)
@@ -394,19 +419,55 @@ class Worker:
                 except OSError:
                     pass
 
+    def error_response(self, status: int, message: str | None = None,
+                       headers: list[tuple[str, str]] | None = None) -> Response:
+        """The answer for an error status: JSON for a client that prefers it, else the site's
+        page from ``config.error_pages``, else the default page."""
+        if status < 400:
+            return ErrorResponse(status, message, headers)
+        headers = [(k, v) for k, v in headers or () if k.lower() != "content-type"]
+        reason = REASONS.get(status, "Unknown")
+        request = krait.request
+        if request is not None and _errorpages.wants_json(request.headers.get("accept")):
+            return Response("HTTP/1.1", status, [*headers, ("Content-Type", "application/json")],
+                            _errorpages.json_body(status, reason, message))
+        page = self.error_pages.get(status)
+        if page is not None:
+            try:
+                ns = self.namespace(page)
+                ns["error"] = _errorpages.PageError(status, reason, message)
+                text = self.templates.render(page, ns)
+                ctype = _content_type_for(self.base_name(page))
+                return Response("HTTP/1.1", status, [*headers, ("Content-Type", ctype)], text)
+            except Exception:  # noqa: BLE001 - the default page is the fallback
+                sys.stderr.write(f"krait: the error page {page} for {status} failed; the "
+                                 f"default page is sent instead\n{traceback.format_exc()}")
+                sys.stderr.flush()
+        return ErrorResponse(status, message, headers)
+
     def error_page(self, frame: protocol.RequestFrame) -> Response:
         """500 for the exception being handled: its traceback always goes to the error log,
-        and onto the page only with ``--debug``."""
+        and onto the page only with ``--debug`` (the debug page: the author's frames first,
+        the request and the route; see :mod:`krait._debugpage`)."""
         text = traceback.format_exc()
         sys.stderr.write(f"krait: error in {frame.method} {frame.path}\n{text}")
         sys.stderr.flush()
         if self.debug:
-            body = (f"<html><head><title>500 Internal Server Error</title></head><body>"
-                    f"<h1>500 Internal Server Error</h1><pre>{html.escape(text)}</pre>"
-                    f"</body></html>")
+            try:
+                from krait import _debugpage
+
+                route = self.routes[frame.route] if 0 <= frame.route < len(self.routes) \
+                    else None
+                body = _debugpage.render(sys.exc_info()[1], krait.request,  # type: ignore[arg-type]
+                                         route, krait.url_params, self.site_root)
+            except Exception:  # noqa: BLE001 - the plain traceback is always possible
+                sys.stderr.write(f"krait: the debug page failed\n{traceback.format_exc()}")
+                body = (f"<html><head><title>500 Internal Server Error</title></head><body>"
+                        f"<h1>500 Internal Server Error</h1><pre>{html.escape(text)}</pre>"
+                        f"</body></html>")
             return Response("HTTP/1.1", 500, [("Content-Type", "text/html; charset=utf-8")],
                             body)
-        return ErrorResponse(500)
+        return self.error_response(500)
 
     def cache_flags(self, base: str, dynamic: bool = True) -> int:
         key = (base, dynamic)

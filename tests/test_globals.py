@@ -112,7 +112,10 @@ def test_raw_is_verbatim():
 ])
 def test_ext(ext, expected):
     set_content_type(ext=ext)
-    assert krait._content_type == expected
+    # Text types get the charset (issue 15): a UTF-8 page must not be read as windows-1252.
+    text = expected.startswith("text/") or expected in (
+        "application/json", "application/javascript", "image/svg+xml")
+    assert krait._content_type == (expected + "; charset=utf-8" if text else expected)
     assert _mime_for_extension(ext) == expected
 
 
@@ -136,4 +139,4 @@ def test_set_content_type_errors(kwargs, error):
     set_content_type(ext="json")
     with pytest.raises(error):
         set_content_type(**kwargs)
-    assert krait._content_type == "application/json"  # unchanged after an error
+    assert krait._content_type == "application/json; charset=utf-8"  # unchanged after an error

@@ -748,3 +748,79 @@ def test_in_memory_lookup_and_site_templates(site: Path, tmp_path: Path,
     write(site, "q.pyml", "@import 's.py'@ok")
     assert templates.render(str(site / "q.pyml"), {}) == "ok"
     assert ran == [str(site / "s.py")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 15: the '@' trap in .html pages, html_templates = False, undefined names
+
+
+def test_an_at_in_a_html_page_says_why_it_is_a_template(site: Path, cache: Path) -> None:
+    write(site, "contact.html", "<h1>Contact</h1>\n<style>@media (max-width:600px){a{b:c}}"
+                                "</style>\n<a href='mailto:ann@example.com'>x</a>\n")
+    with pytest.raises(PymlSyntaxError) as info:
+        lookup.KraitLookup(str(site), str(cache)).render("contact.html", {})
+    notes = "\n".join(info.value.__notes__)
+    # "@media" is an expression that ends at the space; the e-mail address does not parse.
+    assert info.value.lineno == 3 and info.value.offset == 20
+    assert f'"{site / "contact.html"}" is a template because its name ends in .html' in notes
+    assert "(line 3, column 20: @example.com'>x</a>)" in notes
+    assert "write @@ for a literal @" in notes
+    assert "krait.config.html_templates = False" in notes
+    assert "rename the page" in notes
+    # A .pyml file is a template by choice: no such advice.
+    write(site, "p.pyml", "<a href='mailto:ann@example.com'>x</a>\n")
+    with pytest.raises(PymlSyntaxError) as info:
+        lookup.KraitLookup(str(site), str(cache)).render("p.pyml", {})
+    assert "html_templates" not in "\n".join(info.value.__notes__)
+
+
+def test_html_templates_false_sends_html_as_written(site: Path, cache: Path) -> None:
+    page = "<p>mail ann@example.com</p>\n<style>@media print {}</style>@@\n"
+    write(site, "contact.html", page)
+    write(site, "old.htm", "a@b")
+    write(site, "t.pyml", "@import 'contact.html'@@v@")
+    write(site, "l.pyml", "[@block b:@/block@]")
+    write(site, "c.pyml", "@extends 'l.pyml'\n@block b:@v@@/block@")
+    templates = lookup.KraitLookup(str(site), str(cache), html_templates=False)
+    assert templates.render("contact.html", {}) == page
+    assert templates.render("old.htm", {}) == "a@b"
+    assert templates.is_static("contact.html")
+    assert templates.render("t.pyml", {"v": "<"}) == page + "&lt;"
+    assert templates.render("c.pyml", {"v": 1}) == "[1]"
+    with pytest.raises(lookup.TemplateNotFoundError):
+        templates.is_static("missing.html")
+    # The default stays Krait's rule.
+    assert lookup.KraitLookup(str(site), str(cache)).render("old.htm", {"b": 2}) == "a2"
+
+
+def test_an_undefined_name_is_named_with_a_suggestion(site: Path, cache: Path) -> None:
+    write(site, "p.pyml", "line one\n<p>@nmae@</p>\n")
+    with pytest.raises(NameError) as info:
+        lookup.KraitLookup(str(site), str(cache)).render("p.pyml", {"name": "Ann"})
+    message = str(info.value)
+    assert message.startswith("name 'nmae' is not defined (did you mean 'name'?)")
+    assert f'in template "{site / "p.pyml"}", line 2' in message
+    assert info.value.name == "nmae"
+    assert info.value.pyml_lineno == 2  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("source", "kind", "name", "hint"), [
+    ("@usr.name@", AttributeError, "usr", "user"),
+    ("@{ total = prce * 2 }", TypeError, "price", "price"),
+    ("@for i in itmes:@i@@/for@", TypeError, "itmes", "items"),
+    ("@lenn(items)@", TypeError, "lenn", "len"),
+])
+def test_undefined_names_in_other_errors(source: str, kind: type, name: str, hint: str) -> None:
+    context = {"user": object(), "price": 3, "items": [1]}
+    if name == "price":
+        name = "prce"
+    with pytest.raises(kind) as info:
+        pyml.render_string(source, context, "t.pyml")
+    assert str(info.value).startswith(f"name {name!r} is not defined (did you mean {hint!r}?)")
+
+
+def test_an_undefined_name_in_a_html_page_hints_at_the_trap() -> None:
+    with pytest.raises(AttributeError) as info:
+        pyml.render_string("write to team@example.org\n", {}, "contact.html")
+    assert str(info.value).startswith("name 'example' is not defined")
+    assert any("write it @@" in note for note in info.value.__notes__)

@@ -3,7 +3,7 @@
 ``.pyml``, ``.html`` and ``.htm`` files go through the ``.pyml`` translator
 (:mod:`krait.templates.pyml`); ``.mako`` files are plain Mako. Compiled modules are written to
 one ``module_directory`` outside the site root, shared by all workers, and a template edited on
-disk is recompiled on its next use. Paths are always relative to the site root (§7.4), whatever
+disk is recompiled on its next use. Paths are always relative to the site root, whatever
 file asks for them.
 
 The per-request path is short on purpose (it runs for every dynamic page): a path seen before
@@ -229,13 +229,18 @@ class KraitLookup(TemplateLookup):
     :param mvc: the module providing ``push_ctrl``/``pop_ctrl`` for ``@import-ctrl``
         (default: ``krait.mvc``, imported when first needed).
     :param filesystem_checks: reload a template whose file changed since it was loaded.
+    :param html_templates: ``False`` sends ``.html`` and ``.htm`` files as written (served,
+        ``@import``-ed or used as a view); only ``.pyml`` files are then templates.
+        ``@extends`` still reads its layout as a template, whatever its extension.
     :param template_args: further :class:`mako.template.Template` options.
     """
 
     def __init__(self, root: str, module_directory: str | None = None, *,
                  py_hook: PyHook | None = None, mvc: Any = None,
-                 filesystem_checks: bool = True, **template_args: Any) -> None:
+                 filesystem_checks: bool = True, html_templates: bool = True,
+                 **template_args: Any) -> None:
         self.root = os.path.abspath(root)
+        self.html_templates = html_templates
         if module_directory is not None:
             module_directory = os.path.abspath(module_directory)
             real_root = os.path.realpath(self.root)
@@ -301,6 +306,8 @@ class KraitLookup(TemplateLookup):
         filename, uri = self.resolve(self._relative(path) if absolute_ok else path)
         if filename.endswith(PYML_EXTENSIONS):
             kind = _PYML
+            if not self.html_templates and filename.endswith(pyml.HTML_EXTENSIONS):
+                kind = _VERBATIM
         elif filename.endswith(MAKO_EXTENSION):
             kind = _MAKO
         elif filename.endswith(".py"):
@@ -321,7 +328,7 @@ class KraitLookup(TemplateLookup):
     # -- Mako interface -------------------------------------------------------------------------
 
     def is_static(self, path: Any) -> bool:
-        """True when the template at ``path`` holds no Python construct (behaviour §3.3): its
+        """True when the template at ``path`` holds no Python construct: its
         output is its text with ``@@`` as ``@``, the same for every request, so it may be
         cached like a static file. Decided once per version of the file (with the compiled
         template), so it costs a dictionary look-up once the template has been rendered.
@@ -330,6 +337,11 @@ class KraitLookup(TemplateLookup):
         :raises TemplateNotFoundError: when the file does not exist.
         """
         filename, uri, kind = self.locate(path, absolute_ok=True)
+        if kind == _VERBATIM and filename.endswith(pyml.HTML_EXTENSIONS):
+            if not os.path.isfile(filename):
+                raise TemplateNotFoundError(f"cannot find {uri!r} under {self.root!r}",
+                                            filename)
+            return True  # html_templates = False: sent as written
         if kind != _PYML:
             return False
         template = self._template(filename, uri)
@@ -413,6 +425,8 @@ class KraitLookup(TemplateLookup):
         # of running through Mako's lexer (where the translator was called).
         assert error is not None
         _note_location(error)
+        if filename.endswith(pyml.HTML_EXTENSIONS) and isinstance(error, pyml.PymlSyntaxError):
+            error.add_note(pyml.html_trap_note(filename, error.lineno, error.offset, error.text))
         raise error.with_traceback(None)
 
     # -- rendering ------------------------------------------------------------------------------
@@ -442,7 +456,7 @@ class KraitLookup(TemplateLookup):
             raise
 
     def include(self, path: Any, context: dict[str, Any]) -> str:
-        """Render ``path`` by its extension (§7.4): the engine behind ``@import``.
+        """Render ``path`` by its extension: the engine behind ``@import``.
 
         :param path: relative to the site root, never to the importing file.
         :param context: the top-level names of the importing template.
@@ -464,7 +478,7 @@ class KraitLookup(TemplateLookup):
 
     def include_ctrl(self, ctrl: Any, context: dict[str, Any]) -> str:
         """``@import-ctrl``: make ``ctrl`` current, render its view with it as ``ctrl``, and
-        restore the previous controller even if rendering fails (§9.3)."""
+        restore the previous controller even if rendering fails."""
         mvc = self._mvc or importlib.import_module("krait.mvc")
         current = mvc.push_ctrl(ctrl)
         try:

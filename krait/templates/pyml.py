@@ -1,11 +1,11 @@
 """Translate Krait ``.pyml`` templates into Mako source, keeping a line map back to the ``.pyml``.
 
-This module owns the ``.pyml`` language (krait-behaviour.md §7, with the §16.4 fixes) and the
+This module owns the ``.pyml`` language and the
 small runtime the generated Mako code imports: the escaping filter and the ``@import`` helpers.
 Loading files, caching compiled modules and choosing a translator by extension belong to
 :mod:`krait.templates.lookup`.
 
-How the translation stays byte-exact (nothing is trimmed, §7.2):
+How the translation stays byte-exact (nothing is trimmed):
 
 * Literal text is copied as is, except for the few characters Mako would read as syntax
   (``${``, ``<%``, ``</%``, ``%`` or ``##`` at a line start, a backslash before a newline). Each
@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import ast
 import bisect
+import builtins
+import difflib
 import io
 import keyword
 import linecache
@@ -39,6 +41,7 @@ __all__ = [
     "Translation",
     "annotate_exception",
     "escape",
+    "html_trap_note",
     "include",
     "include_ctrl",
     "is_dynamic",
@@ -99,11 +102,51 @@ class PymlSyntaxError(SyntaxError):
         return (type(self), (self.msg, self.filename, self.lineno, self.offset, self.text))
 
 
+#: Extensions of files that are templates only because of their name (a page written as plain
+#: HTML): an ``@`` in them is the usual trap (an e-mail address, CSS ``@media``).
+HTML_EXTENSIONS = (".html", ".htm")
+
+
+def _offending(text: str | None, column: int | None, width: int = 40) -> str:
+    """The source text from ``column`` (1-based) on, cut at ``width`` characters."""
+    if not text or not column:
+        return ""
+    rest = text[column - 1:].rstrip("\r\n")
+    return rest if len(rest) <= width else rest[:width] + "…"
+
+
+def html_trap_note(filename: str | None, lineno: int | None, column: int | None,
+                   text: str | None) -> str:
+    """Why an ``.html``/``.htm`` file is read as a template, where its ``@`` is, and the three
+    ways out. Added as a note to errors in such files (the log and the ``--debug`` page show
+    it).
+
+    :param filename: the page.
+    :param lineno: the 1-based line of the ``@`` at fault.
+    :param column: its 1-based column (``None`` when unknown).
+    :param text: the source line.
+    """
+    name = filename or "<pyml>"
+    where = f"line {lineno}" + (f", column {column}" if column else "")
+    snippet = _offending(text, column)
+    shown = f": {snippet}" if snippet else ""
+    return (f'  "{name}" is a template because its name ends in .html or .htm and it contains '
+            f"an @ ({where}{shown}).\n"
+            "  Every @ in a .html, .htm or .pyml file starts Python code. To fix it:\n"
+            "    - write @@ for a literal @ (ann@@example.com, @@media);\n"
+            "    - or move the text with @ (a <style> or <script>) to a .css or .js file, or\n"
+            "      rename the page to an extension that is not a template: those are sent as "
+            "written;\n"
+            "    - or set krait.config.html_templates = False in .py/init.py: .html and .htm "
+            "files are\n"
+            "      then sent as written and only .pyml files are templates.")
+
+
 # --------------------------------------------------------------------------------------------
 # Runtime helpers imported by every generated module
 
 def _escape_py(value: Any, _str: type = str, _int: type = int) -> str:
-    """``str(value)`` with exactly ``& < > " '`` replaced by entities (§7.4), in pure Python
+    """``str(value)`` with exactly ``& < > " '`` replaced by entities, in pure Python
     (used when MarkupSafe's C code is not available).
 
     :param value: any object; it is converted with :func:`str` first.
@@ -166,7 +209,7 @@ def include(context: Any, path: Any) -> str:
 
 
 def include_ctrl(context: Any, ctrl: Any) -> str:
-    """Run ``@import-ctrl ctrl``: push ``ctrl``, render its view, pop it (§7.4, §9.3).
+    """Run ``@import-ctrl ctrl``: push ``ctrl``, render its view, pop it.
 
     :param context: the Mako context of the importing template.
     :param ctrl: the controller object the expression evaluated to.
@@ -224,7 +267,7 @@ class _Source:
 
 
 class _Parser:
-    """The character-level reader of §7.1 (keywords spelled out right after ``@``)."""
+    """The character-level reader of the syntax (keywords spelled out right after ``@``)."""
 
     def __init__(self, src: _Source) -> None:
         self.src = src
@@ -845,7 +888,7 @@ class _Translator:
     # -- code preparation ---------------------------------------------------------------------
 
     def dedent_exec(self, node: _Node) -> tuple[list[str], list[tuple[str, int]]]:
-        """§7.3: if the code starts with whitespace, remove the first non-blank line's
+        """If the code starts with whitespace, remove the first non-blank line's
         indentation from every line; a non-blank line indented less is an error."""
         src_lines = _split_lines(node.text, node.code_pos)
         if node.text[0] not in WS:
@@ -1169,8 +1212,8 @@ def _mako_line(module_name: str, py_line: int) -> int | None:
     return line_map[keys[-1]] if keys else None
 
 
-def template_frames(tb: Any) -> list[tuple[str | None, int]]:
-    """The ``(pyml filename, pyml line)`` of every translated-template frame in a traceback,
+def _template_tbs(tb: Any) -> list[tuple[Any, str | None, int]]:
+    """``(traceback entry, pyml filename, pyml line)`` of every translated-template frame,
     outermost first."""
     frames = []
     while tb is not None:
@@ -1179,33 +1222,121 @@ def template_frames(tb: Any) -> list[tuple[str | None, int]]:
         if line_map is not None:
             mako_line = _mako_line(g.get("__name__", ""), tb.tb_lineno)
             if mako_line is not None:
-                frames.append((g.get("_krait_filename"), pyml_line(line_map, mako_line)))
+                frames.append((tb, g.get("_krait_filename"), pyml_line(line_map, mako_line)))
         tb = tb.tb_next
     return frames
 
 
-def annotate_exception(exc: BaseException) -> BaseException:
+def template_frames(tb: Any) -> list[tuple[str | None, int]]:
+    """The ``(pyml filename, pyml line)`` of every translated-template frame in a traceback,
+    outermost first."""
+    return [(filename, line) for _, filename, line in _template_tbs(tb)]
+
+
+_IDENTIFIER = re.compile(r"[^\W\d]\w*")
+
+
+def _undefined_names(tb: Any, line_text: str) -> tuple[list[str], list[str]]:
+    """The names a template frame read but nobody defined (Mako gave them ``UNDEFINED``)
+    that appear on its ``.pyml`` line, in the order they appear; and every name the frame
+    could see (its defined locals, the context, the builtins), to suggest a spelling."""
+    from mako import runtime
+
+    frame_locals = tb.tb_frame.f_locals
+    undefined = {k for k, v in frame_locals.items()
+                 if v is runtime.UNDEFINED and not k.startswith("_")}
+    # Names the line binds (``@{ y = ... }``, ``@for a in ...``) are not yet defined either,
+    # but they are not the culprit.
+    bound = set(re.findall(r"(\w+)\s*(?:[-+*/%&|^@]|//|\*\*|<<|>>)?=(?!=)", line_text))
+    for target in re.findall(r"\bfor\s+(.+?)\s+in\b", line_text):
+        bound.update(_IDENTIFIER.findall(target))
+    on_line = []
+    for word in _IDENTIFIER.findall(line_text):
+        if word in undefined and word not in bound and word not in on_line:
+            on_line.append(word)
+    known = {k for k, v in frame_locals.items()
+             if v is not runtime.UNDEFINED and not k.startswith("_")}
+    context = frame_locals.get("context")
+    try:
+        known.update(k for k in context.keys() if not k.startswith("_"))
+    except AttributeError:
+        pass
+    known.update(k for k in dir(builtins) if not k.startswith("_"))
+    known -= _MAKO_CONTEXT_NAMES | {"pageargs"}
+    return on_line, sorted(known)
+
+
+def _explain_undefined(exc: BaseException, tb: Any, filename: str | None, line: int,
+                       line_text: str) -> None:
+    """Turn Mako's ``NameError: Undefined`` (or a ``TypeError``/``AttributeError`` about an
+    ``'Undefined'`` object) into a message naming the name, with the closest defined one."""
+    if not (isinstance(exc, (NameError, AttributeError, TypeError))
+            and "Undefined" in str(exc)):
+        return
+    names, known = _undefined_names(tb, line_text)
+    if not names:
+        return
+    quoted = " or ".join(repr(n) for n in names)
+    text = f"name {quoted} is not defined"
+    matches = difflib.get_close_matches(names[0], known, n=1)
+    if matches:
+        text += f" (did you mean {matches[0]!r}?)"
+    text += f' in template "{filename or "<pyml>"}", line {line}'
+    if not isinstance(exc, NameError):
+        text += f" ({exc})"
+    exc.args = (text,)
+    if isinstance(exc, NameError):
+        exc.name = names[0]
+    if filename and filename.endswith(HTML_EXTENSIONS) and not matches:
+        exc.add_note("  If that @ is meant as text (an e-mail address, CSS @media), write it "
+                     "@@ (see krait.config.html_templates).")
+
+
+def annotate_exception(exc: BaseException, source: str | None = None) -> BaseException:
     """Add the ``.pyml`` file and line of each template frame to ``exc``.
 
     The exception keeps its type (an HTTP error raised by a view must stay one); it gains a
     note per template frame (``template "x.pyml", line 3``, then that line of the file, as a
     Python traceback shows it) and the attributes ``pyml_filename``/``pyml_lineno`` of the
-    innermost one. Calling it twice is harmless.
+    innermost one. A name the template used but nobody defined is named in the message, with
+    the closest defined name (``name 'nme' is not defined (did you mean 'name'?)``). Calling
+    it twice is harmless.
+
+    :param exc: the exception raised while rendering.
+    :param source: the template's text, for a template that is not a file (read otherwise).
     """
     if getattr(exc, "_krait_annotated", False):
         return exc
-    frames = template_frames(exc.__traceback__)
+    frames = _template_tbs(exc.__traceback__)
     try:
         exc._krait_annotated = True  # type: ignore[attr-defined]
         if frames:
-            exc.pyml_filename, exc.pyml_lineno = frames[-1]  # type: ignore[attr-defined]
+            exc.pyml_filename, exc.pyml_lineno = frames[-1][1:]  # type: ignore[attr-defined]
     except AttributeError:
         return exc
-    for filename, line in frames:
+    if frames:
+        tb, filename, line = frames[-1]
+        text = _full_line(filename, line, source)
+        try:
+            _explain_undefined(exc, tb, filename, line, text)
+        except Exception:  # noqa: BLE001 - a better message is a bonus, never a new error
+            pass
+    for _, filename, line in frames:
         note = f'  in template "{filename or "<pyml>"}", line {line}'
         text = _source_line(filename, line)
         exc.add_note(f"{note}\n    {text}" if text else note)
     return exc
+
+
+def _full_line(filename: str | None, line: int, source: str | None) -> str:
+    """Line ``line`` of a template, from ``source`` when given, else from its file."""
+    if source is not None:
+        lines = source.splitlines()
+        return lines[line - 1] if 0 < line <= len(lines) else ""
+    if not filename:
+        return ""
+    linecache.checkcache(filename)
+    return linecache.getline(filename, line)
 
 
 def _source_line(filename: str | None, line: int) -> str:
@@ -1233,5 +1364,5 @@ def render_string(source: str, context: dict[str, Any] | None = None,
     try:
         return template.render(**data)
     except Exception as exc:
-        annotate_exception(exc)
+        annotate_exception(exc, source)
         raise

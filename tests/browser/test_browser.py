@@ -47,8 +47,30 @@ PAGES = [
     ("/hello/world", "Hello, world!"),
     ("/stats", "Stats"),
     ("/about", "About this site"),
+    ("/contact", "Contact"),
 ]
 WAIT = 15  # seconds for any single thing to appear in the page
+
+#: What each page shows, as the browser renders it (the text of <main>): fragments that must be
+#: there. A template bug (an expression that ended too early, an undefined name) shows as text
+#: a visitor would see; these catch it.
+RENDERED = {
+    "/": ["Every page below shows one feature of krait.", "Guestbook\nA form, SQLite in .private/"],
+    "/guestbook": ["You have opened this page 1 time (a cookie counts them).", "0 messages"],
+    "/upload": ["Choose a file (up to 8 MiB): the server reads it,"],
+    "/chat": ["Open this page in two windows: a message sent in one appears"],
+    "/hello/world": ["Hello, world!", "the regex /hello/(?P<name>[^/]{1,40})",
+                     "like every @expression@ in a template"],
+    "/hello/%3Cem%3Ehi": ["Hello, <em>hi!"],
+    "/stats": ["Guestbook entries\n0", "http_method\nGET", "url\n/stats",
+               '@mvc.route_ctrl_decorator("GET", url="/stats")'],
+    "/about": ["a template with a layout (@extends, @block)",
+               "an e-mail address in a template: @@ for a literal @"],
+    "/contact": ["Write to team@example.org.", "written team@@example.org: a doubled @@ prints "
+                 "one @."],
+}
+#: Text that only a template bug puts on a page.
+RESIDUE = ["Undefined", "Traceback", "krait.config", "// (", "${", "@{", "@/", "<%"]
 
 
 @pytest.fixture
@@ -142,6 +164,29 @@ def test_every_page_in_chromium(site_server: KraitProcess, browser: WebDriver,
     about_links = [a.get_attribute("href")
                    for a in browser.find_elements(By.CSS_SELECTOR, "main a")]
     assert url + "/docs/tutorial.md" in about_links
+
+
+def test_every_page_renders_what_its_template_says(site_server: KraitProcess,
+                                                  browser: WebDriver) -> None:
+    url = site_server.url
+    version_footer = None
+    for path, fragments in RENDERED.items():
+        browser.get(url + path)
+        main = browser.find_element(By.TAG_NAME, "main").text
+        for fragment in fragments:
+            assert fragment in main, (path, fragment, main)
+        page = browser.find_element(By.TAG_NAME, "body").text
+        for residue in RESIDUE:
+            assert residue not in page, (path, residue, page)
+        footer = browser.find_element(By.TAG_NAME, "footer").text
+        assert footer.startswith("krait ") and " · page rendered by worker " in footer, path
+        version_footer = footer.split(" · ")[0]
+    assert version_footer is not None and version_footer[len("krait "):][0].isdigit()
+    # The contact page's link is the address, with one '@'.
+    browser.get(url + "/contact")
+    link = browser.find_element(By.ID, "contact-mail")
+    assert link.get_attribute("href") == "mailto:team@example.org"
+    assert console_errors(browser) == []
 
 
 def test_guestbook_form_and_cookie_counter(site_server: KraitProcess, browser: WebDriver,
