@@ -78,15 +78,30 @@ class Server:
     def set_version(self, version: str) -> None:
         check(lib.krait_server_set_version(self.ptr, version.encode()))
 
-    def set_server_header(self, value: str) -> bool:
-        """The whole ``Server`` header value (``""``: no header). False when this core cannot
-        (it then keeps ``krait/<version>``): the hook ``krait_server_set_server_header`` is
-        the C core's to add."""
-        setter = getattr(lib, "krait_server_set_server_header", None)
-        if setter is None:
-            return False
-        check(setter(self.ptr, value.encode()))
-        return True
+    def set_server_header(self, value: str) -> None:
+        """The whole ``Server`` header value (``""``: no header)."""
+        check(lib.krait_server_set_server_header(self.ptr, value.encode()))
+
+    def set_never_serve(self, patterns: list[str]) -> None:
+        """Shell patterns of names the core never serves (any segment, any case)."""
+        check(lib.krait_server_set_never_serve(self.ptr, "\n".join(patterns).encode()))
+
+    def add_static_only(self, prefix: str) -> None:
+        """A folder whose files are data: never run, sent with ``nosniff``."""
+        check(lib.krait_server_add_static_only(self.ptr, prefix.encode()))
+
+    def add_allowed_host(self, host: str) -> None:
+        """A host name requests may carry (``.example.com``: it and its subdomains)."""
+        check(lib.krait_server_add_allowed_host(self.ptr, host.encode()))
+
+    def set_html_templates(self, on: bool) -> None:
+        check(lib.krait_server_set_html_templates(self.ptr, int(on)))
+
+    def set_error_page(self, status: int, html: bytes, html_type: str, json: bytes) -> None:
+        """The page the core sends for its own error with this status (HTML, or JSON to a
+        client that prefers it)."""
+        check(lib.krait_server_set_error_page(self.ptr, status, html, len(html),
+                                              html_type.encode(), json, len(json)))
 
     def listen(self, host: str, port: int, tls: bool = False) -> int:
         err = ffi.new("char[512]")

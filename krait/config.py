@@ -163,6 +163,10 @@ websocket_queue_bytes: int = 32 * 1024 * 1024
 websocket_worker_queue_bytes: int = 128 * 1024 * 1024
 #: The ``Server`` header of every response: ``None`` keeps ``krait/<version>``, ``""`` omits it.
 server_header: str | None = None
+#: Host names this site answers to (``"example.com"``, or ``".example.com"`` for it and every
+#: subdomain; any case, the port ignored). Empty: every host. A request for another host, or
+#: without one, gets 400 before anything else looks at it — static files included.
+allowed_hosts: list[str] = []
 
 #: TLS (behaviour §13.1), used when an HTTPS port is given (``--https-port`` or
 #: ``--port HTTP/HTTPS``). Reloaded on SIGHUP.

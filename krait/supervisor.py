@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import krait
-from krait import _mime, config
+from krait import _errorpages, _mime, config
 from krait._core import Server, ffi, lib
 from krait.errors import ConfigError
 from krait.paths import PathRefused, site_file
+from krait.response import REASONS
 
 VERB_BITS = {
     "GET": lib.KRAIT_VERB_GET, "POST": lib.KRAIT_VERB_POST, "PUT": lib.KRAIT_VERB_PUT,
@@ -268,6 +269,43 @@ def validate_error_pages(site_root: str) -> dict[int, str]:
     return out
 
 
+#: The statuses the core answers by itself (malformed or oversized requests, missing files,
+#: workers that fail, time out or are all busy).
+CORE_ERROR_STATUSES = (400, 404, 405, 408, 413, 414, 417, 426, 431, 500, 501, 502, 503, 504,
+                       505)
+
+
+def _is_template(filename: str) -> bool:
+    """Would a worker render this page (a ``.pyml``, or an ``.html``/``.htm`` with an ``@``
+    while ``config.html_templates`` holds)?"""
+    if filename.endswith(".pyml"):
+        return True
+    if config.html_templates and filename.endswith((".html", ".htm")):
+        with open(filename, "rb") as f:
+            return b"@" in f.read()
+    return False
+
+
+def core_error_pages(pages: dict[int, str]) -> list[tuple[int, bytes, str]]:
+    """(status, body, content type) for each of the core's own error statuses: the site's page
+    from ``config.error_pages`` when it is a plain file (a template needs a worker to render
+    it, so the core then sends the default page, as it does for the other statuses), else the
+    workers' default page."""
+    out = []
+    for status in CORE_ERROR_STATUSES:
+        page = pages.get(status)
+        if page is not None and not _is_template(page):
+            with open(page, "rb") as f:
+                body = f.read()
+            ext = os.path.splitext(page)[1]
+            ctype = _mime.with_charset(_mime.type_for_extension(ext) or "text/html")
+            out.append((status, body, ctype))
+        else:
+            text = _errorpages.page_html(status, REASONS.get(status, "Error"))
+            out.append((status, text.encode("utf-8"), "text/html; charset=utf-8"))
+    return out
+
+
 def _compile_list(name: str) -> list[re.Pattern[str]]:
     """Compile the cache-rule regexes of ``krait.config.<name>`` (behaviour §10.1)."""
     value = getattr(config, name)
@@ -293,7 +331,7 @@ def _validate_hardening() -> None:
         return StartupError(f"{set_at + ': ' if set_at else ''}krait.config.{name} must be "
                             f"{what}, not {getattr(config, name)!r}")
 
-    for name in ("view_dirs", "never_serve", "static_only", "websocket_origins"):
+    for name in ("view_dirs", "never_serve", "static_only", "websocket_origins", "allowed_hosts"):
         value = getattr(config, name)
         if isinstance(value, str) or not isinstance(value, (list, tuple)) or \
                 not all(isinstance(v, str) and v.strip("/") for v in value):
@@ -548,7 +586,7 @@ class Supervisor:
         routes = validate_routes(opts.site_root)
         for warning in route_warnings(routes):
             log(warning)
-        validate_error_pages(opts.site_root)
+        error_pages = validate_error_pages(opts.site_root)
         self.rules = Rules(routes=routes, no_store=_compile_list("cache_no_store"),
                            private=_compile_list("cache_private"),
                            public=_compile_list("cache_public"),
@@ -584,10 +622,17 @@ class Supervisor:
         server = Server(opts.site_root)
         self.server = server
         server.set_version(krait.__version__)
-        if config.server_header is not None and not server.set_server_header(
-                config.server_header):
-            log("this core cannot change the Server header yet; "
-                "krait.config.server_header is ignored")
+        if config.server_header is not None:
+            server.set_server_header(config.server_header)
+        server.set_never_serve(list(config.never_serve))
+        for prefix in config.static_only:
+            server.add_static_only(prefix)
+        for host in config.allowed_hosts:
+            server.add_allowed_host(host)
+        server.set_html_templates(bool(config.html_templates))
+        for status, html_page, html_type in core_error_pages(error_pages):
+            server.set_error_page(status, html_page, html_type,
+                                  _errorpages.json_body(status, REASONS.get(status, "Error")))
         for name, (which, scale) in LIMITS.items():
             server.set_limit(which, int(getattr(config, name) * scale))
         server.set_cache_ages(int(config.cache_max_age_default),

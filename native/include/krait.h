@@ -136,6 +136,28 @@ int krait_server_run(krait_server *srv);
 /* Ask a running loop to stop gracefully (thread-safe, async-signal-safe). */
 void krait_server_stop(krait_server *srv);
 
+/* The whole Server header value; "" sends none. Values with control characters: EINVAL. */
+int krait_server_set_server_header(krait_server *srv, const char *value);
+/* Names never served, whatever their folder: shell patterns separated by '\n', compared
+ * without case with every segment of a request path and of the file it reaches ("" for none;
+ * the default is "*~\n#*#\n*.swp\n*.swo\n*.swx\n*.bak\n*.orig\n*.rej"). Answer: 404. */
+int krait_server_set_never_serve(krait_server *srv, const char *patterns);
+/* A folder (relative to the root, e.g. "uploads/") whose files are data: never handed to a
+ * worker (.py, templates included), always sent as they are with
+ * X-Content-Type-Options: nosniff. */
+int krait_server_add_static_only(krait_server *srv, const char *prefix);
+/* Host names requests may carry (exact, or ".example.com" for it and its subdomains; any
+ * case, port ignored). With none added, every host is allowed; otherwise another is 400. */
+int krait_server_add_allowed_host(krait_server *srv, const char *host);
+/* 0: .html and .htm files are static files, never templates (only .pyml and .py go to a
+ * worker); 1 (default): they are templates when they contain an '@'. */
+int krait_server_set_html_templates(krait_server *srv, int on);
+/* The page the core sends for its own error with this status (400-599): html (its content
+ * type html_type) or, to a client whose Accept prefers JSON, json (application/json). */
+int krait_server_set_error_page(krait_server *srv, int status, const char *html,
+                                size_t html_len, const char *html_type, const char *json,
+                                size_t json_len);
+
 /* Counters, for tests and the stats page. */
 int64_t krait_server_stat(krait_server *srv, int which);
 #define KRAIT_STAT_CONNS 0

@@ -166,6 +166,7 @@ struct krait__conn {
     uint32_t worker_gen;      /* the slot's generation when it was bound */
     uint32_t req_id;
     int head_only;            /* HEAD: drop the body the worker sends */
+    int wants_json;           /* the request's Accept prefers JSON: error pages in JSON */
     int http10;               /* the request was HTTP/1.0 */
     int streaming;            /* chunked response in progress */
 
@@ -238,7 +239,7 @@ struct krait_server {
     int root_fd;
     int64_t limits[KRAIT_LIMIT_COUNT];
     int64_t max_age, max_age_long;
-    char server_header[64];
+    char server_header[128];  /* "" for none */
 
     krait__obj sig;           /* signalfd */
     int sig_fd;
@@ -256,6 +257,15 @@ struct krait_server {
     int tls_log_count;
     int64_t tls_log_dropped;
 
+    char **never_serve;       /* shell patterns (krait_server_set_never_serve) */
+    size_t n_never_serve;
+    char **static_only;       /* folder prefixes, each ending in '/' */
+    size_t n_static_only;
+    char **allowed_hosts;     /* lower-case; ".x.org" also matches x.org's subdomains */
+    size_t n_allowed_hosts;
+    int html_templates;       /* .html/.htm with '@' are templates */
+    krait__map error_pages;   /* "%d" status → html (val), num[0] = offset of the JSON body
+                                 in val, num[1] = its length, num[2] = offset of the type */
     krait__map mime, cache_rules, route_cache, dyn_cache, ws_ids;
     krait__map resolved;      /* URL path -> file found by the index/extension search */
     krait__route *routes;

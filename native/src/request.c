@@ -200,6 +200,84 @@ static void redirect_https(struct krait_server *srv, krait__conn *c, krait__requ
     krait__log_begin(srv, c, rq, 301, 0);
 }
 
+/* The authority of an absolute-form target ("http://a.org:8080/x" → "a.org:8080"), if it is
+ * one; its validity is checked with the rest of the target. */
+static int absolute_authority(const char *t, size_t tn, const char **a, size_t *an)
+{
+    size_t skip;
+    if (tn > 7 && strncasecmp(t, "http://", 7) == 0)
+        skip = 7;
+    else if (tn > 8 && strncasecmp(t, "https://", 8) == 0)
+        skip = 8;
+    else
+        return 0;
+    size_t end = skip;
+    while (end < tn && t[end] != '/' && t[end] != '?')
+        end++;
+    *a = t + skip;
+    *an = end - skip;
+    return 1;
+}
+
+static void set_host_header(struct krait_server *srv, const char *v, size_t n)
+{
+    for (size_t i = 0; i < srv->nhdr; i++)
+        if (srv->hdr[i].name_len == 4 && strncasecmp(srv->hdr[i].name, "host", 4) == 0) {
+            srv->hdr[i].value = v;
+            srv->hdr[i].value_len = n;
+            return;
+        }
+    if (srv->nhdr < KRAIT__MAX_HEADERS_CAP)
+        srv->hdr[srv->nhdr++] = (krait__header){"host", 4, v, n};
+}
+
+/* RFC 9110 §12.5.1: does Accept prefer JSON (application/json, application/\*+json) with a
+ * quality above zero and at least that of every HTML type? "*\/\*" alone means HTML. The
+ * same rule as the workers' error pages (krait/_errorpages.py). */
+static int prefers_json(const krait__header *h)
+{
+    if (!h)
+        return 0;
+    int best_json = 0, best_html = 0;  /* qualities in thousandths */
+    const char *p = h->value, *end = h->value + h->value_len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        const char *m = p;
+        while (p < end && *p != ';' && *p != ',' && *p != ' ' && *p != '\t')
+            p++;
+        size_t ml = (size_t)(p - m);
+        int q = 1000;
+        while (p < end && *p != ',') {
+            if ((*p == 'q' || *p == 'Q') && p + 1 < end && p[1] == '=') {
+                const char *d = p + 2;
+                q = 0;
+                if (d < end && *d == '1')
+                    q = 1000;
+                else if (d < end && *d == '0' && d + 1 < end && d[1] == '.') {
+                    int scale = 100;
+                    for (d += 2; d < end && *d >= '0' && *d <= '9' && scale; d++, scale /= 10)
+                        q += (*d - '0') * scale;
+                }
+                p = d;
+                continue;
+            }
+            p++;
+        }
+#define IS(s) (ml == sizeof(s) - 1 && strncasecmp(m, s, ml) == 0)
+        int json = IS("application/json") ||
+                   (ml > 17 && strncasecmp(m, "application/", 12) == 0 &&
+                    strncasecmp(m + ml - 5, "+json", 5) == 0);
+        int html = IS("text/html") || IS("application/xhtml+xml") || IS("text/*");
+#undef IS
+        if (json && q > best_json)
+            best_json = q;
+        if (html && q > best_html)
+            best_html = q;
+    }
+    return best_json > 0 && best_json >= best_html;
+}
+
 /* Route and answer one complete request head. */
 static void handle_request(struct krait_server *srv, krait__conn *c, krait__request *rq)
 {
@@ -218,6 +296,19 @@ static void handle_request(struct krait_server *srv, krait__conn *c, krait__requ
     }
     if (rq->has_body && rq->info.content_length > srv->limits[KRAIT_LIMIT_BODY]) {
         krait__error(srv, c, rq, 413, 1);
+        return;
+    }
+    /* RFC 9112 §3.2.2: an absolute-form target's authority is the request's host, whatever
+     * Host says; the worker sees it as the host header too. */
+    const char *auth;
+    size_t auth_len;
+    if (absolute_authority(rq->target, rq->target_len, &auth, &auth_len)) {
+        rq->info.host = auth;
+        rq->info.host_len = auth_len;
+        set_host_header(srv, auth, auth_len);
+    }
+    if (!krait__host_allowed(srv, rq->info.host, rq->info.host_len)) {
+        krait__error(srv, c, rq, 400, 1);  /* not one of config.allowed_hosts */
         return;
     }
     if (!c->ssl && srv->https_redirect_port > 0 && rq->info.host && rq->target[0] == '/') {
@@ -280,6 +371,8 @@ static void handle_request(struct krait_server *srv, krait__conn *c, krait__requ
         rq->query_len = tn - pn - 1;
     }
     int st = decode_path(t, pn, rq->path, sizeof rq->path, &rq->path_len);
+    if (!st && krait__never_served(srv, rq->path, rq->path_len))
+        st = 404;  /* an editor's backup or another never-served name */
     if (st) {
         krait__error(srv, c, rq, st, st == 400 || rq->has_body);
         return;
@@ -375,6 +468,7 @@ void krait__request_next(struct krait_server *srv, krait__conn *c)
     memset(&c->hrs, 0, sizeof c->hrs);
     memset(&rq, 0, sizeof rq);
     c->t_start = krait__mono_ns();
+    c->wants_json = 0;
     if (n < 0) {
         srv->nhdr = 0;
         krait__error(srv, c, NULL, head.error_status ? head.error_status : 400, 1);
@@ -395,6 +489,7 @@ void krait__request_next(struct krait_server *srv, krait__conn *c)
         return;
     }
     rq.has_body = rq.info.chunked || rq.info.content_length > 0;
+    c->wants_json = prefers_json(krait__find_header(srv, "accept"));
     handle_request(srv, c, &rq);
     answered(srv, c);
 }

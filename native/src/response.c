@@ -70,9 +70,12 @@ void krait__resp_start(struct krait_server *srv, krait__conn *c, int status)
     char line[64];
     int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, krait__reason(status));
     krait__out_add(c, line, (size_t)n);
-    krait__out_str(c, "Server: ");
-    krait__out_str(c, srv->server_header);
-    krait__out_str(c, "\r\nDate: ");
+    if (srv->server_header[0]) {
+        krait__out_str(c, "Server: ");
+        krait__out_str(c, srv->server_header);
+        krait__out_add(c, "\r\n", 2);
+    }
+    krait__out_str(c, "Date: ");
     krait__out_add(c, srv->date, KRAIT__DATE_LEN);
     krait__out_add(c, "\r\n", 2);
     if (c->ssl && srv->hsts[0]) {
@@ -109,20 +112,38 @@ const krait__header *krait__find_header(struct krait_server *srv, const char *na
 void krait__error(struct krait_server *srv, krait__conn *c, krait__request *rq, int status,
                   int close_after)
 {
-    char body[160];
-    int n = snprintf(body, sizeof body, "<html><body><h1>%d %s</h1></body></html>", status,
-                     krait__reason(status));
+    char fallback[160];
+    const char *body = fallback, *type = "text/html; charset=utf-8";
+    size_t n = (size_t)snprintf(fallback, sizeof fallback,
+                                "<html><body><h1>%d %s</h1></body></html>", status,
+                                krait__reason(status));
+    /* The site's page for this status, or the workers' default one (krait.config.error_pages,
+     * handed over by the supervisor), in JSON to a client that prefers it. */
+    char key[8];
+    int kn = snprintf(key, sizeof key, "%d", status);
+    const krait__map_entry *page = krait__map_get(&srv->error_pages, key, (size_t)kn);
+    if (page && c->wants_json && page->num[1]) {
+        body = page->val + page->num[0];
+        n = (size_t)page->num[1];
+        type = "application/json";
+    } else if (page) {
+        body = page->val;
+        n = (size_t)page->num[0];
+        type = page->val + page->num[2];
+    }
     if (close_after)
         c->keep_alive = 0;
     size_t from = c->out_len;
     krait__resp_start(srv, c, status);
-    krait__out_str(c, "Content-Type: text/html; charset=utf-8\r\n");
+    krait__out_str(c, "Content-Type: ");
+    krait__out_str(c, type);
+    krait__out_str(c, "\r\nCache-Control: no-store\r\n");
     if (status == 503)
         krait__out_str(c, "Retry-After: 1\r\n");
-    krait__resp_end_headers(srv, c, n);
+    krait__resp_end_headers(srv, c, (int64_t)n);
     int head = rq ? rq->is_head : c->head_only;
     if (!head)
-        krait__out_add(c, body, (size_t)n);
+        krait__out_add(c, body, n);
     krait__seg_mem(c, from);
     if (!rq && c->log_len)
         krait__log_status(c, status, (uint64_t)(head ? 0 : n));  /* keep the request's line */

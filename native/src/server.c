@@ -38,6 +38,27 @@ static const int64_t default_limits[KRAIT_LIMIT_COUNT] = {
     [KRAIT_LIMIT_BODY_MEMORY] = 64 * 1024 * 1024,
 };
 
+static void free_strings(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* Append a copy of s[0..n) to a string list. */
+static int push_string(char ***v, size_t *n, const char *s, size_t len)
+{
+    char **nv = realloc(*v, (*n + 1) * sizeof *nv);
+    if (!nv)
+        return KRAIT_ENOMEM;
+    *v = nv;
+    char *copy = strndup(s, len);
+    if (!copy)
+        return KRAIT_ENOMEM;
+    nv[(*n)++] = copy;
+    return KRAIT_OK;
+}
+
 static void set_err(char *err, size_t errlen, const char *what, int e)
 {
     if (err && errlen)
@@ -63,6 +84,11 @@ krait_server *krait_server_new(const char *site_root, char *err, size_t errlen)
     srv->dyn_cache.max = 16384;
     srv->resolved.max = 16384;
     srv->ws_ids.max = 0;  /* entries leave with their connection (krait__ws_gone) */
+    srv->html_templates = 1;
+    if (krait_server_set_never_serve(srv, "*~\n#*#\n*.swp\n*.swo\n*.swx\n*.bak\n*.orig\n*.rej") < 0) {
+        set_err(err, errlen, "allocating the server", ENOMEM);
+        goto fail;
+    }
     for (int i = 0; i < TL_COUNT; i++)
         krait__list_init(&srv->timers[i]);
     krait__list_init(&srv->conns);
@@ -143,6 +169,10 @@ void krait_server_free(krait_server *srv)
     krait__map_free(&srv->dyn_cache);
     krait__map_free(&srv->resolved);
     krait__map_free(&srv->ws_ids);
+    krait__map_free(&srv->error_pages);
+    free_strings(srv->never_serve, srv->n_never_serve);
+    free_strings(srv->static_only, srv->n_static_only);
+    free_strings(srv->allowed_hosts, srv->n_allowed_hosts);
     if (srv->sig_fd >= 0)
         close(srv->sig_fd);
     if (srv->wake_fd >= 0)
@@ -332,3 +362,96 @@ int krait_server_listen(krait_server *srv, const char *host, int port, int tls, 
     return bound;
 }
 
+static int has_ctl(const char *s)
+{
+    for (; *s; s++)
+        if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f)
+            return 1;
+    return 0;
+}
+
+int krait_server_set_server_header(krait_server *srv, const char *value)
+{
+    if (has_ctl(value) || strlen(value) >= sizeof srv->server_header)
+        return KRAIT_EINVAL;
+    snprintf(srv->server_header, sizeof srv->server_header, "%s", value);
+    return KRAIT_OK;
+}
+
+int krait_server_set_never_serve(krait_server *srv, const char *patterns)
+{
+    free_strings(srv->never_serve, srv->n_never_serve);
+    srv->never_serve = NULL;
+    srv->n_never_serve = 0;
+    for (const char *p = patterns; *p;) {
+        const char *end = strchr(p, '\n');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n && push_string(&srv->never_serve, &srv->n_never_serve, p, n) < 0)
+            return KRAIT_ENOMEM;
+        p += n + (end != NULL);
+    }
+    return KRAIT_OK;
+}
+
+int krait_server_add_static_only(krait_server *srv, const char *prefix)
+{
+    while (*prefix == '/')
+        prefix++;
+    size_t n = strlen(prefix);
+    while (n && prefix[n - 1] == '/')
+        n--;
+    if (!n || n + 2 > KRAIT__PATH_MAX)
+        return KRAIT_EINVAL;
+    char tmp[KRAIT__PATH_MAX];
+    memcpy(tmp, prefix, n);
+    tmp[n] = '/';
+    return push_string(&srv->static_only, &srv->n_static_only, tmp, n + 1);
+}
+
+int krait_server_add_allowed_host(krait_server *srv, const char *host)
+{
+    size_t n = strlen(host);
+    if (!n || has_ctl(host))
+        return KRAIT_EINVAL;
+    if (push_string(&srv->allowed_hosts, &srv->n_allowed_hosts, host, n) < 0)
+        return KRAIT_ENOMEM;
+    for (char *p = srv->allowed_hosts[srv->n_allowed_hosts - 1]; *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p + 32);
+    return KRAIT_OK;
+}
+
+int krait_server_set_html_templates(krait_server *srv, int on)
+{
+    srv->html_templates = on != 0;
+    return KRAIT_OK;
+}
+
+int krait_server_set_error_page(krait_server *srv, int status, const char *html,
+                                size_t html_len, const char *html_type, const char *json,
+                                size_t json_len)
+{
+    if (status < 400 || status > 599 || has_ctl(html_type))
+        return KRAIT_EINVAL;
+    char key[8];
+    int kn = snprintf(key, sizeof key, "%d", status);
+    size_t tl = strlen(html_type);
+    char *v = malloc(html_len + json_len + tl + 1);
+    if (!v)
+        return KRAIT_ENOMEM;
+    memcpy(v, html, html_len);
+    memcpy(v + html_len, json, json_len);
+    memcpy(v + html_len + json_len, html_type, tl + 1);
+    krait__map_entry *e = krait__map_put(&srv->error_pages, key, (size_t)kn);
+    if (!e) {
+        free(v);
+        return KRAIT_ENOMEM;
+    }
+    free(e->val);
+    e->val = v;
+    e->val_len = html_len;
+    e->num[0] = (int64_t)html_len;
+    e->num[1] = (int64_t)json_len;
+    e->num[2] = (int64_t)(html_len + json_len);
+    return KRAIT_OK;
+}

@@ -46,10 +46,10 @@ static int symlink_target_ok(krait_server *srv, int fd)
     const char *p = real + srv->root_len;
     if (*p && *p != '/')
         return 0;
-    for (; *p; p++)
-        if (*p == '/' && p[1] == '.')
+    for (const char *q = p; *q; q++)
+        if (*q == '/' && q[1] == '.')
             return 0;
-    return 1;
+    return !krait__never_served(srv, p, strlen(p));
 }
 
 /* Open rel beneath the root. Symlinks are followed only while they stay inside the root
@@ -243,8 +243,8 @@ static int needs_python(krait_server *srv, int fd, const char *name, size_t len,
 {
     if (ends_with(name, len, ".py"))
         return 1;
-    if (!ends_with(name, len, ".html") && !ends_with(name, len, ".htm") &&
-        !ends_with(name, len, ".pyml"))
+    int html = ends_with(name, len, ".html") || ends_with(name, len, ".htm");
+    if (!(html && srv->html_templates) && !ends_with(name, len, ".pyml"))
         return 0;
     char key[96];
     int kn = snprintf(key, sizeof key, "%llx:%llx:%llx:%llx.%lx", (unsigned long long)st->st_dev,
@@ -358,6 +358,7 @@ typedef struct {
     char ctype[160];
     int flags;       /* KRAIT_CACHE_* */
     int gzip;        /* serving the sibling (so the answer varies on Accept-Encoding) */
+    int nosniff;     /* a static-only folder's file: the browser must not guess its type */
 } file_meta;
 
 /* The validator and metadata headers every answer about this file carries (200, 206, 304,
@@ -371,6 +372,8 @@ static void add_meta(krait_server *srv, krait__conn *c, const file_meta *m, int 
     }
     if (m->gzip)
         krait__out_str(c, "Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n");
+    if (m->nosniff)
+        krait__out_str(c, "X-Content-Type-Options: nosniff\r\n");
     if (!(m->flags & KRAIT_CACHE_NO_STORE)) {
         krait__out_str(c, "ETag: ");
         krait__out_add(c, m->etag, m->etag_len);
@@ -413,38 +416,31 @@ static int part_head(char *out, size_t cap, const char *boundary, const char *ct
                     (unsigned long long)size);
 }
 
-/* Editor backups and swap files are never served (a "page.py~" would give a script's source
- * away): name~, #name#, *.swp, *.swo, *.bak, *.orig. Hidden names (".name.swp") are refused
- * earlier, with every other segment starting with '.'. */
-static int is_backup(const char *name, size_t len)
-{
-    const char *base = memrchr(name, '/', len);
-    base = base ? base + 1 : name;
-    size_t bl = len - (size_t)(base - name);
-    if (!bl)
-        return 0;
-    if (base[bl - 1] == '~' || (bl >= 2 && base[0] == '#' && base[bl - 1] == '#'))
-        return 1;
-    return ends_with(base, bl, ".swp") || ends_with(base, bl, ".swo") ||
-           ends_with(base, bl, ".bak") || ends_with(base, bl, ".orig");
-}
-
 int krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq,
                           const char *rel, size_t rel_len, char *script, size_t script_cap)
 {
     char name[KRAIT__PATH_MAX];
     struct stat st;
-    int fd = is_backup(rel, rel_len) ? -1 : locate(srv, rel, rel_len, name, sizeof name, &st);
-    if (fd >= 0 && is_backup(name, strlen(name))) {
-        close(fd);
-        fd = -1;
+    int fd = locate(srv, rel, rel_len, name, sizeof name, &st);
+    if (fd != -1 && krait__never_served(srv, name, strlen(name))) {
+        if (fd >= 0)
+            close(fd);
+        fd = -1;  /* "page" found as "page.bak"? never */
+    }
+    int data_only = fd != -1 && krait__static_only(srv, name, strlen(name));
+    if (data_only && fd == LOCATE_SCRIPT) {
+        fd = open_beneath(srv, name, &st);  /* a .py under uploads/ is a file, not a script */
+        if (fd >= 0 && !S_ISREG(st.st_mode)) {
+            close(fd);
+            fd = -1;
+        }
     }
     if (fd == -1) {
         krait__error(srv, c, rq, 404, rq->has_body);
         return KRAIT__STATIC_ANSWERED;
     }
     size_t name_len = strlen(name);
-    if (fd == LOCATE_SCRIPT || needs_python(srv, fd, name, name_len, &st)) {
+    if (!data_only && (fd == LOCATE_SCRIPT || needs_python(srv, fd, name, name_len, &st))) {
         if (fd >= 0)
             close(fd);
         int n = snprintf(script, script_cap, "%s/%s", srv->root, name);
@@ -478,6 +474,9 @@ int krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq,
     file_meta m;
     memset(&m, 0, sizeof m);
     content_type_of(srv, name, name_len, m.ctype, sizeof m.ctype);
+    m.nosniff = data_only;
+    if (data_only && (ends_with(name, name_len, ".pyml") || ends_with(name, name_len, ".py")))
+        snprintf(m.ctype, sizeof m.ctype, "text/plain; charset=utf-8");  /* data, not code */
     m.flags = krait__cache_flags(srv, name, name_len);
 
     /* A precompressed sibling (name.gz), looked for only when the client takes gzip (as

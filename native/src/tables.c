@@ -1,8 +1,11 @@
 /* The core's lookup tables: a small bounded hash map, the MIME map handed over by Python,
  * exact-URL and default routes decided in C, and the bounded caches of the answers Python
  * gives for regex routes and cache rules (asked once per key, then served from C). */
+#define _GNU_SOURCE
+#include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "tables.h"
 
@@ -243,6 +246,72 @@ ask_python:;
     if (e->num[2]) {
         ans->params = e->val + e->val_len + 1;
         ans->params_len = (size_t)e->num[2];
+    }
+    return 0;
+}
+
+int krait__never_served(krait_server *srv, const char *path, size_t len)
+{
+    char seg[256];
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && path[i] == '/')
+            i++;
+        size_t s = i;
+        while (i < len && path[i] != '/')
+            i++;
+        size_t n = i - s;
+        if (!n)
+            break;
+        if (n >= sizeof seg)
+            n = sizeof seg - 1;  /* a longer name still meets the patterns by its start */
+        memcpy(seg, path + s, n);
+        seg[n] = '\0';
+        for (size_t k = 0; k < srv->n_never_serve; k++)
+            if (fnmatch(srv->never_serve[k], seg, FNM_CASEFOLD) == 0)
+                return 1;
+    }
+    return 0;
+}
+
+int krait__static_only(krait_server *srv, const char *rel, size_t len)
+{
+    for (size_t k = 0; k < srv->n_static_only; k++) {
+        size_t n = strlen(srv->static_only[k]);
+        if (len >= n && memcmp(rel, srv->static_only[k], n) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int krait__host_allowed(krait_server *srv, const char *host, size_t len)
+{
+    if (!srv->n_allowed_hosts)
+        return 1;
+    if (!host)
+        return 0;
+    /* Without the port: "[::1]:80" → "[::1]", "a.org:80" → "a.org". */
+    if (len && host[0] == '[') {
+        const char *end = memchr(host, ']', len);
+        len = end ? (size_t)(end - host) + 1 : len;
+    } else {
+        const char *colon = memchr(host, ':', len);
+        if (colon)
+            len = (size_t)(colon - host);
+    }
+    if (len && host[len - 1] == '.')
+        len--;  /* "a.org." names a.org */
+    for (size_t k = 0; k < srv->n_allowed_hosts; k++) {
+        const char *a = srv->allowed_hosts[k];
+        size_t n = strlen(a);
+        if (a[0] == '.') {
+            /* ".a.org": a.org itself and any name ending in ".a.org" */
+            if ((len == n - 1 && strncasecmp(host, a + 1, len) == 0) ||
+                (len > n && strncasecmp(host + len - n, a, n) == 0))
+                return 1;
+        } else if (len == n && strncasecmp(host, a, n) == 0) {
+            return 1;
+        }
     }
     return 0;
 }

@@ -117,7 +117,7 @@ def check(status: int, body: bytes, path: str, expected: str) -> None:
 def test_static_url(server: KraitProcess, path: str, expected: str, _: str,
                     encode: str) -> None:
     if expected == "backup":
-        pytest.xfail("static files are the core's: it must refuse config.never_serve (C)")
+        expected = REFUSED  # the core refuses config.never_serve too
     target = "/" + (path if encode == "plain" else quote(path, safe="").replace(".", "%2e"))
     check(*get(server, target), path, expected)
 
