@@ -28,7 +28,8 @@ FILES: dict[str, str | bytes] = {
     "data.secret": "SECRET\n",
     "notes.bak": "a .bak is served once never_serve no longer names it\n",
     "page.html": "<p>mail ann@example.com</p>\n",
-    "host.py": "import krait\nkrait.response = krait.Response(body=krait.request.headers['host'])\n",
+    "host.py": ("import krait\n"
+                "krait.response = krait.Response(body=krait.request.headers['host'])\n"),
     "files/run.py": "print('RAN')\n",
     "errors/404.html": "<h1>Lost? Our own 404 page.</h1>\n",
     "errors/400.pyml": "<h1>@error.status@</h1>\n",
