@@ -69,8 +69,8 @@ class Server:
 
     def set_callbacks(self, owner: Any) -> None:
         self._handle = ffi.new_handle(owner)
-        check(lib.krait_server_set_callbacks(self.ptr, lib.krait_py_cache, lib.krait_py_route,
-                                             lib.krait_py_event, self._handle))
+        check(lib.krait_server_set_callbacks(self.ptr, lib.krait_py_cache, lib.krait_py_event,
+                                             self._handle))
 
     def set_access_log(self, fd: int) -> None:
         check(lib.krait_server_set_access_log(self.ptr, fd))

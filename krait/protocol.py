@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "BODY_FILE", "BODY_INLINE", "BODY_STREAM", "CHUNK", "CORE_HEADERS", "END", "HEADER_SIZE",
-    "MAX_FRAME", "REQUEST", "REQ_BODY_FILE", "REQ_TLS", "REQ_WEBSOCKET", "RESPONSE",
+    "MAX_FRAME", "REQUEST", "REQ_BODY_FILE", "REQ_ROUTE", "REQ_TLS", "REQ_WEBSOCKET", "RESPONSE",
+    "ROUTE_ANSWER", "encode_route_answer",
     "FrameReader", "FrameTooLarge", "RequestFrame", "ResponseFrame", "decode_request",
     "decode_response", "decode_responses", "encode_chunk", "encode_end", "encode_request",
     "encode_response", "encode_response_stream", "frame_size", "stream_frames", "write_frames",
@@ -53,6 +54,7 @@ CHUNK = 3
 END = 4
 WS_MESSAGE = 5  #: both ways: u8 kind (1 text, 2 binary) | str data
 WS_CLOSE = 6  #: both ways: u16 code | str reason
+ROUTE_ANSWER = 7  #: worker -> core: i32 route | u32 allow | str target | str params (pairs)
 
 # WS_MESSAGE kinds.
 WS_TEXT = 1
@@ -62,6 +64,9 @@ WS_BINARY = 2
 REQ_BODY_FILE = 1  #: ``body`` is the path of the spooled body file, not the body itself.
 REQ_WEBSOCKET = 2  #: the request is a WebSocket handshake (verb ``WEBSOCKET``).
 REQ_TLS = 4  #: the request arrived over TLS.
+#: Not a request: the core asks which route takes (verb, path) — ``route`` holds the verb bits,
+#: ``method`` is empty. Answered with :func:`encode_route_answer`.
+REQ_ROUTE = 8
 
 # RESPONSE body kinds (KRAIT__BODY_*).
 BODY_INLINE = 0  #: ``body`` is the response body.
@@ -74,7 +79,7 @@ CORE_HEADERS = frozenset({b"date", b"server", b"content-length", b"transfer-enco
                           b"connection"})
 
 _U16_MAX = 0xFFFF
-_WORKER_TYPES = (RESPONSE, CHUNK, END, WS_MESSAGE, WS_CLOSE)
+_WORKER_TYPES = (RESPONSE, CHUNK, END, WS_MESSAGE, WS_CLOSE, ROUTE_ANSWER)
 _BODY_KINDS = (BODY_INLINE, BODY_FILE, BODY_STREAM)
 _ENC = "utf-8"
 _ERRORS = "surrogateescape"
@@ -477,6 +482,20 @@ def encode_ws_close(id: int, code: int, reason: str = "") -> bytes:
     total = HEADER_SIZE + 2 + 4 + len(raw)
     return b"".join((_HEAD.pack(total - 4, WS_CLOSE, id), _U16.pack(code), _LEN.pack(len(raw)),
                      raw))
+
+
+def encode_route_answer(id: int, route: int, allow: int, target: Text = b"",
+                        params: bytes = b"") -> bytes:
+    """A ROUTE_ANSWER frame: which route (index, -1 for none) takes the (verb, path) of a
+    REQ_ROUTE question, the verbs the path would take (``allow``, for 405), the target with its
+    ``{name}`` parts filled in, and the URL parameters in the pairs encoding."""
+    _check_id(id)
+    if route < -1 or not 0 <= allow <= 0xFFFFFFFF:
+        raise ValueError(f"route answer out of range: {route}, {allow}")
+    parts: list[bytes] = [b"", struct.pack("<iI", route, allow)]
+    _put_str(parts, target)
+    _put_str(parts, params)
+    return _finish(parts, ROUTE_ANSWER, id)
 
 
 def decode_ws(buf: bytes) -> tuple[int, int, int, bytes]:

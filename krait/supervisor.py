@@ -199,6 +199,11 @@ def validate_routes(site_root: str) -> list[config.Route]:
     return list(routes)
 
 
+#: A group with a quantifier inside, itself quantified ("(a+)+", "([a-z0-9]+-?)*", "(x*){2,}"):
+#: the shape of regexes that backtrack exponentially.
+_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)[+*{]")
+
+
 def route_warnings(routes: list[config.Route]) -> list[str]:
     """Routes that can never match, each as ``file:line: warning: ...``: a route after a
     catch-all (``Route()`` with neither ``url`` nor ``regex``) of the same verb, or after an
@@ -214,6 +219,12 @@ def route_warnings(routes: list[config.Route]) -> list[str]:
 
     for route in routes:
         verbs = all_verbs if route.verb == "ANY" else {route.verb}
+        pattern = route.compiled.pattern if route.compiled is not None else None
+        if pattern is not None and _NESTED_QUANTIFIER.search(pattern):
+            out.append(f"{where(route)}: warning: route regex {pattern!r} repeats a group that "
+                       "itself repeats: some paths a client invents take it exponential time. "
+                       "Regexes run in a worker, under worker_timeout, so a slow one costs that "
+                       "worker (504), not the server; still, write it without the nesting")
         if route.url is not None and not route.url.startswith("/"):
             out.append(f"{where(route)}: warning: route url {route.url!r} never matches: request "
                        f"paths start with '/' (write {'/' + route.url!r})")
@@ -425,26 +436,6 @@ class Rules:
 def krait_py_cache(ud: Any, relpath: Any, length: int) -> int:
     sup: Supervisor = ffi.from_handle(ud)
     return sup.rules.cache_flags(ffi.unpack(relpath, length).decode("utf-8", "surrogateescape"))
-
-
-@ffi.def_extern(error=-1)
-def krait_py_route(ud: Any, verb: int, path: Any, length: int, route: Any, target: Any,
-                   target_cap: int, params: Any, params_cap: int, params_len: Any,
-                   allow: Any) -> int:
-    sup: Supervisor = ffi.from_handle(ud)
-    index, tgt, pairs, allowed = sup.rules.match(
-        verb, ffi.unpack(path, length).decode("utf-8", "surrogateescape"))
-    tb = tgt.encode("utf-8", "surrogateescape")
-    pb = encode_pairs(pairs) if pairs else b""
-    if len(tb) >= target_cap or len(pb) > params_cap:
-        return -1
-    route[0] = index
-    ffi.memmove(target, tb + b"\0", len(tb) + 1)
-    if pb:
-        ffi.memmove(params, pb, len(pb))
-    params_len[0] = len(pb)
-    allow[0] = allowed
-    return 0
 
 
 @ffi.def_extern()

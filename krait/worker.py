@@ -385,7 +385,19 @@ class Worker:
             _mime.with_charset(_mime.type_for_extension(ext) or "application/octet-stream")
         return FileResponse(path, content_type=ctype, headers=headers)
 
+    def answer_route(self, frame: protocol.RequestFrame) -> None:
+        """The core asks which route takes (verb, path): the site's regexes run here, in a
+        worker and under its time limit, never in the core's loop."""
+        from krait.supervisor import encode_pairs
+
+        index, target, pairs, allow = self.rules.match(frame.route, frame.path)
+        self.write(protocol.encode_route_answer(frame.id, index, allow, target,
+                                                encode_pairs(pairs) if pairs else b""))
+
     def respond(self, frame: protocol.RequestFrame) -> None:
+        if frame.flags & protocol.REQ_ROUTE:
+            self.answer_route(frame)
+            return
         base: str | None = None
         try:
             response, base = self.handle(frame)

@@ -24,10 +24,6 @@ ffibuilder.cdef(_cdef_block())
 ffibuilder.cdef(
     """
     extern "Python" int krait_py_cache(void *ud, const char *relpath, size_t len);
-    extern "Python" int krait_py_route(void *ud, int verb, const char *path, size_t len,
-                                       int *route, char *target, size_t target_cap,
-                                       char *params, size_t params_cap, size_t *params_len,
-                                       int *allow);
     extern "Python" void krait_py_event(void *ud, int kind, int a, int b);
     """
 )

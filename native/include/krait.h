@@ -68,16 +68,6 @@ typedef struct krait_server krait_server;
  * the core caches the answer per path. */
 typedef int (*krait_cache_fn)(void *ud, const char *relpath, size_t len);
 
-/* Regex-route decision for (verb, decoded path), called on a miss of the core's bounded cache.
- * Writes the matched route index in *route (-1: none), the target (the file to serve relative
- * to the site root, '\0'-terminated; empty = the request path) into target[0..target_cap), the
- * URL parameters encoded as the worker protocol's pairs into params[0..params_cap) with their
- * length in *params_len, and the verbs that would have matched the path in *allow.
- * Returns 0, or negative on error (then: 500). */
-typedef int (*krait_route_fn)(void *ud, int verb, const char *path, size_t len, int *route,
-                              char *target, size_t target_cap, char *params, size_t params_cap,
-                              size_t *params_len, int *allow);
-
 /* Events the core reports to the supervisor: a signal or a worker's end. */
 #define KRAIT_EVENT_RELOAD 1        /* SIGHUP */
 #define KRAIT_EVENT_WORKER_EXIT 2   /* a = worker slot, b = pid */
@@ -94,11 +84,12 @@ int krait_server_set_limit(krait_server *srv, int which, int64_t value);
 int krait_server_add_mime(krait_server *srv, const char *ext, const char *type);
 int krait_server_set_cache_ages(krait_server *srv, int64_t max_age, int64_t max_age_long);
 /* Append a route (behaviour §4). url: exact URL or NULL; has_regex: the route also has a regex
- * (decided by the route callback); target: file relative to the root, or NULL for the request
- * path; is_ctrl: an MVC route answered by a worker. */
+ * (a worker decides: the core asks one, with a REQUEST frame flagged KRAIT__REQ_ROUTE, the
+ * first time a (verb, path) reaches it, and caches the answer); target: file relative to the
+ * root, or NULL for the request path; is_ctrl: an MVC route answered by a worker. */
 int krait_server_add_route(krait_server *srv, int verbs, const char *url, int has_regex,
                            const char *target, int is_ctrl);
-int krait_server_set_callbacks(krait_server *srv, krait_cache_fn cache, krait_route_fn route,
+int krait_server_set_callbacks(krait_server *srv, krait_cache_fn cache,
                                krait_event_fn event, void *ud);
 /* Access log destination (an fd the caller keeps open), or -1 for none. */
 int krait_server_set_access_log(krait_server *srv, int fd);
@@ -162,7 +153,7 @@ int krait_server_set_error_page(krait_server *srv, int status, const char *html,
 int64_t krait_server_stat(krait_server *srv, int which);
 #define KRAIT_STAT_CONNS 0
 #define KRAIT_STAT_REQUESTS 1
-#define KRAIT_STAT_ROUTE_CALLS 2
+#define KRAIT_STAT_ROUTE_CALLS 2   /* route questions asked to workers (regex routes) */
 #define KRAIT_STAT_CACHE_CALLS 3
 
 const char *krait_strerror(int rc);

@@ -307,6 +307,7 @@ void krait__conn_free(krait__conn *c)
     free(c->body);
     free(c->frame);
     free(c->log);
+    free(c->route_path);
     free(c);
 }
 

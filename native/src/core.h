@@ -167,6 +167,10 @@ struct krait__conn {
     uint32_t req_id;
     int head_only;            /* HEAD: drop the body the worker sends */
     int wants_json;           /* the request's Accept prefers JSON: error pages in JSON */
+    int routing;              /* its worker job is a route question (KRAIT__REQ_ROUTE) */
+    int route_asked;          /* a worker answered the route question for the current request */
+    int route_verb;           /* the question: (verb, path) */
+    char *route_path;
     int http10;               /* the request was HTTP/1.0 */
     int streaming;            /* chunked response in progress */
 
@@ -271,7 +275,6 @@ struct krait_server {
     krait__route *routes;
     size_t nroutes;
     krait_cache_fn cache_cb;
-    krait_route_fn route_cb;
     krait_event_fn event_cb;
     void *cb_ud;
 

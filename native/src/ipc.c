@@ -172,7 +172,8 @@ static int take_str(reader *rd, krait__slice *s)
 static int worker_type(uint8_t type)
 {
     return type == KRAIT__IPC_RESPONSE || type == KRAIT__IPC_CHUNK || type == KRAIT__IPC_END ||
-           type == KRAIT__IPC_WS_MESSAGE || type == KRAIT__IPC_WS_CLOSE;
+           type == KRAIT__IPC_WS_MESSAGE || type == KRAIT__IPC_WS_CLOSE ||
+           type == KRAIT__IPC_ROUTE_ANSWER;
 }
 
 static int body_kind_ok(uint8_t kind, krait__slice body)
@@ -254,6 +255,14 @@ long krait__ipc_parse(const uint8_t *buf, size_t len, krait__ipc_frame *f)
         if (!code || take_str(&rd, &out.body) < 0)
             return -1;
         out.status = get_u16(code);
+    } else if (type == KRAIT__IPC_ROUTE_ANSWER) {
+        const uint8_t *fixed = take(&rd, 8);
+        if (!fixed || take_str(&rd, &out.body) < 0 || take_str(&rd, &out.params) < 0)
+            return -1;
+        out.route = (int32_t)get_u32(fixed);
+        out.allow = get_u32(fixed + 4);
+        if (out.route < -1)
+            return -1;
     }
     /* END has an empty payload; for every type the fields must fill the frame exactly. */
     if (rd.p != rd.end)

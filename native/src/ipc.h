@@ -22,6 +22,11 @@
  *   END      (4, worker → core): empty — the streamed body is complete
  *   WS_MESSAGE (5, both ways), id = the WebSocket connection's id (the id of the handshake
  *     request the worker accepted with a 101): u8 kind (1 text, 2 binary) | str data
+ *   ROUTE_ANSWER (7, worker → core), id = the request's id: i32 route | u32 allow
+ *     | str target | str params (pairs, as in REQUEST) — the worker's answer to a REQUEST
+ *     with KRAIT__REQ_ROUTE, which asks only which route takes (verb, path): the frame's route
+ *     field then holds the verb (KRAIT_VERB_*) and method is empty. The core matches regex
+ *     routes in no other way (a site's regex never runs in its loop).
  *   WS_CLOSE   (6, both ways): u16 code | str reason. Core → worker: the connection ended
  *     (the client's close code, 1005 when it sent none, 1006 when it vanished, 1001 on server
  *     stop); worker → core: the controller closes it (the core sends a close frame).
@@ -38,8 +43,9 @@
 #define KRAIT__IPC_HEADER 9u  /* u32 len + u8 type + u32 id */
 
 enum { KRAIT__IPC_REQUEST = 1, KRAIT__IPC_RESPONSE = 2, KRAIT__IPC_CHUNK = 3, KRAIT__IPC_END = 4,
-       KRAIT__IPC_WS_MESSAGE = 5, KRAIT__IPC_WS_CLOSE = 6 };
-enum { KRAIT__REQ_BODY_FILE = 1, KRAIT__REQ_WEBSOCKET = 2, KRAIT__REQ_TLS = 4 };
+       KRAIT__IPC_WS_MESSAGE = 5, KRAIT__IPC_WS_CLOSE = 6, KRAIT__IPC_ROUTE_ANSWER = 7 };
+enum { KRAIT__REQ_BODY_FILE = 1, KRAIT__REQ_WEBSOCKET = 2, KRAIT__REQ_TLS = 4,
+       KRAIT__REQ_ROUTE = 8 };
 enum { KRAIT__BODY_INLINE = 0, KRAIT__BODY_FILE = 1, KRAIT__BODY_STREAM = 2 };
 
 typedef struct { const char *p; size_t n; } krait__slice;
@@ -73,6 +79,11 @@ typedef struct {
                                    krait__ipc_next_pair */
     krait__slice body;          /* RESPONSE body, CHUNK data, WS_MESSAGE data, WS_CLOSE reason */
     /* WS_MESSAGE: body_kind is the kind (1 text, 2 binary); WS_CLOSE: status is the code. */
+    /* ROUTE_ANSWER: the route index (-1: none), the verbs the path takes, the target
+     * (body) and the URL parameters' pairs encoding (params). */
+    int32_t route;
+    uint32_t allow;
+    krait__slice params;
 } krait__ipc_frame;
 
 /* Encode a core → worker WS_MESSAGE (kind 1/2) or WS_CLOSE (arg = code) frame into out.

@@ -379,8 +379,17 @@ static void handle_request(struct krait_server *srv, krait__conn *c, krait__requ
     }
     int verb = rq->info.upgrade_websocket ? KRAIT_VERB_WEBSOCKET : rq->verb;
     krait__route_answer ans;
-    if (krait__route_resolve(srv, verb, rq->path, rq->path_len, &ans) < 0) {
-        krait__error(srv, c, rq, 500, rq->has_body);
+    int rr = krait__route_resolve(srv, verb, rq->path, rq->path_len, &ans);
+    if (rr == KRAIT__ROUTE_ASK && !c->route_asked) {
+        /* A regex route: a worker decides (the request waits, unconsumed, and is taken again
+         * from the start once the answer is cached). */
+        c->consume = 0;
+        krait__worker_route(srv, c, verb, rq->path, rq->path_len);
+        return;
+    }
+    c->route_asked = 0;
+    if (rr != 0) {
+        krait__error(srv, c, rq, 500, 1);  /* or: the answer was evicted at once (never) */
         return;
     }
     if (ans.route < 0) {

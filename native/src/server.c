@@ -250,11 +250,10 @@ int krait_server_add_route(krait_server *srv, int verbs, const char *url, int ha
     return KRAIT_OK;
 }
 
-int krait_server_set_callbacks(krait_server *srv, krait_cache_fn cache, krait_route_fn route,
-                               krait_event_fn event, void *ud)
+int krait_server_set_callbacks(krait_server *srv, krait_cache_fn cache, krait_event_fn event,
+                               void *ud)
 {
     srv->cache_cb = cache;
-    srv->route_cb = route;
     srv->event_cb = event;
     srv->cb_ud = ud;
     return KRAIT_OK;

@@ -143,6 +143,36 @@ const char *krait__mime_lookup(krait_server *srv, const char *name, size_t len)
     return e ? e->val : NULL;
 }
 
+int krait__route_store(krait_server *srv, int verb, const char *path, size_t len, int route,
+                       int allow, const char *target, size_t target_len, const char *params,
+                       size_t params_len)
+{
+    char keybuf[KRAIT__PATH_MAX + 8];
+    if (len > KRAIT__PATH_MAX || target_len >= KRAIT__PATH_MAX || params_len > 65536 ||
+        route < -1 || (route >= 0 && (size_t)route >= srv->nroutes))
+        return -1;
+    if (memchr(target, '\0', target_len))
+        return -1;
+    memcpy(keybuf, &verb, sizeof verb);
+    memcpy(keybuf + sizeof verb, path, len);
+    krait__map_entry *e = krait__map_put(&srv->route_cache, keybuf, sizeof verb + len);
+    if (!e)
+        return -1;
+    free(e->val);
+    e->val = malloc(target_len + 1 + params_len + 1);
+    if (!e->val)
+        return -1;
+    memcpy(e->val, target, target_len);
+    e->val[target_len] = '\0';
+    if (params_len)
+        memcpy(e->val + target_len + 1, params, params_len);
+    e->val_len = target_len;
+    e->num[0] = route;
+    e->num[1] = allow & KRAIT_VERB_ANY;
+    e->num[2] = (int64_t)params_len;
+    return 0;
+}
+
 int krait__cache_flags(krait_server *srv, const char *rel, size_t len)
 {
     if (!srv->cache_cb)
@@ -162,7 +192,8 @@ int krait__cache_flags(krait_server *srv, const char *rel, size_t len)
 
 /* Route resolution (behaviour §4, §16.2): routes in order, first match wins. Exact-URL routes
  * and catch-all routes are decided here; as soon as a regex route must be consulted, the whole
- * decision for (verb, path) is Python's, and its answer is cached. */
+ * decision for (verb, path) is a worker's (KRAIT__ROUTE_ASK), and its answer is cached
+ * (krait__route_store; bounded: the cache is cleared when full). */
 int krait__route_resolve(krait_server *srv, int verb, const char *path, size_t len,
                          krait__route_answer *ans)
 {
@@ -175,7 +206,7 @@ int krait__route_resolve(krait_server *srv, int verb, const char *path, size_t l
         if (r->url && strlen(r->url) == len && memcmp(r->url, path, len) == 0)
             path_match = 1;
         else if (r->has_regex)
-            goto ask_python;
+            goto ask_worker;
         else
             path_match = !r->url;
         if (!path_match)
@@ -195,7 +226,7 @@ int krait__route_resolve(krait_server *srv, int verb, const char *path, size_t l
     ans->allow = allow;
     return 0;
 
-ask_python:;
+ask_worker:;
     /* Key: verb (4 bytes) + path. */
     char keybuf[KRAIT__PATH_MAX + 8];
     if (len > KRAIT__PATH_MAX)
@@ -204,35 +235,8 @@ ask_python:;
     memcpy(keybuf + sizeof verb, path, len);
     size_t klen = sizeof verb + len;
     krait__map_entry *e = krait__map_get(&srv->route_cache, keybuf, klen);
-    if (!e) {
-        if (!srv->route_cb)
-            return -1;
-        char target[KRAIT__PATH_MAX];
-        char params[8192];
-        size_t params_len = 0;
-        int route = -1, allow_py = 0;
-        target[0] = '\0';
-        srv->stats[KRAIT_STAT_ROUTE_CALLS]++;
-        if (srv->route_cb(srv->cb_ud, verb, path, len, &route, target, sizeof target, params,
-                          sizeof params, &params_len, &allow_py) < 0)
-            return -1;
-        target[sizeof target - 1] = '\0';
-        e = krait__map_put(&srv->route_cache, keybuf, klen);
-        if (!e)
-            return -1;
-        size_t tlen = strlen(target);
-        free(e->val);
-        e->val = malloc(tlen + 1 + params_len + 1);
-        if (!e->val)
-            return -1;
-        memcpy(e->val, target, tlen + 1);
-        if (params_len)
-            memcpy(e->val + tlen + 1, params, params_len);
-        e->val_len = tlen;
-        e->num[0] = route;
-        e->num[1] = allow_py;
-        e->num[2] = (int64_t)params_len;
-    }
+    if (!e)
+        return KRAIT__ROUTE_ASK;  /* a worker matches the site's regexes, never this loop */
     ans->route = (int)e->num[0];
     ans->allow = (int)e->num[1];
     if (ans->route >= 0 && (size_t)ans->route < srv->nroutes)

@@ -24,6 +24,7 @@
 #include "conn.h"
 #include "ipc.h"
 #include "response.h"
+#include "tables.h"
 #include "wio.h"
 #include "worker.h"
 #include "wsconn.h"
@@ -212,12 +213,46 @@ static void feed(struct krait_server *srv)
     }
 }
 
+static void hand_over(struct krait_server *srv, krait__conn *c);
+
 void krait__worker_submit(struct krait_server *srv, krait__conn *c)
 {
     if (finish_frame(srv, c) < 0) {
         krait__error_now(srv, c, 500, 1);
         return;
     }
+    hand_over(srv, c);
+}
+
+void krait__worker_route(struct krait_server *srv, krait__conn *c, int verb, const char *path,
+                         size_t len)
+{
+    krait__ipc_request r = {
+        .flags = KRAIT__REQ_ROUTE, .route = verb, .method = {"", 0}, .path = {path, len},
+        .query = {"", 0}, .version = {"", 0}, .file = {"", 0}, .remote_addr = {"", 0},
+        .body = {"", 0},
+    };
+    size_t size = krait__ipc_request_size(&r);
+    free(c->frame);
+    free(c->route_path);
+    c->frame = malloc(size);
+    c->route_path = malloc(len + 1);
+    long n = c->frame && c->route_path ? krait__ipc_encode_request(&r, c->frame, size) : -1;
+    if (n < 0) {
+        krait__error_now(srv, c, 500, 1);
+        return;
+    }
+    memcpy(c->route_path, path, len);
+    c->route_path[len] = '\0';
+    c->route_verb = verb;
+    c->frame_len = (size_t)n;
+    c->routing = 1;
+    srv->stats[KRAIT_STAT_ROUTE_CALLS]++;
+    hand_over(srv, c);
+}
+
+static void hand_over(struct krait_server *srv, krait__conn *c)
+{
     c->state = CS_WORKER;
     krait__timer_set(srv, c, -1);
     krait__worker *w = pick_worker(srv);
@@ -317,6 +352,33 @@ static void deliver(struct krait_server *srv, krait__worker *w, const krait__ipc
     krait__conn *c = w->jobs[0].conn;
     if (c && c->closed)
         c = NULL;
+    if (f->type == KRAIT__IPC_ROUTE_ANSWER) {
+        if (c && !c->routing) {
+            kill_broken(srv, w);  /* a route answer to a request that asked none */
+            return;
+        }
+        job_done(srv, w);
+        if (!c)
+            return;
+        c->worker = -1;
+        c->routing = 0;
+        if (krait__route_store(srv, c->route_verb, c->route_path, strlen(c->route_path),
+                               f->route, (int)f->allow, f->body.p, f->body.n, f->params.p,
+                               f->params.n) < 0) {
+            krait__error_now(srv, c, 502, 1);  /* an answer the core cannot use */
+            return;
+        }
+        /* Take the request again from the start: the route is cached now. */
+        c->route_asked = 1;
+        c->state = CS_HEAD;
+        memset(&c->hrs, 0, sizeof c->hrs);
+        krait__conn_post(srv, c);
+        return;
+    }
+    if (c && c->routing) {
+        kill_broken(srv, w);  /* an answer that is not a route to a route question */
+        return;
+    }
     if (f->type == KRAIT__IPC_RESPONSE) {
         int stream = f->body_kind == KRAIT__BODY_STREAM;
         if (!stream)
@@ -482,7 +544,9 @@ static void worker_gone(struct krait_server *srv, krait__worker *w, int status_f
             /* Part of the body is gone already: the only honest signal is to cut the stream. */
             krait__conn_close(srv, c);
         } else {
-            krait__error_now(srv, c, status_for_client ? status_for_client : 502, 0);
+            /* A route question's request was never consumed: answer and close. */
+            krait__error_now(srv, c, status_for_client ? status_for_client : 502, c->routing);
+            c->routing = 0;
         }
     }
     /* RFC 6455 §7.4.1: a worker retired by a reload is "going away" (1001: reconnect to

@@ -10,6 +10,10 @@
  * its body first if it has one (body.c), else hand it over. */
 void krait__worker_dispatch(struct krait_server *srv, krait__conn *c, krait__request *rq,
                             int route, const char *file, const char *params, size_t params_len);
+/* Ask a worker which route takes (verb, path) (a regex route not yet in the core's cache).
+ * Its answer is cached, and c is posted to take its request again from the start. */
+void krait__worker_route(struct krait_server *srv, krait__conn *c, int verb, const char *path,
+                         size_t len);
 /* The body is complete: finish the frame and give it to a worker (or queue it, or 503). */
 void krait__worker_submit(struct krait_server *srv, krait__conn *c);
 /* Epoll events on a worker's socket: read or write, nothing more (the driver parses). */

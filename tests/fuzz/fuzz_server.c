@@ -15,6 +15,9 @@
  *   8 t            time moves on by t * 250 ms
  *   9 w m          worker w sends WebSocket message m to the last connection it accepted
  *  10              SIGTERM-like graceful stop begins
+ *  11 w r a t      worker w answers its oldest request with a ROUTE_ANSWER (route r - 2,
+ *                  allow a, target t % 3: none, "a.txt", "page.py") — right for a route
+ *                  question (DELETE/PUT /r... match a regex route), wrong for anything else
  * After each operation the loop runs one turn. A worker that exits is replaced from the event
  * callback, as the supervisor does, so a slot is reused while the core still knows the old
  * worker's connections. At the end the driver reads everything, stops the loop and frees the
@@ -56,6 +59,8 @@ static const char *const templates[] = {
     "\x81\x85\x00\x00\x00\x00hello",  /* a masked WebSocket text frame */
     "\x88\x82\x00\x00\x00\x00\x03\xe8",  /* a WebSocket close */
     "GET /a.txt HTTP/1.2\r\nHost: x\r\n\r\n",
+    "DELETE /r/1 HTTP/1.1\r\nHost: x\r\n\r\n",
+    "PUT /r/2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
 };
 #define NTEMPLATES (sizeof templates / sizeof templates[0])
 
@@ -228,6 +233,28 @@ static void worker_answer(fake_worker *w, uint8_t s, uint8_t b)
     }
 }
 
+static void worker_route(fake_worker *w, uint8_t r, uint8_t a, uint8_t t)
+{
+    worker_take(w);
+    if (!w->nids)
+        return;
+    static const char *const targets[] = {"", "a.txt", "page.py"};
+    const char *target = targets[t % 3];
+    size_t tl = strlen(target);
+    uint8_t f[64];
+    size_t o = 9;
+    put_u32(f + o, (uint32_t)((int32_t)r - 2)), o += 4;
+    put_u32(f + o, a), o += 4;
+    put_u32(f + o, (uint32_t)tl), memcpy(f + o + 4, target, tl), o += 4 + tl;
+    put_u32(f + o, 0), o += 4;  /* no URL parameters */
+    f[4] = 7;
+    put_u32(f + 5, w->ids[0]);
+    put_u32(f, (uint32_t)(o - 4));
+    worker_send(w, f, o);
+    memmove(w->ids, w->ids + 1, (size_t)(w->nids - 1) * sizeof w->ids[0]);
+    w->nids--;
+}
+
 static void worker_ws(fake_worker *w, uint8_t m)
 {
     uint8_t f[64];
@@ -272,8 +299,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     krait_server_add_mime(srv, "txt", "text/plain");
     krait_server_add_route(srv, KRAIT_VERB_WEBSOCKET, "/ws", 0, NULL, 1);
     krait_server_add_route(srv, KRAIT_VERB_GET, "/ctrl", 0, NULL, 1);
+    krait_server_add_route(srv, KRAIT_VERB_DELETE | KRAIT_VERB_PUT, NULL, 1, NULL, 0);
     krait_server_add_route(srv, KRAIT_VERB_ANY, NULL, 0, NULL, 0);
-    krait_server_set_callbacks(srv, NULL, NULL, on_event, NULL);
+    krait_server_set_callbacks(srv, NULL, on_event, NULL);
     int logfd = open("/dev/null", O_WRONLY | O_CLOEXEC);
     krait_server_set_access_log(srv, logfd);
     for (int i = 0; i < MAX_CLIENTS; i++)
@@ -289,7 +317,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int stopped = 0;
 #define ARG() (i < size ? data[i++] : 0)
     while (i < size && !stopped) {
-        uint8_t op = ARG() % 11;
+        uint8_t op = ARG() % 12;
         switch (op) {
         case 0: {
             int k = ARG() % MAX_CLIENTS;
@@ -388,6 +416,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 10:
             krait_server_stop(srv);
             break;
+        case 11: {
+            fake_worker *w = &workers[ARG() % MAX_WORKERS];
+            uint8_t r = ARG(), a = ARG(), t = ARG();
+            if (w->fd >= 0)
+                worker_route(w, r, a, t);
+            break;
+        }
         }
         if (krait__loop_turn(srv, 0) > 0)
             stopped = 1;

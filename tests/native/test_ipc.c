@@ -1178,7 +1178,7 @@ static void test_early_rejection(void)
         long rc = parse_guarded(hdr, 5, &f);
         int worker = type == KRAIT__IPC_RESPONSE || type == KRAIT__IPC_CHUNK ||
                      type == KRAIT__IPC_END || type == KRAIT__IPC_WS_MESSAGE ||
-                     type == KRAIT__IPC_WS_CLOSE;
+                     type == KRAIT__IPC_WS_CLOSE || type == KRAIT__IPC_ROUTE_ANSWER;
         ok(rc == (worker ? KRAIT__IPC_NEED_MORE : -1), "type %d with 5 bytes: %ld", type, rc);
     }
     ok(krait__ipc_parse(NULL, 0, &f) == KRAIT__IPC_NEED_MORE, "empty input needs more");
@@ -1306,8 +1306,42 @@ static void test_response_edges(void)
     free(b.p);
 }
 
+/* ROUTE_ANSWER: i32 route | u32 allow | str target | str params, nothing more. */
+static void test_route_answer(void)
+{
+    uint8_t f[64] = {0};
+    size_t o = 9;
+    uint32_t route = 3, allow = 3;  /* GET | POST */
+    memcpy(f + o, &route, 4), o += 4;
+    memcpy(f + o, &allow, 4), o += 4;
+    f[o] = 6, o += 4;
+    memcpy(f + o, "page.py", 6), o += 6;
+    f[o] = 2, o += 4;
+    memcpy(f + o, "\0\0", 2), o += 2;
+    uint32_t len = (uint32_t)(o - 4);
+    memcpy(f, &len, 4);
+    f[4] = KRAIT__IPC_ROUTE_ANSWER;
+    f[5] = 42;
+    krait__ipc_frame fr;
+    ok(parse_guarded(f, o, &fr) == (long)o, "route answer parses (guarded)");
+    ok(krait__ipc_parse(f, o, &fr) == (long)o, "route answer parses");
+    ok(fr.type == KRAIT__IPC_ROUTE_ANSWER && fr.id == 42 && fr.route == 3 &&
+       fr.allow == allow && fr.body.n == 6 && memcmp(fr.body.p, "page.p", 6) == 0 &&
+       fr.params.n == 2, "route answer fields");
+    for (size_t cut = 0; cut < o; cut++)
+        ok(parse_guarded(f, cut, &fr) == KRAIT__IPC_NEED_MORE, "route answer cut at %zu", cut);
+    int32_t bad = -2;
+    memcpy(f + 9, &bad, 4);
+    ok(parse_guarded(f, o, &fr) == -1, "a route below -1 is refused");
+    memcpy(f + 9, &route, 4);
+    len++;
+    memcpy(f, &len, 4);
+    ok(parse_guarded(f, o + 1, &fr) == -1, "a trailing byte is refused");
+}
+
 int main(void)
 {
+    test_route_answer();
     test_request_vectors();
     test_request_encoding_details();
     test_request_limits();
