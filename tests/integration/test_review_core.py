@@ -5,6 +5,7 @@ Each test names the defect it reproduces; see the review report (docs/review-52c
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from pathlib import Path
@@ -18,9 +19,35 @@ SLOW_PY = "import time\nimport krait\ntime.sleep(3)\nkrait.response = krait.Resp
 PAGE_PY = "import krait\nkrait.response = krait.Response(body='page')\n"
 
 
+# A script that writes raw frames on its worker's socket (user code is hostile to the core):
+# it finds the worker and the request frame in its callers' frames.
+FORGE_PY = """
+import inspect
+import krait
+from krait import protocol
+for info in inspect.stack():
+    loc = info.frame.f_locals
+    if 'frame' in loc and hasattr(loc.get('self'), 'sock') and hasattr(loc['frame'], 'id'):
+        worker, fid = loc['self'], loc['frame'].id
+        break
+KIND = %r
+if KIND == 'end-first':
+    worker.write(protocol.encode_end(fid))   # END of a stream that never began
+elif KIND == 'stream-then-response':
+    worker.write(protocol.encode_response(fid, 200, [], b'', protocol.BODY_STREAM),
+                 protocol.encode_chunk(fid, b'part'))
+# then the worker's own answer follows, for an id the core may already have let go
+krait.response = krait.Response(body='after')
+"""
+
+
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
-    return write_site(tmp_path / "site", {"a.txt": STATIC, "slow.py": SLOW_PY, "p.py": PAGE_PY})
+    return write_site(tmp_path / "site", {
+        "a.txt": STATIC, "slow.py": SLOW_PY, "p.py": PAGE_PY,
+        "end_first.py": FORGE_PY % "end-first",
+        "stream_then_response.py": FORGE_PY % "stream-then-response",
+    })
 
 
 def get(path: str) -> bytes:
@@ -64,3 +91,42 @@ def test_503_at_the_end_of_a_pipeline_budget_does_not_hang_the_loop(krait_server
     assert (status, body) == (200, b"slow")
     for s in (busy, queued, c):
         s.close()
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.mark.parametrize("script", ["end_first", "stream_then_response"])
+def test_out_of_order_stream_frames_kill_the_worker(krait_server, site, script):
+    """worker.c deliver(): an END (or CHUNK) for jobs[0] before any streamed RESPONSE, or a
+    second RESPONSE after a streamed one, is taken as in order. END-first: job_done() drops the
+    job, the connection stays in CS_WORKER with no worker, no timer and (once the client sends
+    or closes) no epoll interest: its client never gets an answer and the descriptor is never
+    given back. Stream-then-RESPONSE: the second head is written into the chunked body (a
+    response spliced into another) and c->streaming stays set with no worker: the connection
+    hangs in CS_WRITE forever. The design says such a worker is broken: killed, 502 or a cut
+    stream, the connection closed."""
+    k = krait_server(site, "--workers", "1")
+    assert served(k.port)
+    base = fd_count(k.proc.pid)
+    s = k.connect()
+    s.sendall(get(f"/{script}.py"))
+    s.settimeout(5)
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except TimeoutError:
+        pytest.fail(f"no answer and no close after 5 s; got {data[:300]!r}")
+    # Whatever came, it must hold one response head only (never a head spliced into a body).
+    assert data.count(b"HTTP/1.1 ") <= 1, data[:400]
+    s.close()
+    deadline = time.monotonic() + 5
+    while fd_count(k.proc.pid) > base + 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert fd_count(k.proc.pid) <= base + 1
+    assert served(k.port)
