@@ -135,3 +135,75 @@ def test_out_of_order_stream_frames_kill_the_worker(krait_server, site, script):
         time.sleep(0.1)
     assert fd_count(k.proc.pid) <= base + 1
     assert served(k.port)
+
+
+# ---- WebSocket ------------------------------------------------------------------------------
+
+WS_INIT = """
+from krait import config
+config.routes = [config.Route("WEBSOCKET", url="/ws", target="ws.py"), config.Route()]
+config.max_websocket_message = 64 * 1024
+"""
+WS_ECHO = """
+import krait
+from krait.websockets import WebsocketsCtrlBase, WebsocketsResponse
+
+
+class Echo(WebsocketsCtrlBase):
+    def __init__(self):
+        super().__init__(use_in_message_queue=False)
+
+    def on_in_message(self, message):
+        self.push_out_message(message)
+
+
+krait.websockets.response = WebsocketsResponse(Echo())
+"""
+
+
+def ws_open(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return s
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_ping_flood_from_a_client_that_never_reads_is_bounded(krait_server, tmp_path):
+    """wsconn.c ws_frame(): every PING is answered by appending a PONG to c->out, and while
+    that output is blocked (the client does not read) the connection is still read
+    (conn.c blocked_events keeps EPOLLIN for CS_WS). Nothing bounds c->out there (the 2x
+    message-limit rule is applied to the worker's messages only): a client that sends pings
+    and never reads makes the master buffer everything it sends, without limit."""
+    site = write_site(tmp_path / "wssite", {".py/init.py": WS_INIT, "ws.py": WS_ECHO,
+                                            "a.txt": STATIC})
+    k = krait_server(site, "--workers", "1")
+    s = ws_open(k.port)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    before = rss_kib(k.proc.pid)
+    ping = bytes([0x89, 0x80 | 125]) + b"\0\0\0\0" + b"p" * 125   # masked, key 0
+    burst = ping * 1000                                               # ~128 KiB
+    s.settimeout(2)
+    sent = 0
+    deadline = time.monotonic() + 10
+    try:
+        while sent < 96 * 1024 * 1024 and time.monotonic() < deadline:
+            s.sendall(burst)
+            sent += len(burst)
+    except OSError:
+        pass  # the server stopped reading or closed: bounded
+    grown = rss_kib(k.proc.pid) - before
+    s.close()
+    assert grown < 32 * 1024, f"master RSS grew by {grown} KiB after {sent} bytes of pings"
+    assert served(k.port)
