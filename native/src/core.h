@@ -216,6 +216,7 @@ typedef struct {
      * left keeps its place with conn NULL; its answer is dropped. */
     struct { krait__conn *conn; uint32_t id; } jobs[KRAIT__WORKER_DEPTH_MAX];
     int njobs;
+    int streaming;            /* jobs[0] was answered with a streamed RESPONSE: CHUNK/END follow */
     uint8_t *in; size_t in_len, in_cap;     /* frames from the worker */
     uint8_t *out; size_t out_len, out_off, out_cap;  /* frames to the worker */
     int64_t deadline;         /* ms, for jobs[0]; 0 when idle */

@@ -349,7 +349,10 @@ static void step_conn(struct krait_server *srv, krait__conn *c)
         if (state != CS_HEAD || !c->in_len)
             break;
         if (--budget < 0) {
-            /* Its share of the turn is used: the others go first, it goes on next turn. */
+            /* Its share of the turn is used: the others go first, it goes on next turn. A
+             * handler may have posted it meanwhile (a 503 from a full queue): it is on
+             * srv->ready then, and a node is in one list at a time. */
+            krait__link_remove(&c->ready);
             krait__link_append(&srv->deferred, &c->ready);
             return;
         }

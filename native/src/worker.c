@@ -174,6 +174,7 @@ static void assign(struct krait_server *srv, krait__worker *w, krait__conn *c)
 static void job_done(struct krait_server *srv, krait__worker *w)
 {
     krait__conn *c = w->jobs[0].conn;
+    w->streaming = 0;
     w->njobs--;
     memmove(&w->jobs[0], &w->jobs[1], (size_t)w->njobs * sizeof w->jobs[0]);
     w->deadline = w->njobs ? srv->now_ms + srv->limits[KRAIT_LIMIT_WORKER_TIMEOUT] : 0;
@@ -383,6 +384,8 @@ static void deliver(struct krait_server *srv, krait__worker *w, const krait__ipc
         int stream = f->body_kind == KRAIT__BODY_STREAM;
         if (!stream)
             job_done(srv, w);
+        else
+            w->streaming = 1;
         if (!c)
             return;  /* the client left; the answer is dropped */
         int status = f->status;
@@ -533,7 +536,7 @@ static void worker_gone(struct krait_server *srv, krait__worker *w, int status_f
     w->deadline = 0;
     w->out_len = w->out_off = 0;
     w->in_len = 0;
-    w->paused = w->out_later = w->parse_later = w->failed = w->eof = 0;
+    w->paused = w->out_later = w->parse_later = w->failed = w->eof = w->streaming = 0;
     int slot = (int)(w - srv->workers), pid = w->pid;
     if (c && !c->closed) {
         c->worker = -1;
@@ -592,8 +595,11 @@ static void worker_parse(struct krait_server *srv, krait__worker *w)
         }
         if (f.type == KRAIT__IPC_WS_MESSAGE || f.type == KRAIT__IPC_WS_CLOSE) {
             krait__ws_from_worker(srv, &f, (int)(w - srv->workers), w->gen);
-        } else if (!w->njobs || f.id != w->jobs[0].id || f.type == KRAIT__IPC_REQUEST) {
-            kill_broken(srv, w);  /* workers answer in order, and only what they were asked */
+        } else if (!w->njobs || f.id != w->jobs[0].id || f.type == KRAIT__IPC_REQUEST ||
+                   (f.type == KRAIT__IPC_RESPONSE) == w->streaming) {
+            /* Workers answer in order, only what they were asked, and a request once: one
+             * RESPONSE, then CHUNK and END only after a streamed one. */
+            kill_broken(srv, w);
             return;
         } else {
             deliver(srv, w, &f);

@@ -555,6 +555,10 @@ static int ws_frame(krait_server *srv, krait__conn *c, const krait__ws_frame *f,
     case KRAIT__WS_PING:
         if (f->rsv)
             return 1002;  /* control frames are never compressed */
+        /* A client that pings and does not read would have us buffer its pongs without
+         * end: the same bound as the worker's messages (krait__ws_from_worker), 1008. */
+        if ((int64_t)krait__conn_unsent(c) > 2 * srv->limits[KRAIT_LIMIT_WS_MESSAGE])
+            return 1008;
         ws_send(srv, c, KRAIT__WS_PONG, (const char *)payload, n);  /* §5.5.2 */
         return 0;
     case KRAIT__WS_PONG:
