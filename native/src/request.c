@@ -524,6 +524,7 @@ void krait__request_finish(struct krait_server *srv, krait__conn *c)
         krait__ws_begin(srv, c);
         return;
     }
+    c->ws_key[0] = '\0';  /* a handshake answered otherwise (a 502, a 503): no longer one */
     c->state = CS_HEAD;
     c->got_bytes = c->in_len > 0;
     if (c->in_len) {

@@ -152,8 +152,8 @@ void krait__wio_read(struct krait_server *srv, krait__worker *w)
             break;
         }
         w->in_len += (size_t)n;
-        if ((size_t)n < w->in_cap - w->in_len)
-            break;
+        if ((size_t)n < w->in_cap - w->in_len || w->in_len >= (1u << 20))
+            break;  /* drained, or enough for this turn: parse it first (level-triggered) */
     }
     w->parse_later = 1;
     krait__wio_post(srv, w);
