@@ -595,10 +595,12 @@ static void worker_parse(struct krait_server *srv, krait__worker *w)
         }
         if (f.type == KRAIT__IPC_WS_MESSAGE || f.type == KRAIT__IPC_WS_CLOSE) {
             krait__ws_from_worker(srv, &f, (int)(w - srv->workers), w->gen);
-        } else if (!w->njobs || f.id != w->jobs[0].id || f.type == KRAIT__IPC_REQUEST ||
-                   (f.type == KRAIT__IPC_RESPONSE) == w->streaming) {
+        } else if (!w->njobs || f.id != w->jobs[0].id ||
+                   (f.type == KRAIT__IPC_RESPONSE && w->streaming) ||
+                   ((f.type == KRAIT__IPC_CHUNK || f.type == KRAIT__IPC_END) && !w->streaming) ||
+                   (f.type == KRAIT__IPC_ROUTE_ANSWER && w->streaming)) {
             /* Workers answer in order, only what they were asked, and a request once: one
-             * RESPONSE, then CHUNK and END only after a streamed one. */
+             * RESPONSE (or ROUTE_ANSWER), then CHUNK and END only after a streamed one. */
             kill_broken(srv, w);
             return;
         } else {

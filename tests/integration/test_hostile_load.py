@@ -24,6 +24,10 @@ What each test proves:
   connections that each do one request and go quiet; all are closed by the keep-alive timeout
   (more than 256 in one loop turn), and the descriptors and memory of every wave are given
   back: the master does not grow wave after wave.
+* test_ten_thousand_idle_connections_cost_little: IDLE_MANY keep-alive connections that have
+  each done one request and now wait cost the master less than IDLE_MANY_MAX_KIB each in
+  resident memory (an idle connection holds no buffer: nginx gives them back too), and the
+  memory comes back once they close.
 * test_slowloris_gets_408_while_others_are_served: LORIS_CONNS connections dripping a head
   one byte at a time are answered 408 (or closed) once --header-timeout has passed since their
   first byte, while a normal client keeps being served promptly.
@@ -73,6 +77,8 @@ CAP_EXTRA = 20                 # clients beyond the cap
 KILL_CLIENTS = 4               # connections pipelining .py requests while workers die
 KILL_BATCH = 50                # requests per pipelined batch
 KILLS = 3                      # workers SIGKILLed, one after another
+IDLE_MANY = 10_000             # idle keep-alive connections held at once ...
+IDLE_MANY_MAX_KIB = 4          # ... each costing the master at most this much RSS
 WORKERS = 2
 
 # Health-check tolerances.
@@ -613,6 +619,36 @@ def test_idle_connections_time_out_in_waves(site, krait_server):
             f"{rss_after[0] // 1024} MiB: the master grows wave after wave "
             f"(MiB after each: {[r // 1024 for r in rss_after]})")
     assert_recovers(server, base, rss_base_kib=rss_after[0])
+
+
+def test_ten_thousand_idle_connections_cost_little(site, krait_server):
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = IDLE_MANY + 200
+    if soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            pytest.skip(f"this process may open {hard} descriptors, the test needs {need}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    server = krait_server(site, "--workers", str(WORKERS))
+    base = warm_up(server)
+    pid = server.proc.pid
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(IDLE_MANY // 1000):
+            socks += open_idle_wave(server, 1000)
+        time.sleep(0.5)
+        grown = rss_kib(pid) - base.rss_kib
+        print(f"{len(socks)} idle connections: master RSS +{grown // 1024} MiB "
+              f"({grown * 1024 // len(socks)} bytes each)")
+        assert grown < IDLE_MANY * IDLE_MANY_MAX_KIB, (
+            f"{len(socks)} idle connections cost {grown // 1024} MiB "
+            f"({grown / len(socks):.1f} KiB each, at most {IDLE_MANY_MAX_KIB} allowed)")
+        assert_idle(server)
+    finally:
+        for s in socks:
+            s.close()
+    assert_recovers(server, base)
 
 
 # ---- slow-loris ----------------------------------------------------------------------------
