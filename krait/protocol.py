@@ -656,6 +656,20 @@ def decode_response(buf: bytes | bytearray | memoryview) -> ResponseFrame:
     if ftype in (WS_MESSAGE, WS_CLOSE):
         kind, code, data = decode_ws(buf)
         return ResponseFrame(ftype, frame_id, status=code, body_kind=kind, body=data)
+    if ftype == ROUTE_ANSWER:
+        # Carried as headers route/allow/target and the params' pairs encoding as the body.
+        if pos + 8 > len(buf):
+            raise ValueError("route answer too short")
+        route, allow = struct.unpack_from("<iI", buf, pos)
+        if route < -1:
+            raise ValueError(f"route {route} below -1")
+        target, pos = _str(buf, pos + 8)
+        params, pos = _str(buf, pos)
+        if pos != len(buf):
+            raise ValueError("trailing bytes in ROUTE_ANSWER frame")
+        return ResponseFrame(ROUTE_ANSWER, frame_id,
+                             headers=[("route", str(route)), ("allow", str(allow)),
+                                      ("target", target.decode(_ENC, _ERRORS))], body=params)
     if pos + _RESP_FIXED.size > len(buf):
         raise ValueError("response frame too short")
     status, kind, _ = _RESP_FIXED.unpack_from(buf, pos)

@@ -490,7 +490,10 @@ def test_write_frames_then_decode_responses():
 # ---- property tests: arbitrary bytes, and ipc.c against this module ----
 
 _GOLDEN_RESPONSES = [bytes.fromhex(v["frame"]) for v in VECTORS["responses"]] + [
-    bytes.fromhex(v["frame"]) for v in VECTORS["malformed"]]
+    bytes.fromhex(v["frame"]) for v in VECTORS["malformed"]] + [
+    P.encode_route_answer(7, 2, 3, "page.py",
+                          b"\x01\x00\x02\x00\x00\x00id\x02\x00\x00\x0042"),
+    P.encode_route_answer(8, -1, 0)]
 
 
 @st.composite
@@ -529,7 +532,8 @@ class _Slice(ctypes.Structure):
 class _Frame(ctypes.Structure):
     _fields_ = [("type", ctypes.c_uint8), ("id", ctypes.c_uint32), ("status", ctypes.c_uint16),
                 ("body_kind", ctypes.c_uint8), ("nheaders", ctypes.c_size_t),
-                ("headers_at", ctypes.c_void_p), ("body", _Slice)]
+                ("headers_at", ctypes.c_void_p), ("body", _Slice), ("route", ctypes.c_int32),
+                ("allow", ctypes.c_uint32), ("params", _Slice)]
 
 
 class _Request(ctypes.Structure):
@@ -577,6 +581,10 @@ def _c_parse(lib, data: bytes):
         assert s.n == 0 or base <= s.p and s.p + s.n <= base + rc  # inside the frame
         return ctypes.string_at(s.p, s.n).decode("utf-8", "surrogateescape") if s.n else ""
 
+    if f.type == P.ROUTE_ANSWER:
+        return rc, P.ResponseFrame(f.type, f.id, headers=[
+            ("route", str(f.route)), ("allow", str(f.allow)), ("target", text(f.body))],
+            body=ctypes.string_at(f.params.p, f.params.n) if f.params.n else b"")
     headers = []
     at = ctypes.c_void_p(f.headers_at)
     for _ in range(f.nheaders):
@@ -598,6 +606,13 @@ def _py_parse(data: bytes):
         return size, P.decode_response(data[:size])
     except ValueError:
         return -1
+
+
+def test_route_answer_round_trip(libipc):
+    frame = P.encode_route_answer(9, 1, 3, "t/{x}.py", b"ab")
+    assert _c_parse(libipc, frame) == _py_parse(frame)
+    assert P.decode_response(frame).headers == [("route", "1"), ("allow", "3"),
+                                                ("target", "t/{x}.py")]
 
 
 @settings(max_examples=1500, deadline=None)

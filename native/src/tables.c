@@ -199,16 +199,23 @@ int krait__route_resolve(krait_server *srv, int verb, const char *path, size_t l
 {
     memset(ans, 0, sizeof *ans);
     ans->route = -1;
-    int allow = 0;
+    int allow = 0, skipped_regex = 0;
     for (size_t i = 0; i < srv->nroutes; i++) {
         krait__route *r = &srv->routes[i];
         int path_match;
-        if (r->url && strlen(r->url) == len && memcmp(r->url, path, len) == 0)
+        if (r->url && strlen(r->url) == len && memcmp(r->url, path, len) == 0) {
             path_match = 1;
-        else if (r->has_regex)
+        } else if (r->has_regex) {
+            /* A regex route for other verbs cannot take this request: it only adds to the
+             * verbs a 405 lists, which matters only if no route takes it at all. */
+            if (!(r->verbs & verb)) {
+                skipped_regex = 1;
+                continue;
+            }
             goto ask_worker;
-        else
+        } else {
             path_match = !r->url;
+        }
         if (!path_match)
             continue;
         if (r->verbs & verb) {
@@ -223,6 +230,8 @@ int krait__route_resolve(krait_server *srv, int verb, const char *path, size_t l
         }
         allow |= r->verbs;
     }
+    if (skipped_regex)
+        goto ask_worker;  /* no route takes it: the worker says which verbs would (405) */
     ans->allow = allow;
     return 0;
 

@@ -458,6 +458,13 @@ static void deliver(struct krait_server *srv, krait__worker *w, const krait__ipc
             c->streaming = 1;
         } else {
             krait__resp_end_headers(srv, c, no_body ? -1 : (int64_t)blen);
+            if (stream) {
+                /* A streamed 204/304 has no body: the answer is whole now. The job keeps its
+                 * place for the CHUNK/END frames that follow, without the connection (they
+                 * are dropped), which may meanwhile go on to another worker. */
+                w->jobs[0].conn = NULL;
+                c->worker = -1;
+            }
         }
         if (!no_body && !c->head_only && !stream) {
             if (f->body_kind == KRAIT__BODY_FILE) {
