@@ -67,6 +67,11 @@ class Server:
             self.ptr, verbs, url.encode() if url is not None else ffi.NULL, int(has_regex),
             target.encode() if target is not None else ffi.NULL, int(is_ctrl)))
 
+    def add_prefix_route(self, verbs: int, prefix: str) -> None:
+        """A route for every path at or below ``prefix``, answered by a worker (a mounted
+        application)."""
+        check(lib.krait_server_add_prefix_route(self.ptr, verbs, prefix.encode()))
+
     def set_callbacks(self, owner: Any) -> None:
         self._handle = ffi.new_handle(owner)
         check(lib.krait_server_set_callbacks(self.ptr, lib.krait_py_cache, lib.krait_py_event,

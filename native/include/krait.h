@@ -91,6 +91,9 @@ int krait_server_add_route(krait_server *srv, int verbs, const char *url, int ha
                            const char *target, int is_ctrl);
 int krait_server_set_callbacks(krait_server *srv, krait_cache_fn cache,
                                krait_event_fn event, void *ud);
+/* Append a route that takes every path at or below prefix ("/app": "/app", "/app/",
+ * "/app/x", never "/apple"), answered by a worker (a mounted WSGI application). */
+int krait_server_add_prefix_route(krait_server *srv, int verbs, const char *prefix);
 /* Access log destination (an fd the caller keeps open), or -1 for none. */
 int krait_server_set_access_log(krait_server *srv, int fd);
 /* Include the server version in the Server header. */

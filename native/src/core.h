@@ -92,6 +92,7 @@ typedef struct {
     int has_regex;
     char *target;
     int is_ctrl;
+    int is_prefix;   /* url is a prefix: it and every path below it (a mounted application) */
 } krait__route;
 
 struct krait_server;

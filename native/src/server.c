@@ -250,6 +250,17 @@ int krait_server_add_route(krait_server *srv, int verbs, const char *url, int ha
     return KRAIT_OK;
 }
 
+int krait_server_add_prefix_route(krait_server *srv, int verbs, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    if (!n || prefix[0] != '/')
+        return KRAIT_EINVAL;
+    int rc = krait_server_add_route(srv, verbs, prefix, 0, NULL, 1);
+    if (rc == KRAIT_OK)
+        srv->routes[srv->nroutes - 1].is_prefix = 1;
+    return rc;
+}
+
 int krait_server_set_callbacks(krait_server *srv, krait_cache_fn cache, krait_event_fn event,
                                void *ud)
 {

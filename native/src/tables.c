@@ -203,7 +203,11 @@ int krait__route_resolve(krait_server *srv, int verb, const char *path, size_t l
     for (size_t i = 0; i < srv->nroutes; i++) {
         krait__route *r = &srv->routes[i];
         int path_match;
-        if (r->url && strlen(r->url) == len && memcmp(r->url, path, len) == 0) {
+        if (r->is_prefix) {
+            size_t ul = strlen(r->url);
+            path_match = len >= ul && memcmp(r->url, path, ul) == 0 &&
+                         (len == ul || path[ul] == '/' || r->url[ul - 1] == '/');
+        } else if (r->url && strlen(r->url) == len && memcmp(r->url, path, len) == 0) {
             path_match = 1;
         } else if (r->has_regex) {
             /* A regex route for other verbs cannot take this request: it only adds to the
