@@ -72,6 +72,12 @@ class Server:
         application)."""
         check(lib.krait_server_add_prefix_route(self.ptr, verbs, prefix.encode()))
 
+    def publish(self, channel: bytes, data: bytes, binary: bool) -> None:
+        """Deliver a message to the local subscribers of a WebSocket channel (thread-safe,
+        never blocking: queued for the loop)."""
+        check(lib.krait_server_publish(self.ptr, channel, len(channel), data, len(data),
+                                       int(binary)))
+
     def set_callbacks(self, owner: Any) -> None:
         self._handle = ffi.new_handle(owner)
         check(lib.krait_server_set_callbacks(self.ptr, lib.krait_py_cache, lib.krait_py_event,

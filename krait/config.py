@@ -163,6 +163,10 @@ websocket_queue_bytes: int = 32 * 1024 * 1024
 websocket_worker_queue_bytes: int = 128 * 1024 * 1024
 #: The ``Server`` header of every response: ``None`` keeps ``krait/<version>``, ``""`` omits it.
 server_header: str | None = None
+#: Channels across machines: a Redis URL (``"redis://127.0.0.1:6379/0"``) through which every
+#: krait of the site shares what :func:`krait.websockets.publish` sends. ``None``: a channel is
+#: the connections of this krait only.
+pubsub: str | None = None
 #: Host names this site answers to (``"example.com"``, or ``".example.com"`` for it and every
 #: subdomain; any case, the port ignored). Empty: every host. A request for another host, or
 #: without one, gets 400 before anything else looks at it — static files included.

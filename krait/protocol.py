@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 __all__ = [
     "BODY_FILE", "BODY_INLINE", "BODY_STREAM", "CHUNK", "CORE_HEADERS", "END", "HEADER_SIZE",
     "MAX_FRAME", "REQUEST", "REQ_BODY_FILE", "REQ_ROUTE", "REQ_TLS", "REQ_WEBSOCKET", "RESPONSE",
-    "ROUTE_ANSWER", "encode_route_answer",
+    "ROUTE_ANSWER", "encode_route_answer", "PUBLISH", "WS_SUBSCRIBE", "WS_UNSUBSCRIBE",
+    "encode_publish", "encode_subscribe",
     "FrameReader", "FrameTooLarge", "RequestFrame", "ResponseFrame", "decode_request",
     "decode_response", "decode_responses", "encode_chunk", "encode_end", "encode_request",
     "encode_response", "encode_response_stream", "frame_size", "stream_frames", "write_frames",
@@ -55,6 +56,9 @@ END = 4
 WS_MESSAGE = 5  #: both ways: u8 kind (1 text, 2 binary) | str data
 WS_CLOSE = 6  #: both ways: u16 code | str reason
 ROUTE_ANSWER = 7  #: worker -> core: i32 route | u32 allow | str target | str params (pairs)
+WS_SUBSCRIBE = 8  #: worker -> core, id = a WebSocket it accepted: str channel
+WS_UNSUBSCRIBE = 9  #: worker -> core, id = a WebSocket it accepted: str channel
+PUBLISH = 10  #: worker -> core, id 0: u8 kind (1 text, 2 binary) | str channel | str data
 
 # WS_MESSAGE kinds.
 WS_TEXT = 1
@@ -79,7 +83,8 @@ CORE_HEADERS = frozenset({b"date", b"server", b"content-length", b"transfer-enco
                           b"connection"})
 
 _U16_MAX = 0xFFFF
-_WORKER_TYPES = (RESPONSE, CHUNK, END, WS_MESSAGE, WS_CLOSE, ROUTE_ANSWER)
+_WORKER_TYPES = (RESPONSE, CHUNK, END, WS_MESSAGE, WS_CLOSE, ROUTE_ANSWER, WS_SUBSCRIBE,
+                 WS_UNSUBSCRIBE, PUBLISH)
 _BODY_KINDS = (BODY_INLINE, BODY_FILE, BODY_STREAM)
 _ENC = "utf-8"
 _ERRORS = "surrogateescape"
@@ -498,6 +503,37 @@ def encode_route_answer(id: int, route: int, allow: int, target: Text = b"",
     return _finish(parts, ROUTE_ANSWER, id)
 
 
+#: Bytes of a channel name at most (the core ignores longer ones).
+CHANNEL_NAME_MAX = 256
+
+
+def _channel(name: str) -> bytes:
+    raw = name.encode(_ENC) if isinstance(name, str) else None
+    if raw is None or not raw or len(raw) > CHANNEL_NAME_MAX or b"\0" in raw:
+        raise ValueError(f"a channel name is a non-empty str of at most {CHANNEL_NAME_MAX} "
+                         f"bytes without NUL, not {name!r}")
+    return raw
+
+
+def encode_subscribe(id: int, channel: str, subscribe: bool = True) -> bytes:
+    """A WS_SUBSCRIBE (or WS_UNSUBSCRIBE) frame for the WebSocket connection ``id``."""
+    _check_id(id)
+    raw = _channel(channel)
+    return _HEAD.pack(HEADER_SIZE - 4 + 4 + len(raw), WS_SUBSCRIBE if subscribe else
+                      WS_UNSUBSCRIBE, id) + _LEN.pack(len(raw)) + raw
+
+
+def encode_publish(channel: str, data: str | bytes | bytearray | memoryview) -> bytes:
+    """A PUBLISH frame: ``str`` data goes out as a text message, bytes as a binary one."""
+    raw = _channel(channel)
+    kind, payload = _ws_payload(data)
+    total = HEADER_SIZE + 1 + 4 + len(raw) + 4 + len(payload)
+    if total > MAX_FRAME:
+        raise FrameTooLarge(f"a {len(payload)}-byte message does not fit in one frame")
+    return b"".join((_HEAD.pack(total - 4, PUBLISH, 0), bytes((kind,)), _LEN.pack(len(raw)),
+                     raw, _LEN.pack(len(payload)), payload))
+
+
 def decode_ws(buf: bytes) -> tuple[int, int, int, bytes]:
     """Decode a whole WS_MESSAGE or WS_CLOSE frame: ``(kind, code, data)`` — kind 1/2 and
     code 0 for a message, kind 0 and the close code for a close (data is the reason)."""
@@ -656,6 +692,21 @@ def decode_response(buf: bytes | bytearray | memoryview) -> ResponseFrame:
     if ftype in (WS_MESSAGE, WS_CLOSE):
         kind, code, data = decode_ws(buf)
         return ResponseFrame(ftype, frame_id, status=code, body_kind=kind, body=data)
+    if ftype in (WS_SUBSCRIBE, WS_UNSUBSCRIBE):
+        channel, pos = _str(buf, pos)
+        if pos != len(buf):
+            raise ValueError("trailing bytes in a subscription frame")
+        return ResponseFrame(ftype, frame_id, body=channel)
+    if ftype == PUBLISH:
+        if pos >= len(buf) or buf[pos] not in (WS_TEXT, WS_BINARY):
+            raise ValueError("publish frame without a valid kind")
+        kind = buf[pos]
+        channel, pos = _str(buf, pos + 1)
+        data, pos = _str(buf, pos)
+        if pos != len(buf):
+            raise ValueError("trailing bytes in a PUBLISH frame")
+        return ResponseFrame(ftype, frame_id, body_kind=kind,
+                             headers=[("channel", channel.decode(_ENC, _ERRORS))], body=data)
     if ftype == ROUTE_ANSWER:
         # Carried as headers route/allow/target and the params' pairs encoding as the body.
         if pos + 8 > len(buf):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import krait
-from krait import _errorpages, _mime, config
+from krait import _errorpages, _mime, _pubsub, config
 from krait._core import Server, ffi, lib
 from krait.errors import ConfigError
 from krait.paths import PathRefused, site_file
@@ -351,6 +351,16 @@ def _validate_hardening() -> None:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise fail(name, "a positive whole number")
+    if config.pubsub is not None and (not isinstance(config.pubsub, str) or
+                                      not config.pubsub.startswith(("redis://", "rediss://",
+                                                                    "unix://"))):
+        raise fail("pubsub", "None or a Redis URL (redis://host:6379/0)")
+    if config.pubsub:
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            raise fail("pubsub", "usable: the redis package is missing (pip install "
+                       "'krait[redis]')") from None
     header = config.server_header
     if header is not None and (not isinstance(header, str) or
                                any(c < " " and c != "\t" or c == "\x7f" for c in header)):
@@ -565,6 +575,8 @@ class Supervisor:
         self._again = False  # another reload was asked for while one was starting
         self._watch_requested = False
         self._stop_threads = threading.Event()
+        self.node_id = _pubsub.new_node_id()
+        self.relay: _pubsub.Relay | None = None
         self._threads: list[threading.Thread] = []
 
     # -- start-up -----------------------------------------------------------------------------
@@ -680,6 +692,7 @@ class Supervisor:
         env = dict(os.environ)
         for name, value in self.opts.limits.items():
             env[f"KRAIT_CONFIG_{name}"] = repr(value)
+        env["KRAIT_NODE_ID"] = self.node_id  # channels across machines tag messages with it
         try:
             proc = subprocess.Popen(cmd, pass_fds=(child.fileno(), ready_w),
                                     start_new_session=True, stdin=subprocess.DEVNULL,
@@ -976,11 +989,16 @@ class Supervisor:
             t = threading.Thread(target=self._watch, daemon=True, name="krait-watch")
             self._threads.append(t)
             t.start()
+        if config.pubsub:
+            self.relay = _pubsub.Relay(config.pubsub, server.publish, self.node_id)
+            self.relay.start()
         try:
             server.run()
         finally:
             self.stopping = True
             self._stop_threads.set()
+            if self.relay is not None:
+                self.relay.stop()
             self.stop_workers()
             server.close()
             if self.log_file is not None:

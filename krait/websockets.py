@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "WebsocketsCtrlBase", "WebsocketsRequest", "WebsocketsResponse", "broadcast",
-    "origin_allowed", "request", "response",
+    "origin_allowed", "publish", "request", "response",
 ]
 
 Message = str | bytes
@@ -250,6 +250,32 @@ class WebsocketsCtrlBase:
             self._queued -= size
             _worker_queued -= size
 
+    def subscribe(self, channel: str) -> None:
+        """Receive every message published on ``channel`` (by :func:`publish`, from any
+        worker, or from another machine with ``config.pubsub``): the server sends each to this
+        connection's client directly, without calling this controller. A connection may be
+        on up to 64 channels; subscriptions end with the connection.
+
+        :param channel: the channel's name, at most 256 bytes of UTF-8.
+        """
+        self._channel_frame(channel, True)
+
+    def unsubscribe(self, channel: str) -> None:
+        """Stop receiving what is published on ``channel`` (nothing happens if it was not
+        subscribed)."""
+        self._channel_frame(channel, False)
+
+    def _channel_frame(self, channel: str, subscribe: bool) -> None:
+        from krait import protocol
+
+        frame = protocol.encode_subscribe(self._conn_id or 0, channel, subscribe)
+        if self._over or self._write is None or self._conn_id is None:
+            return
+        try:
+            self._write(frame)
+        except OSError:
+            pass  # the core is gone; the worker is about to end
+
     def push_out_message(self, message: Message) -> None:
         """Send a message: ``str`` as a text frame, ``bytes`` as a binary frame. Safe from any
         thread; does nothing once the connection has ended."""
@@ -365,6 +391,44 @@ def broadcast(controllers: Iterable[WebsocketsCtrlBase], message: Message) -> in
             continue  # the core is gone; the worker is about to end
         sent += len(ids)
     return sent
+
+
+#: The worker's frame writer, set when it starts (``publish`` needs it).
+_publish_write: Any = None
+#: With ``config.pubsub``: publishes to Redis for the site's other machines (krait._pubsub).
+_relay_publisher: Any = None
+
+
+def publish(channel: str, message: Message) -> None:
+    """Send one message to every WebSocket connection subscribed to ``channel``
+    (:meth:`WebsocketsCtrlBase.subscribe`), whichever worker accepted it — and, with
+    ``config.pubsub``, on every other machine of the site. Callable from any code a worker
+    runs: a page or script (e.g. after a form post), a controller, a controller's thread.
+
+    The server encodes the message once and queues it on each subscriber; no Python runs per
+    recipient. A subscriber that does not read is closed (1008) once twice
+    ``max_websocket_message`` bytes wait for it. Nothing is kept for later: a connection
+    subscribed after the message was published never gets it.
+
+    :param channel: the channel's name, at most 256 bytes of UTF-8.
+    :param message: ``str`` for a text message, ``bytes`` for a binary one.
+    :raises TypeError: when the message is neither ``str`` nor bytes-like.
+    :raises ValueError: for a channel name that is empty, too long or holds NUL.
+    :raises RuntimeError: outside a krait worker.
+    """
+    from krait import protocol
+
+    message = _message(message)
+    frame = protocol.encode_publish(channel, message)
+    write = _publish_write
+    if write is None:
+        raise RuntimeError("krait.websockets.publish works in a krait worker only")
+    try:
+        write(frame)
+    except OSError:
+        pass  # the core is gone; the worker is about to end
+    if _relay_publisher is not None:
+        _relay_publisher.publish(channel, message)  # the site's other machines
 
 
 #: The handshake being handled (``None`` for ordinary requests); reset per request.

@@ -669,6 +669,12 @@ class Worker:
         controllers get their messages while the main thread runs a request."""
         reader = protocol.FrameReader(self.sock)
         respond = self.respond
+        websockets._publish_write = self.write  # krait.websockets.publish from any code
+        if config.pubsub:
+            from krait import _pubsub
+
+            websockets._relay_publisher = _pubsub.Publisher(
+                config.pubsub, os.environ.get("KRAIT_NODE_ID") or _pubsub.new_node_id())
         try:
             while self._requests is None:
                 try:

@@ -152,12 +152,20 @@ int krait_server_set_error_page(krait_server *srv, int status, const char *html,
                                 size_t html_len, const char *html_type, const char *json,
                                 size_t json_len);
 
+/* Deliver a message to the local subscribers of a WebSocket channel (as a worker's publish
+ * does). Thread-safe and non-blocking: the message is queued and the loop is woken; this is
+ * how a relay thread hands over messages from other machines. binary: 0 text, 1 binary.
+ * Returns KRAIT_ELIMIT when more than 64 MiB of messages wait for the loop. */
+int krait_server_publish(krait_server *srv, const char *channel, size_t channel_len,
+                         const char *data, size_t len, int binary);
+
 /* Counters, for tests and the stats page. */
 int64_t krait_server_stat(krait_server *srv, int which);
 #define KRAIT_STAT_CONNS 0
 #define KRAIT_STAT_REQUESTS 1
 #define KRAIT_STAT_ROUTE_CALLS 2   /* route questions asked to workers (regex routes) */
 #define KRAIT_STAT_CACHE_CALLS 3
+#define KRAIT_STAT_PUBLISHED 4      /* channel messages published (each delivered to many) */
 
 const char *krait_strerror(int rc);
 int krait_native_version(void);

@@ -308,6 +308,9 @@ void krait__conn_free(krait__conn *c)
     free(c->frame);
     free(c->log);
     free(c->route_path);
+    for (size_t i = 0; i < c->nchans; i++)
+        free(c->chans[i]);
+    free(c->chans);
     free(c);
 }
 

@@ -201,6 +201,8 @@ struct krait__conn {
     int ws_deflate;           /* permessage-deflate (RFC 7692): 1 offered+accepted */
     int ws_msg_compressed;    /* the message being reassembled has RSV1 */
     struct z_stream_s *ws_inflate, *ws_deflater;  /* created on first use */
+    char **chans;             /* the channels it is subscribed to (channels.c) */
+    size_t nchans;
 };
 
 #define KRAIT__WORKER_DEPTH_MAX 8
@@ -273,6 +275,7 @@ struct krait_server {
     krait__map error_pages;   /* "%d" status → html (val), num[0] = offset of the JSON body
                                  in val, num[1] = its length, num[2] = offset of the type */
     krait__map mime, cache_rules, route_cache, dyn_cache, ws_ids;
+    krait__map channels;      /* WebSocket channel name → its subscribers (channels.c) */
     krait__map resolved;      /* URL path -> file found by the index/extension search */
     krait__route *routes;
     size_t nroutes;
@@ -310,6 +313,11 @@ struct krait_server {
     size_t nwait;
     uint32_t next_req_id;
     int64_t body_memory;      /* request-body bytes held in memory, all connections */
+
+    /* Messages handed over by other threads (krait_server_publish), under pub_lock. */
+    void *pub_lock;           /* a pthread_mutex_t */
+    struct krait__pub *pub_head, *pub_tail;
+    size_t pub_bytes;
 
     krait__event *events;     /* for Python, delivered by the driver */
     size_t nevents, events_cap;

@@ -173,7 +173,8 @@ static int worker_type(uint8_t type)
 {
     return type == KRAIT__IPC_RESPONSE || type == KRAIT__IPC_CHUNK || type == KRAIT__IPC_END ||
            type == KRAIT__IPC_WS_MESSAGE || type == KRAIT__IPC_WS_CLOSE ||
-           type == KRAIT__IPC_ROUTE_ANSWER;
+           type == KRAIT__IPC_ROUTE_ANSWER || type == KRAIT__IPC_WS_SUBSCRIBE ||
+           type == KRAIT__IPC_WS_UNSUBSCRIBE || type == KRAIT__IPC_PUBLISH;
 }
 
 static int body_kind_ok(uint8_t kind, krait__slice body)
@@ -263,6 +264,15 @@ long krait__ipc_parse(const uint8_t *buf, size_t len, krait__ipc_frame *f)
         out.allow = get_u32(fixed + 4);
         if (out.route < -1)
             return -1;
+    } else if (type == KRAIT__IPC_WS_SUBSCRIBE || type == KRAIT__IPC_WS_UNSUBSCRIBE) {
+        if (take_str(&rd, &out.body) < 0)
+            return -1;
+    } else if (type == KRAIT__IPC_PUBLISH) {
+        const uint8_t *kind = take(&rd, 1);
+        if (!kind || (kind[0] != 1 && kind[0] != 2) || take_str(&rd, &out.params) < 0 ||
+            take_str(&rd, &out.body) < 0)
+            return -1;
+        out.body_kind = kind[0];
     }
     /* END has an empty payload; for every type the fields must fill the frame exactly. */
     if (rd.p != rd.end)

@@ -27,6 +27,11 @@
  *     with KRAIT__REQ_ROUTE, which asks only which route takes (verb, path): the frame's route
  *     field then holds the verb (KRAIT_VERB_*) and method is empty. The core matches regex
  *     routes in no other way (a site's regex never runs in its loop).
+ *   WS_SUBSCRIBE (8) / WS_UNSUBSCRIBE (9) (worker → core), id = a WebSocket connection that
+ *     worker accepted: str channel — the connection receives (no longer receives) what is
+ *     published on the channel.
+ *   PUBLISH (10, worker → core), id = 0: u8 kind (1 text, 2 binary) | str channel | str data —
+ *     one message for every connection subscribed to the channel, whichever worker owns it.
  *   WS_CLOSE   (6, both ways): u16 code | str reason. Core → worker: the connection ended
  *     (the client's close code, 1005 when it sent none, 1006 when it vanished, 1001 on server
  *     stop); worker → core: the controller closes it (the core sends a close frame).
@@ -43,7 +48,8 @@
 #define KRAIT__IPC_HEADER 9u  /* u32 len + u8 type + u32 id */
 
 enum { KRAIT__IPC_REQUEST = 1, KRAIT__IPC_RESPONSE = 2, KRAIT__IPC_CHUNK = 3, KRAIT__IPC_END = 4,
-       KRAIT__IPC_WS_MESSAGE = 5, KRAIT__IPC_WS_CLOSE = 6, KRAIT__IPC_ROUTE_ANSWER = 7 };
+       KRAIT__IPC_WS_MESSAGE = 5, KRAIT__IPC_WS_CLOSE = 6, KRAIT__IPC_ROUTE_ANSWER = 7,
+       KRAIT__IPC_WS_SUBSCRIBE = 8, KRAIT__IPC_WS_UNSUBSCRIBE = 9, KRAIT__IPC_PUBLISH = 10 };
 enum { KRAIT__REQ_BODY_FILE = 1, KRAIT__REQ_WEBSOCKET = 2, KRAIT__REQ_TLS = 4,
        KRAIT__REQ_ROUTE = 8 };
 enum { KRAIT__BODY_INLINE = 0, KRAIT__BODY_FILE = 1, KRAIT__BODY_STREAM = 2 };
@@ -80,7 +86,8 @@ typedef struct {
     krait__slice body;          /* RESPONSE body, CHUNK data, WS_MESSAGE data, WS_CLOSE reason */
     /* WS_MESSAGE: body_kind is the kind (1 text, 2 binary); WS_CLOSE: status is the code. */
     /* ROUTE_ANSWER: the route index (-1: none), the verbs the path takes, the target
-     * (body) and the URL parameters' pairs encoding (params). */
+     * (body) and the URL parameters' pairs encoding (params). WS_SUBSCRIBE/UNSUBSCRIBE: the
+     * channel (body). PUBLISH: the kind (body_kind), the channel (params), the data (body). */
     int32_t route;
     uint32_t allow;
     krait__slice params;

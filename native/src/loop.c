@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "body.h"
+#include "channels.h"
 #include "conn.h"
 #include "loop.h"
 #include "request.h"
@@ -393,6 +394,7 @@ static void tell_gone(struct krait_server *srv)
         krait__link_append(&srv->dead, &c->all);
         c->gone_told = 1;
         krait__ws_gone(srv, c);
+        krait__chan_conn_gone(srv, c);
         krait__worker_conn_gone(srv, c);
     }
 }
@@ -425,6 +427,8 @@ static void drive(struct krait_server *srv)
         }
         if (krait__worker_drive(srv))
             did = 1;
+        if (krait__chan_inbox_run(srv))
+            did = 1;  /* messages a relay thread handed over */
         if (!did && srv->nevents) {
             tell_python(srv);  /* nothing of ours on the stack */
             did = 1;

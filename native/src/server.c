@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -14,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "channels.h"
 #include "conn.h"
 #include "tls.h"
 #include "wsconn.h"
@@ -85,6 +87,13 @@ krait_server *krait_server_new(const char *site_root, char *err, size_t errlen)
     srv->resolved.max = 16384;
     srv->ws_ids.max = 0;  /* entries leave with their connection (krait__ws_gone) */
     srv->html_templates = 1;
+    srv->pub_lock = malloc(sizeof(pthread_mutex_t));
+    if (!srv->pub_lock || pthread_mutex_init(srv->pub_lock, NULL) != 0) {
+        free(srv->pub_lock);
+        srv->pub_lock = NULL;
+        set_err(err, errlen, "allocating the server", ENOMEM);
+        goto fail;
+    }
     if (krait_server_set_never_serve(srv, "*~\n#*#\n*.swp\n*.swo\n*.swx\n*.bak\n*.orig\n*.rej") < 0) {
         set_err(err, errlen, "allocating the server", ENOMEM);
         goto fail;
@@ -170,6 +179,7 @@ void krait_server_free(krait_server *srv)
     krait__map_free(&srv->resolved);
     krait__map_free(&srv->ws_ids);
     krait__map_free(&srv->error_pages);
+    krait__chan_free_all(srv);
     free_strings(srv->never_serve, srv->n_never_serve);
     free_strings(srv->static_only, srv->n_static_only);
     free_strings(srv->allowed_hosts, srv->n_allowed_hosts);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "body.h"
+#include "channels.h"
 #include "conn.h"
 #include "ipc.h"
 #include "response.h"
@@ -602,6 +603,9 @@ static void worker_parse(struct krait_server *srv, krait__worker *w)
         }
         if (f.type == KRAIT__IPC_WS_MESSAGE || f.type == KRAIT__IPC_WS_CLOSE) {
             krait__ws_from_worker(srv, &f, (int)(w - srv->workers), w->gen);
+        } else if (f.type == KRAIT__IPC_WS_SUBSCRIBE || f.type == KRAIT__IPC_WS_UNSUBSCRIBE ||
+                   f.type == KRAIT__IPC_PUBLISH) {
+            krait__chan_frame(srv, &f, (int)(w - srv->workers), w->gen);
         } else if (!w->njobs || f.id != w->jobs[0].id ||
                    (f.type == KRAIT__IPC_RESPONSE && w->streaming) ||
                    ((f.type == KRAIT__IPC_CHUNK || f.type == KRAIT__IPC_END) && !w->streaming) ||

@@ -709,3 +709,32 @@ void krait__ws_drain(krait_server *srv)
             ws_close_clean(srv, c, 1001, "", 0, 1001);  /* going away */
     }
 }
+
+krait__conn *krait__ws_conn_of(krait_server *srv, uint32_t id, int slot, uint32_t gen)
+{
+    krait__map_entry *e = krait__map_get(&srv->ws_ids, (const char *)&id, sizeof id);
+    krait__conn *c = e ? (krait__conn *)(intptr_t)e->num[0] : NULL;
+    if (!c || c->closed || (c->state != CS_WS && !c->ws_pending) || c->worker != slot ||
+        c->worker_gen != gen)
+        return NULL;
+    return c;
+}
+
+void krait__ws_append_frame(krait_server *srv, krait__conn *c, const uint8_t *frame, size_t n)
+{
+    if (c->closed || c->ws_close_sent || (c->state != CS_WS && !c->ws_pending))
+        return;
+    if ((int64_t)c->out_len > 2 * srv->limits[KRAIT_LIMIT_WS_MESSAGE]) {
+        krait__ws_close(srv, c, 1008, 1008);  /* a subscriber that does not read */
+        return;
+    }
+    if (c->seg_i >= c->nseg) {
+        c->out_len = 0;
+        c->nseg = c->seg_i = 0;
+        c->seg_done = 0;
+    }
+    size_t from = c->out_len;
+    krait__out_add(c, (const char *)frame, n);
+    krait__seg_mem(c, from);
+    krait__conn_post(srv, c);
+}

@@ -26,5 +26,10 @@ void krait__ws_gone(struct krait_server *srv, krait__conn *c);
 void krait__ws_worker_died(struct krait_server *srv, int slot, int code);
 void krait__ws_drain(struct krait_server *srv);
 void krait__ws_free(krait__conn *c);
+/* The open WebSocket with this id, if the worker in slot (generation gen) accepted it. */
+krait__conn *krait__ws_conn_of(struct krait_server *srv, uint32_t id, int slot, uint32_t gen);
+/* Queue an encoded frame (a channel's message) on c, bounded like its worker's messages. */
+void krait__ws_append_frame(struct krait_server *srv, krait__conn *c, const uint8_t *frame,
+                            size_t n);
 
 #endif

@@ -15,6 +15,10 @@
  *   8 t            time moves on by t * 250 ms
  *   9 w m          worker w sends WebSocket message m to the last connection it accepted
  *  10              SIGTERM-like graceful stop begins
+ *  12 w s ch      worker w subscribes (s even) or unsubscribes the last connection it
+ *                  accepted (or a forged id, s & 2) to channel ch % 3
+ *  13 w ch m       worker w publishes message m (text/binary, short/long) on channel ch % 3
+ *  14 ch           another thread's publish (krait_server_publish) on channel ch % 3
  *  11 w r a t      worker w answers its oldest request with a ROUTE_ANSWER (route r - 2,
  *                  allow a, target t % 3: none, "a.txt", "page.py") — right for a route
  *                  question (DELETE/PUT /r... match a regex route), wrong for anything else
@@ -255,6 +259,39 @@ static void worker_route(fake_worker *w, uint8_t r, uint8_t a, uint8_t t)
     w->nids--;
 }
 
+static const char *const channel_names[] = {"a", "room:b", "c"};
+
+static void worker_channel(fake_worker *w, uint8_t s, uint8_t ch)
+{
+    const char *name = channel_names[ch % 3];
+    size_t n = strlen(name);
+    uint8_t f[64];
+    put_u32(f, (uint32_t)(5 + 4 + n));
+    f[4] = (s & 1) ? 9 : 8;
+    put_u32(f + 5, (s & 2) ? w->ws_id + 1 : w->ws_id);
+    put_u32(f + 9, (uint32_t)n);
+    memcpy(f + 13, name, n);
+    worker_send(w, f, 13 + n);
+}
+
+static void worker_publish(fake_worker *w, uint8_t ch, uint8_t m)
+{
+    static char big[300];
+    memset(big, 'p', sizeof big);
+    const char *name = channel_names[ch % 3];
+    size_t n = strlen(name), dl = (m & 2) ? sizeof big : 5;
+    const char *data = (m & 2) ? big : "hello";
+    uint8_t f[400];
+    size_t o = 9;
+    f[o++] = (uint8_t)(1 + (m & 1));
+    put_u32(f + o, (uint32_t)n), memcpy(f + o + 4, name, n), o += 4 + n;
+    put_u32(f + o, (uint32_t)dl), memcpy(f + o + 4, data, dl), o += 4 + dl;
+    f[4] = 10;
+    put_u32(f + 5, 0);
+    put_u32(f, (uint32_t)(o - 4));
+    worker_send(w, f, o);
+}
+
 static void worker_ws(fake_worker *w, uint8_t m)
 {
     uint8_t f[64];
@@ -317,7 +354,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int stopped = 0;
 #define ARG() (i < size ? data[i++] : 0)
     while (i < size && !stopped) {
-        uint8_t op = ARG() % 12;
+        uint8_t op = ARG() % 15;
         switch (op) {
         case 0: {
             int k = ARG() % MAX_CLIENTS;
@@ -416,6 +453,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 10:
             krait_server_stop(srv);
             break;
+        case 12: {
+            fake_worker *w = &workers[ARG() % MAX_WORKERS];
+            uint8_t s = ARG(), ch = ARG();
+            if (w->fd >= 0)
+                worker_channel(w, s, ch);
+            break;
+        }
+        case 13: {
+            fake_worker *w = &workers[ARG() % MAX_WORKERS];
+            uint8_t ch = ARG(), m = ARG();
+            if (w->fd >= 0)
+                worker_publish(w, ch, m);
+            break;
+        }
+        case 14: {
+            const char *name = channel_names[ARG() % 3];
+            krait_server_publish(srv, name, strlen(name), "from afar", 9, 0);
+            break;
+        }
         case 11: {
             fake_worker *w = &workers[ARG() % MAX_WORKERS];
             uint8_t r = ARG(), a = ARG(), t = ARG();
