@@ -268,6 +268,17 @@ def validate_error_pages(site_root: str) -> dict[int, str]:
     return out
 
 
+def validate_sessions(site_root: str) -> None:
+    """Check the session settings of ``krait.config`` and open the session store (a bad secret,
+    a served session directory or an unreachable Redis stop start-up)."""
+    from krait import sessions
+
+    try:
+        sessions.configure(site_root)
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from None
+
+
 def _compile_list(name: str) -> list[re.Pattern[str]]:
     """Compile the cache-rule regexes of ``krait.config.<name>`` (behaviour §10.1)."""
     value = getattr(config, name)
@@ -581,6 +592,7 @@ class Supervisor:
                 raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.{name} must "
                                    f"be a number of seconds, not {value!r}")
         _validate_hardening()
+        validate_sessions(opts.site_root)
         server = Server(opts.site_root)
         self.server = server
         server.set_version(krait.__version__)
