@@ -750,7 +750,7 @@ def flash(message: str, category: str = "message") -> None:
     :func:`get_flashed_messages` shows it once::
 
         krait.flash("Thank you for signing!", "success")
-        krait.response = krait.ResponseRedirect("/guestbook", 303)
+        krait.response = krait.ResponseRedirect("/guestbook", status_code=303)
 
     :param message: the text (escaped when a template prints it with ``@…@``).
     :param category: any word, e.g. ``"error"``, ``"success"``; a CSS class, typically.
