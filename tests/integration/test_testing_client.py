@@ -91,14 +91,18 @@ def make_site(root: Path, store: str | None = None) -> Path:
             from krait.websockets import WebsocketsCtrlBase, WebsocketsResponse
 
             class Ctrl(WebsocketsCtrlBase):
+                def __init__(self, n):
+                    super().__init__()
+                    self.n = n
+
                 def on_in_message(self, message):
                     if isinstance(message, str):
-                        self.push_out_message(message.upper() + " " + str(krait.session.get("n")))
+                        self.push_out_message(f"{message.upper()} {self.n}")
                     else:
                         self.push_out_message(bytes(reversed(message)))
 
-            krait.session.get("n")  # the handshake may read the session
-            krait.websockets.response = WebsocketsResponse(Ctrl())
+            # The handshake's script reads the session and hands the controller what it needs.
+            krait.websockets.response = WebsocketsResponse(Ctrl(krait.session.get("n")))
             """,
     })
 
