@@ -42,7 +42,7 @@ from krait.errors import ConfigError, Forbidden, KraitError
 
 __all__ = [
     "CSRF_FIELD", "CSRF_HEADER", "FileStore", "RedisStore", "Session", "SessionError",
-    "SessionStore", "check_csrf", "csrf_input", "csrf_token", "current", "flash",
+    "SessionStore", "check_csrf", "csrf_input", "csrf_token", "current", "find_use", "flash",
     "get_flashed_messages",
 ]
 
@@ -522,6 +522,62 @@ class _Engine:
 
 
 _engine: _Engine | None = None
+
+# What shows that a site's code uses sessions (see find_use).
+_USE = None
+_SCANNED = (".py", ".html", ".htm", ".pyml", ".mako")
+_SCAN_MAX_FILES = 5000
+_SCAN_MAX_BYTES = 1024 * 1024
+
+
+def find_use(site_root: str, view_dirs: list[str] | tuple[str, ...] = (".view",),
+             skip: tuple[str, ...] = ()) -> tuple[str, int] | None:
+    """The first place in the site's scripts and templates that uses sessions
+    (``krait.session``, ``csrf_token``, ``csrf_input``, ``check_csrf``, ``flash``,
+    ``get_flashed_messages``), so that a site without a secret fails at start-up rather than
+    at its first request. Looks at ``.py``, ``.html``, ``.htm``, ``.pyml`` and ``.mako`` files
+    of the site root, ``.py/`` and the view directories (at most 5000 files of 1 MiB).
+
+    :param site_root: the site's folder.
+    :param view_dirs: hidden directories that hold templates.
+    :param skip: directories (relative to the root, ending in ``/``) never looked at, e.g.
+        ``static_only`` ones.
+    :return: ``(filename, line)``, or ``None``.
+    """
+    import re
+
+    global _USE
+    if _USE is None:
+        _USE = re.compile(
+            rb"\bkrait\.(?:session\b|csrf_token\b|csrf_input\b|check_csrf\b|flash\b|"
+            rb"get_flashed_messages\b)|\bfrom\s+krait\s+import\s+[^\n]*\b(?:session|"
+            rb"csrf_token|csrf_input|check_csrf|flash|get_flashed_messages)\b")
+    allowed_hidden = {".py", *(d.strip("/") for d in view_dirs)}
+    seen = 0
+    for top, dirs, files in os.walk(site_root):
+        rel_top = os.path.relpath(top, site_root)
+        rel_top = "" if rel_top == "." else rel_top.replace(os.sep, "/") + "/"
+        dirs[:] = sorted(d for d in dirs
+                         if (not d.startswith(".") or (rel_top + d) in allowed_hidden)
+                         and not any((rel_top + d + "/").startswith(p) for p in skip))
+        for name in sorted(files):
+            if not name.endswith(_SCANNED):
+                continue
+            seen += 1
+            if seen > _SCAN_MAX_FILES:
+                return None
+            path = os.path.join(top, name)
+            try:
+                if os.path.getsize(path) > _SCAN_MAX_BYTES:
+                    continue
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            found = _USE.search(data)
+            if found:
+                return path, data.count(b"\n", 0, found.start()) + 1
+    return None
 
 
 def configure(site_root: str) -> None:

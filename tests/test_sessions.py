@@ -408,3 +408,26 @@ def test_flash() -> None:
     b.request(lambda: krait.flash("only errors"))
     assert b.request(lambda: krait.get_flashed_messages(category_filter=["error"])) == []
     assert b.request(krait.get_flashed_messages) == []
+
+
+def test_find_use(tmp_path: Path) -> None:
+    root = tmp_path / "scan"
+    files = {
+        "index.html": "<p>plain</p>\n",
+        ".git/x.py": "krait.session\n",             # hidden: never run, never looked at
+        "uploads/evil.py": "krait.session\n",       # static_only: data
+        ".view/form.html": "<p>\n@krait.csrf_token()@</p>\n",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    assert sessions.find_use(str(root), [".view"], ("uploads/",)) == \
+        (str(root / ".view" / "form.html"), 2)
+    (root / ".view" / "form.html").unlink()
+    assert sessions.find_use(str(root), [".view"], ("uploads/",)) is None
+    (root / ".py").mkdir()
+    (root / ".py" / "app.py").write_text("import os\nfrom krait import config, flash\n")
+    assert sessions.find_use(str(root), [".view"], ("uploads/",)) == \
+        (str(root / ".py" / "app.py"), 2)
+    (root / ".py" / "app.py").write_text("krait.sessions_count = 1  # not a session\n")
+    assert sessions.find_use(str(root), [".view"], ("uploads/",)) is None

@@ -185,6 +185,12 @@ def test_start_failure(tmp_path: Path) -> None:
         Client(tmp_path).start()
 
 
+def test_start_failure_sessions_used_without_secret(tmp_path: Path) -> None:
+    write(tmp_path, {"count.py": "import krait\n\nkrait.session['n'] = 1\n"})
+    with pytest.raises(SiteStartError, match=r"count\.py:3: this site uses sessions"):
+        Client(tmp_path).start()
+
+
 def test_start_failure_short_secret(tmp_path: Path) -> None:
     write(tmp_path, {".py/init.py": "from krait import config\nconfig.session_secret = 'x'\n"})
     with pytest.raises(SiteStartError, match=r"init\.py:2: .*at least 32"):
