@@ -21,6 +21,14 @@ from krait.response import (  # noqa: E402
     ResponseNotFound,
     ResponseRedirect,
 )
+from krait.sessions import (  # noqa: E402
+    check_csrf,
+    csrf_input,
+    csrf_token,
+    flash,
+    get_flashed_messages,
+    session,
+)
 
 #: The site root exactly as given on the command line (set by the server at start-up).
 site_root: str = ""
@@ -35,11 +43,16 @@ url_params: dict[str, str] = {}
 
 __all__ = [
     "ErrorResponse", "FileResponse", "JsonResponse", "MultipartFormData", "Request", "Response",
-    "ResponseBadRequest", "ResponseNotFound", "ResponseRedirect", "config", "cookie",
-    "extra_headers", "get_full_path", "mvc", "request", "response", "set_content_type",
-    "site_root", "url_params", "websockets",
+    "ResponseBadRequest", "ResponseNotFound", "ResponseRedirect", "check_csrf", "config",
+    "cookie", "csrf_input", "csrf_token", "extra_headers", "flash", "get_flashed_messages",
+    "get_full_path", "mvc", "request", "response", "session", "set_content_type", "site_root",
+    "url_params", "websockets",
 ]
 
 _content_type: Any = None
+# The current request's session once loaded (krait.sessions.current() reads it; the worker
+# resets it with the other per-request state). ``krait.session`` itself never changes: it is
+# a view of this.
+_session: Any = None
 
 from krait import config, cookie, mvc, websockets  # noqa: E402,F401  (sites use krait.config etc.)

@@ -172,6 +172,28 @@ pubsub: str | None = None
 #: without one, gets 400 before anything else looks at it — static files included.
 allowed_hosts: list[str] = []
 
+#: Sessions (``krait.session``, CSRF tokens, flash messages; see docs/sessions.md).
+#: The secret that signs session cookies: a random text of 32 characters or more, kept out of
+#: version control. A list rotates secrets: the first signs, every one still verifies, so
+#: visitors keep their sessions while an old secret is retired. ``None``: no sessions.
+session_secret: str | bytes | list[str | bytes] | None = None
+#: Where session data lives: ``None`` in the signed cookie itself (at most about 4 KB, readable
+#: by the visitor, not changeable); ``"file"`` in files of ``session_dir`` (only a signed id
+#: travels); ``"redis://host:port/db"`` in Redis, for several machines; or a
+#: ``krait.sessions.SessionStore``.
+session_store: object = None
+#: The directory of the ``"file"`` store, relative to the site root or absolute; it must be
+#: hidden or outside the site. ``None``: ``.private/sessions``.
+session_dir: str | None = None
+#: Seconds a session lives after the visitor's last request.
+session_max_age: int = 14 * 24 * 3600
+#: The session cookie's name.
+session_cookie_name: str = "krait_session"
+#: ``None``: the cookie is ``Secure`` when the request came over HTTPS; ``True``: always.
+session_cookie_secure: bool | None = None
+#: The session cookie's ``SameSite``: ``"Lax"``, ``"Strict"`` or ``"None"``.
+session_same_site: str = "Lax"
+
 #: TLS (behaviour §13.1), used when an HTTPS port is given (``--https-port`` or
 #: ``--port HTTP/HTTPS``). Reloaded on SIGHUP.
 ssl_certificate_path: str | None = None

@@ -317,6 +317,35 @@ def core_error_pages(pages: dict[int, str]) -> list[tuple[int, bytes, str]]:
     return out
 
 
+def validate_sessions(site_root: str, scan: bool = False) -> None:
+    """Check the session settings of ``krait.config`` and open the session store (a bad secret,
+    a served session directory or an unreachable Redis stop start-up). With ``scan`` (the
+    master, once), a site whose code uses sessions without ``config.session_secret`` stops
+    start-up too, naming the first place that uses them."""
+    from krait import sessions
+
+    try:
+        sessions.configure(site_root)
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from None
+    if scan and not config.session_secret:
+        found = sessions.find_use(site_root, list(config.view_dirs), static_only_dirs())
+        if found is not None:
+            raise StartupError(
+                f"{found[0]}:{found[1]}: this site uses sessions (krait.session, CSRF tokens or "
+                "flash messages), which need krait.config.session_secret: set it in "
+                ".py/init.py to a random text of 32 characters or more, kept out of version "
+                "control (python3 -c 'import secrets; print(secrets.token_hex(32))')")
+
+
+def static_only_dirs() -> tuple[str, ...]:
+    """``krait.config.static_only`` as root-relative prefixes ending in ``/`` (unchecked)."""
+    value = config.static_only
+    if not isinstance(value, (list, tuple)):
+        return ()
+    return tuple(v.strip("/") + "/" for v in value if isinstance(v, str) and v.strip("/"))
+
+
 def _compile_list(name: str) -> list[re.Pattern[str]]:
     """Compile the cache-rule regexes of ``krait.config.<name>`` (behaviour §10.1)."""
     value = getattr(config, name)
@@ -622,6 +651,7 @@ class Supervisor:
                 raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.{name} must "
                                    f"be a number of seconds, not {value!r}")
         _validate_hardening()
+        validate_sessions(opts.site_root, scan=True)
         server = Server(opts.site_root)
         self.server = server
         server.set_version(krait.__version__)

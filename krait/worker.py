@@ -26,7 +26,7 @@ import traceback
 from typing import Any
 
 import krait
-from krait import _errorpages, _mime, config, mvc, protocol, websockets
+from krait import _errorpages, _mime, config, mvc, protocol, sessions, websockets
 from krait._proxy import TrustedProxies
 from krait.errors import HTTPError
 from krait.paths import PathRefused
@@ -184,6 +184,7 @@ class Worker:
             load_site,
             validate_error_pages,
             validate_routes,
+            validate_sessions,
         )
 
         self.site_globals = load_site(self.site_root)
@@ -193,6 +194,7 @@ class Worker:
                         if "." in value else int(value))
         self.routes = validate_routes(self.site_root)
         self.error_pages = validate_error_pages(self.site_root)
+        validate_sessions(self.site_root)
         self.rules = Rules(routes=self.routes, no_store=_compile_list("cache_no_store"),
                            private=_compile_list("cache_private"),
                            public=_compile_list("cache_public"),
@@ -304,6 +306,7 @@ class Worker:
         krait.extra_headers = []
         krait.url_params = self.url_params(frame)
         krait._content_type = None
+        krait._session = None
         mvc._reset()
         websockets.response = None
         websockets.request = websockets.WebsocketsRequest(krait.request) \
@@ -401,6 +404,9 @@ class Worker:
         base: str | None = None
         try:
             response, base = self.handle(frame)
+            # The session the page used is saved before anything is sent (its Set-Cookie
+            # joins krait.extra_headers); a failure to save is the page's 500.
+            sessions._finish()
             if isinstance(response, ErrorResponse) and response.status_code >= 400 and \
                     response.body is response._default_body:
                 response = self.error_response(response.status_code, response.message,
