@@ -113,3 +113,14 @@ def test_readme_is_a_page(docs_site: Build) -> None:
     assert "Run the example site" in text and "--max-body-size" in text
     assert 'href="tutorial.html"' in install
     assert 'href="install.html"' in (html / "tutorial.html").read_text(encoding="utf-8")
+
+
+def test_readme_lists_every_option() -> None:
+    """README.md's command-line table names every option of ``krait --help``."""
+    from krait.__main__ import build_parser
+
+    readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    options = [o for action in build_parser()._actions for o in action.option_strings]
+    assert len(options) > 20
+    missing = [o for o in options if f"`{o}" not in readme]
+    assert missing == []
