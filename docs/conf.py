@@ -51,7 +51,7 @@ python_use_unqualified_type_names = True
 
 html_theme = "alabaster"
 html_title = f"krait {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]  # custom.css, which alabaster links from every page
 # Every page: the project, a search box, the whole table of contents, previous/next.
 html_sidebars = {"**": ["about.html", "searchfield.html", "navigation.html", "relations.html"]}
 html_theme_options = {
