@@ -1,19 +1,45 @@
-"""GET /docs/<page>.md (a regex route in init.py): krait's documentation, as plain text.
+"""GET /docs, /docs/ and /docs/<page>.md (a regex route in init.py): krait's documentation.
 
-The docs are not part of the site: they are the docs/ folder beside site-example/ in the krait
-repository. The regex only lets through names like "tutorial.md", so no URL can reach any other
-file. FileResponse hands the file to the C core, which sends it with sendfile().
+The documentation is a Sphinx site built from the docs/ folder of the krait repository into
+site-example/docs/, which init.py declares static_only: its files are sent as they are. The
+README's command builds it before it starts this site:
+
+    .venv/bin/python -m sphinx -q docs site-example/docs
+
+This script answers the URLs that name no file there: /docs and /docs/ get the index page,
+/docs/<page>.md (the name of a page's Markdown source) redirects to /docs/<page>.html, and when
+the documentation has not been built, a page says how to build it.
 """
 
+import html
 import os
 
 import krait
-from krait.errors import NotFound
-from krait.response import FileResponse
+from krait.response import FileResponse, Response, ResponseRedirect
 
-docs = os.path.join(os.path.dirname(os.path.abspath(krait.site_root)), "docs")
-path = os.path.join(docs, krait.url_params["page"])
-if not os.path.isfile(path):
-    raise NotFound("That page is not here: the docs are in the docs/ folder of the krait "
-                   "repository, next to site-example/.")
-krait.response = FileResponse(path, content_type="text/plain; charset=utf-8")
+# FileResponse takes a relative path relative to the site root; get_full_path makes the same.
+index = "docs/index.html"
+page = krait.url_params.get("page")
+
+if krait.request.url == "/docs":
+    krait.response = ResponseRedirect("/docs/", status_code=301)
+elif page is not None:
+    krait.response = ResponseRedirect(f"/docs/{page}.html", status_code=301)
+elif os.path.isfile(krait.get_full_path(index)):
+    krait.response = FileResponse(index, content_type="text/html; charset=utf-8")
+else:
+    command = ".venv/bin/python -m sphinx -q docs site-example/docs"
+    krait.response = Response(status_code=404, headers=[
+        ("Content-Type", "text/html; charset=utf-8")], body=f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Documentation not built · krait example</title>
+<link rel="stylesheet" href="/css/site.css"></head>
+<body><main>
+<h1>The documentation has not been built</h1>
+<p>krait's documentation is a Sphinx site made from the <code>docs/</code> folder of the krait
+repository. Build it into <code>site-example/docs/</code>, from the repository's folder:</p>
+<pre>.venv/bin/pip install '.[docs]'
+{html.escape(command)}</pre>
+<p>then reload this page. Until then, read the Markdown files of <code>docs/</code>.</p>
+<p><a href="/">Back to the example site</a></p>
+</main></body></html>
+""")

@@ -171,3 +171,14 @@ def write_site(root: Path, files: dict[str, str | bytes]) -> Path:
         else:
             path.write_text(content)
     return root
+
+
+@pytest.fixture(scope="session")
+def docs_site(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The documentation site built once per session (tests/docs/sphinx_site.py); skips when
+    Sphinx or MyST-Parser is not installed (both are test dependencies)."""
+    pytest.importorskip("sphinx", reason="sphinx is a test dependency")
+    pytest.importorskip("myst_parser", reason="myst-parser is a test dependency")
+    from tests.docs.sphinx_site import build
+
+    return build(tmp_path_factory.mktemp("docs-site"))

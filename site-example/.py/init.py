@@ -29,8 +29,10 @@ config.routes.extend([
     config.Route("POST", url="/upload", target="upload.py"),
     # The chat page is /chat; its WebSocket is /chat/socket.
     config.Route("WEBSOCKET", url="/chat/socket", target="chat-socket.py"),
-    # The docs of the repository this site came from, shown as plain text.
-    config.Route("GET", regex=r"/docs/(?P<page>[a-z0-9-]+\.md)", target="docs.py"),
+    # krait's documentation, built into docs/ (see docs.py): /docs and /docs/ answer its index
+    # page (or say how to build it), /docs/<page>.md (the Markdown sources' names) redirects
+    # to the page. Every other /docs/... URL is a file of docs/, served by the catch-all.
+    config.Route("GET", regex=r"/docs/?|/docs/(?P<page>[a-z0-9-]+)\.md", target="docs.py"),
     # Everything else: GET and HEAD serve the file the URL names (/about → about.html).
     config.Route(),
 ])
@@ -40,6 +42,10 @@ config.routes.extend([
 # The icon may be kept by any cache too, for cache_max_age_default seconds (five minutes).
 config.cache_public = [r"css/.*", r"js/.*", r"favicon\.ico"]
 config.cache_long_term = [r"css/.*", r"js/.*"]
+
+# docs/ holds the documentation as Sphinx built it: HTML, CSS and JavaScript sent as they are,
+# never run as scripts or templates (its pages show "@" and Python code as text).
+config.static_only = ["docs/"]
 
 # Uploads are read whole by the core before upload.py runs: cap the request body.
 config.max_body_size = 8 * 1024 * 1024

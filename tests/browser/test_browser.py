@@ -74,11 +74,15 @@ RESIDUE = ["Undefined", "Traceback", "krait.config", "// (", "${", "@{", "@/", "
 
 
 @pytest.fixture
-def site_server(tmp_path: Path, krait_server, monkeypatch: pytest.MonkeyPatch) -> KraitProcess:  # type: ignore[no-untyped-def]
+def site_server(tmp_path: Path, krait_server, docs_site,  # type: ignore[no-untyped-def]
+                monkeypatch: pytest.MonkeyPatch) -> KraitProcess:
+    """site-example/ with the documentation built into its docs/, as the README's command
+    leaves it."""
     monkeypatch.setenv("KRAIT_TEMPLATE_CACHE", str(tmp_path / "template-cache"))
     site = tmp_path / "site-example"
     shutil.copytree(REPO / "site-example", site,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.db", "*.db-*"))
+                    ignore=shutil.ignore_patterns("__pycache__", "*.db", "*.db-*", "docs"))
+    shutil.copytree(docs_site.check(), site / "docs")
     return krait_server(site, "--workers", "2")
 
 
@@ -151,7 +155,7 @@ def test_every_page_in_chromium(site_server: KraitProcess, browser: WebDriver,
     # Every link of the navigation leads to a page of the site (no 404 among them).
     browser.get(url + "/")
     links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "nav a")]
-    assert len(links) == 7
+    assert len(links) == 8
     for link in links:
         browser.get(link)
         assert "404" not in browser.title, link
@@ -159,11 +163,14 @@ def test_every_page_in_chromium(site_server: KraitProcess, browser: WebDriver,
     browser.get(url + "/api/entries")
     assert json.loads(browser.find_element(By.TAG_NAME, "body").text) == {
         "count": 0, "entries": []}
-    # The docs links of the about page go to the docs route (the docs are not in the copy).
+    # The docs links of the about page lead to pages of the built documentation.
     browser.get(url + "/about")
     about_links = [a.get_attribute("href")
                    for a in browser.find_elements(By.CSS_SELECTOR, "main a")]
-    assert url + "/docs/tutorial.md" in about_links
+    assert url + "/docs/tutorial.html" in about_links
+    for link in [a for a in about_links if "/docs/" in a]:
+        browser.get(link)
+        assert browser.find_elements(By.CSS_SELECTOR, "div.sphinxsidebar"), link
 
 
 def test_every_page_renders_what_its_template_says(site_server: KraitProcess,
@@ -311,4 +318,37 @@ def test_chat_between_two_tabs_and_a_peer(site_server: KraitProcess, browser: We
         shots.take(browser, "chat-tab-two")
     finally:
         peer.close()
+    assert console_errors(browser) == []
+
+
+def test_documentation_site(site_server: KraitProcess, browser: WebDriver,
+                            tmp_path: Path) -> None:
+    """The nav's Docs link opens the Sphinx site: its sidebar lists the tutorial first, next
+    and previous links walk the pages, and the search box finds pages (its JavaScript and
+    index, served by krait, run in the browser)."""
+    shots = Shots(tmp_path / "screenshots")
+    browser.get(site_server.url + "/")
+    browser.find_element(By.LINK_TEXT, "Docs").click()
+    wait_for(browser, "the documentation", lambda d: d.current_url.endswith("/docs/"))
+    assert h1(browser) == "krait documentation"
+    toc = browser.find_elements(By.CSS_SELECTOR, "div.sphinxsidebar li.toctree-l1 > a")
+    assert toc[0].text == "Tutorial: from an empty folder to a working site"
+    assert "Python API reference" in [a.text for a in toc][-1]
+    shots.take(browser, "docs-index")
+    toc[0].click()
+    wait_for(browser, "the tutorial", lambda d: d.current_url.endswith("/docs/tutorial.html"))
+    # The README's links became links between pages.
+    browser.find_element(By.CSS_SELECTOR, "div.body a[href='install.html']").click()
+    wait_for(browser, "the README page", lambda d: d.current_url.endswith("/install.html"))
+    assert h1(browser) == "Install, run, test"
+    # Search from the sidebar's box.
+    box = browser.find_element(By.CSS_SELECTOR, "div.sphinxsidebar input[name=q]")
+    box.send_keys("WebsocketsCtrlBase")
+    box.submit()
+    wait_for(browser, "search results", lambda d: d.find_elements(
+        By.CSS_SELECTOR, "#search-results ul.search li"))
+    results = [li.text for li in browser.find_elements(
+        By.CSS_SELECTOR, "#search-results ul.search li")]
+    assert any("WebSockets" in r or "websockets" in r for r in results), results
+    shots.take(browser, "docs-search")
     assert console_errors(browser) == []

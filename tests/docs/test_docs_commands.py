@@ -238,10 +238,18 @@ def test_tutorial_commands(reader: Reader) -> None:
 
 def test_readme_commands(reader: Reader) -> None:
     """The README's first command installs krait from a copy of this repository into a fresh
-    virtual environment and starts the example site."""
-    shutil.copytree(REPO, reader.workdir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
+    virtual environment, builds the documentation into site-example/docs/ and starts the
+    example site, whose /docs/ then serves that HTML."""
+    skip = shutil.ignore_patterns(
         ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "*.so", ".hypothesis",
-        ".pytest_cache", ".ruff_cache", ".benchmarks", "_build", "*.db", "*.db-*"))
+        ".pytest_cache", ".ruff_cache", ".benchmarks", "_build", "*.db", "*.db-*")
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        # Not a documentation build left in site-example/ by a manual run: the command makes it.
+        extra = {"docs"} if Path(folder) == REPO / "site-example" else set()
+        return set(skip(folder, names)) | extra
+
+    shutil.copytree(REPO, reader.workdir, dirs_exist_ok=True, ignore=ignore)
     reader.server_timeout = 480   # pip builds krait's C core first
     blocks = [b for b in fenced_blocks(REPO / "README.md") if b.lang == "sh"]
     assert blocks, "the README has no sh block"
@@ -250,23 +258,15 @@ def test_readme_commands(reader: Reader) -> None:
     assert reader.server is not None, "no README command started the example site"
     page = urllib.request.urlopen(f"http://127.0.0.1:{reader.port}/guestbook", timeout=10)
     assert b"Guestbook" in page.read()
+    # The example site's Docs link: the documentation as HTML, built by the same command.
+    with urllib.request.urlopen(f"http://127.0.0.1:{reader.port}/docs/", timeout=10) as page:
+        assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert b"krait documentation" in page.read()
+    with urllib.request.urlopen(f"http://127.0.0.1:{reader.port}/docs/tutorial.html",
+                                timeout=10) as page:
+        assert b"sphinxsidebar" in page.read()
     reader.stop_server()
     assert reader.ran, "no README command ran"
-
-
-def test_api_reference_builds_without_warnings(tmp_path: Path) -> None:
-    """docs/api (Sphinx autodoc over the public modules) builds with warnings as errors."""
-    pytest.importorskip("sphinx", reason="sphinx is a test dependency (pip install sphinx)")
-    done = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-         "-d", str(tmp_path / "doctrees"), str(REPO / "docs" / "api"), str(tmp_path / "html")],
-        capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    for page in ("krait", "request", "response", "cookie", "config", "mvc", "websockets",
-                 "errors"):
-        text = (tmp_path / "html" / f"{page}.html").read_text(encoding="utf-8")
-        assert "krait" in text, page
-    assert "WebsocketsCtrlBase" in (tmp_path / "html" / "websockets.html").read_text()
 
 
 def _anchors(markdown: str) -> set[str]:

@@ -35,11 +35,19 @@ PAGES = {
 }
 
 
-def copy_example(dest: Path) -> Path:
-    """site-example/ (without a database left by a manual run) and the docs beside it."""
+def copy_example(dest: Path, docs_html: Path | None = None) -> Path:
+    """site-example/ (without a database or a documentation build left by a manual run), with
+    ``docs_html`` (a Sphinx build of docs/) as its docs/ folder, as the README's command
+    builds it."""
     site = dest / "site-example"
-    shutil.copytree(SITE, site, ignore=shutil.ignore_patterns("__pycache__", "*.db", "*.db-*"))
-    shutil.copytree(REPO / "docs", dest / "docs", ignore=shutil.ignore_patterns("_build"))
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        skip = set(shutil.ignore_patterns("__pycache__", "*.db", "*.db-*")(folder, names))
+        return skip | ({"docs"} if Path(folder) == SITE else set())
+
+    shutil.copytree(SITE, site, ignore=ignore)
+    if docs_html is not None:
+        shutil.copytree(docs_html, site / "docs")
     return site
 
 
@@ -227,14 +235,48 @@ def test_css_and_js_cache_headers(server: KraitProcess) -> None:
     assert r.headers["cache-control"] == "no-cache, no-store, must-revalidate"
 
 
-def test_docs_route(server: KraitProcess) -> None:
-    r = requests.get(server.url + "/docs/tutorial.md", timeout=10)
+def test_docs_route_without_a_build(server: KraitProcess) -> None:
+    """Not built: /docs/ says how to build the documentation, in a page of its own."""
+    r = requests.get(server.url + "/docs/", timeout=10)
+    assert r.status_code == 404
+    assert r.headers["content-type"] == "text/html; charset=utf-8"
+    assert "The documentation has not been built" in r.text
+    assert "python -m sphinx -q docs site-example/docs" in r.text
+    assert_valid_html(r.text)
+
+
+def test_docs_serves_the_built_site(tmp_path: Path, krait_server, docs_site,  # type: ignore[no-untyped-def]
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the documentation built into site-example/docs/ (as the README's command does),
+    /docs/ is its HTML, sent as Sphinx wrote it: pages with "@" and Python code in them are not
+    run as templates, the search box's scripts and index are there, and the old Markdown URLs
+    redirect to the pages."""
+    monkeypatch.setenv("KRAIT_TEMPLATE_CACHE", str(tmp_path / "template-cache"))
+    html = docs_site.check()
+    server = krait_server(copy_example(tmp_path, html), "--workers", "2")
+    r = requests.get(server.url + "/docs", allow_redirects=False, timeout=10)
+    assert r.status_code == 301 and r.headers["location"] == "/docs/"
+    r = requests.get(server.url + "/docs/", timeout=10)
     assert r.status_code == 200
-    assert r.headers["content-type"] == "text/plain; charset=utf-8"
-    assert r.text == (server.site.parent / "docs" / "tutorial.md").read_text()
-    assert requests.get(server.url + "/docs/nope.md", timeout=10).status_code == 404
-    assert requests.get(server.url + "/docs/..%2Fsite-example%2Fsign.py",
-                        timeout=10).status_code in (400, 404)
+    assert r.headers["content-type"] == "text/html; charset=utf-8"
+    assert r.content == (html / "index.html").read_bytes()
+    for page in ("tutorial.html", "templates.html", "benchmarks.html", "api/request.html",
+                 "search.html"):
+        r = requests.get(f"{server.url}/docs/{page}", timeout=10)
+        assert r.status_code == 200, page
+        assert r.headers["content-type"] == "text/html; charset=utf-8", page
+        assert r.content == (html / page).read_bytes(), page   # as built, not rendered
+    assert "@{" in requests.get(server.url + "/docs/templates.html", timeout=10).text
+    for asset, ctype in (("searchindex.js", "javascript"), ("_static/searchtools.js", "javascript"),
+                         ("_static/alabaster.css", "text/css")):
+        r = requests.get(f"{server.url}/docs/{asset}", timeout=10)
+        assert r.status_code == 200 and ctype in r.headers["content-type"], asset
+    r = requests.get(server.url + "/docs/tutorial.md", allow_redirects=False, timeout=10)
+    assert r.status_code == 301 and r.headers["location"] == "/docs/tutorial.html"
+    assert requests.get(server.url + "/docs/nope.html", timeout=10).status_code == 404
+    assert requests.get(server.url + "/docs/..%2Fsign.py", timeout=10).status_code in (400, 404)
+    # Every page of the example site links to it.
+    assert '<a href="/docs/">Docs</a>' in requests.get(server.url + "/", timeout=10).text
 
 
 def ws_connect(server: KraitProcess) -> websocket.WebSocket:
