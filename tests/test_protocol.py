@@ -66,7 +66,9 @@ def test_constants_mirror_ipc_h():
         "IPC_END": P.END, "REQ_BODY_FILE": P.REQ_BODY_FILE, "REQ_WEBSOCKET": P.REQ_WEBSOCKET,
         "REQ_TLS": P.REQ_TLS, "BODY_INLINE": P.BODY_INLINE, "BODY_FILE": P.BODY_FILE,
         "BODY_STREAM": P.BODY_STREAM, "IPC_WS_MESSAGE": P.WS_MESSAGE,
-        "IPC_WS_CLOSE": P.WS_CLOSE,
+        "IPC_WS_CLOSE": P.WS_CLOSE, "IPC_ROUTE_ANSWER": P.ROUTE_ANSWER,
+        "IPC_WS_SUBSCRIBE": P.WS_SUBSCRIBE, "IPC_WS_UNSUBSCRIBE": P.WS_UNSUBSCRIBE,
+        "IPC_PUBLISH": P.PUBLISH, "REQ_ROUTE": P.REQ_ROUTE,
     }
     assert consts == expected
     m = re.search(r"#define KRAIT__IPC_MAX_FRAME \((\d+)u \* (\d+)u \* (\d+)u\)", header)
