@@ -2,6 +2,10 @@
 frames between the controllers and the core. The worker's reader thread hands WS_MESSAGE and
 WS_CLOSE frames to :meth:`Hub.dispatch`; controllers send through the worker's locked writer.
 
+A WS_CLOSE from the core (the client closed, or failed the connection) is answered with a
+WS_CLOSE once ``on_stop`` has returned: the core holds its close frame until then (at most
+1 s), so the answers to the client's last messages reach it before the close.
+
 A connection is bound (:meth:`Hub.bind`) before its 101 leaves, so that no message the client
 sends right after the handshake can arrive for an id the hub does not know yet; frames that
 arrive before :meth:`Hub.start` has run ``on_start`` wait, in order, and are handed over right
@@ -143,6 +147,12 @@ class Hub:
     def _handle(self, conn_id: int, conn: _Conn, item: Any) -> None:
         if item is _CLOSED:
             self.ended(conn_id)
+            # The answer the core waits for before its close frame: everything this
+            # controller sent until on_stop returned is ahead of it on the socket.
+            try:
+                self._write(protocol.encode_ws_close(conn_id, 1000))
+            except OSError:
+                pass
         else:
             conn.ctrl._deliver(item)
 

@@ -604,6 +604,11 @@ class Worker:
                     hub.deliver(run)
                 elif reader.buffered_type() in _WS_FRAMES:
                     ftype, fid, kind, code, data = reader.read_core_frame()  # type: ignore[misc]
+                    if ftype == protocol.WS_CLOSE:
+                        # The answers held so far go now, not after an on_stop that may
+                        # take a while: the core holds its close frame for them (at most
+                        # 1 s) and sends it once the hub answers this WS_CLOSE.
+                        self._send_held(batch)
                     hub.dispatch(ftype, fid, kind, code, data)
                 else:
                     break

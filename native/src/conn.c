@@ -179,7 +179,8 @@ void krait__timer_set(struct krait_server *srv, krait__conn *c, int list)
     c->timer_list = list;
     if (list < 0 || c->closed)
         return;
-    c->deadline = srv->now_ms + srv->limits[limit_of[list]];
+    c->deadline = srv->now_ms + (list == TL_WS_HOLD ? KRAIT__WS_HOLD_MS
+                                                    : srv->limits[limit_of[list]]);
     krait__link_append(&srv->timers[list], &c->timer);
 }
 

@@ -116,7 +116,10 @@ enum conn_state {
     CS_WS,           /* an open WebSocket (wsconn.c) */
 };
 
-enum timer_list { TL_HEAD, TL_BODY, TL_IDLE, TL_SEND, TL_WS, TL_COUNT };
+/* TL_WS_HOLD: a WebSocket whose close frame waits for its worker's answer (wsconn.c), at
+ * most KRAIT__WS_HOLD_MS. */
+enum timer_list { TL_HEAD, TL_BODY, TL_IDLE, TL_SEND, TL_WS, TL_WS_HOLD, TL_COUNT };
+#define KRAIT__WS_HOLD_MS 1000
 
 struct krait__conn {
     int kind;                 /* OBJ_CONN */
@@ -200,6 +203,15 @@ struct krait__conn {
     int ws_ping_out;          /* a ping is unanswered */
     int ws_deflate;           /* permessage-deflate (RFC 7692): 1 offered+accepted */
     int ws_msg_compressed;    /* the message being reassembled has RSV1 */
+    int ws_in_frame;          /* a data frame's head is read; its payload is arriving */
+    int ws_frame_fin;         /* ... and it is the message's last frame */
+    uint8_t ws_frame_mask[4]; /* ... its masking key */
+    uint64_t ws_frame_pos;    /* ... payload bytes of it read so far */
+    uint64_t ws_frame_left;   /* ... payload bytes of it still to come */
+    int ws_input_over;        /* the client closed or failed: its bytes are read and dropped */
+    int ws_hold;              /* our close frame waits for the worker's WS_CLOSE (TL_WS_HOLD) */
+    uint8_t ws_hold_payload[2];  /* that close frame's payload: a code, or nothing */
+    int ws_hold_len;
     struct z_stream_s *ws_inflate, *ws_deflater;  /* created on first use */
     char **chans;             /* the channels it is subscribed to (channels.c) */
     size_t nchans;

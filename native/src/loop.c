@@ -459,7 +459,7 @@ static void sweep_timers(struct krait_server *srv)
             if (c->deadline > srv->now_ms)
                 break;
             krait__timer_set(srv, c, -1);
-            if (l == TL_WS) {
+            if (l == TL_WS || l == TL_WS_HOLD) {
                 krait__ws_timer(srv, c);
             } else if ((l == TL_HEAD && c->got_bytes) || l == TL_BODY) {
                 /* Headers or body not complete in time: 408 and close (RFC 9110 §15.5.9). */

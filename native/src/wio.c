@@ -56,12 +56,12 @@ int krait__wio_append(struct krait_server *srv, krait__worker *w, const void *p,
     return 0;
 }
 
-void krait__wio_send_ws(struct krait_server *srv, const krait__conn *c, uint8_t type,
-                        unsigned arg, const char *data, size_t len)
+int krait__wio_send_ws(struct krait_server *srv, const krait__conn *c, uint8_t type,
+                       unsigned arg, const char *data, size_t len)
 {
     krait__worker *w = krait__conn_worker(srv, c);
     if (!w || w->failed)
-        return;
+        return -1;
     if (w->out_off && w->out_off == w->out_len)
         w->out_off = w->out_len = 0;
     size_t need = KRAIT__IPC_HEADER + 2 + 4 + len;
@@ -73,7 +73,7 @@ void krait__wio_send_ws(struct krait_server *srv, const krait__conn *c, uint8_t 
         if (!q) {
             w->failed = 1;
             krait__wio_post(srv, w);
-            return;
+            return -1;
         }
         w->out = q;
         w->out_cap = ncap;
@@ -83,10 +83,11 @@ void krait__wio_send_ws(struct krait_server *srv, const krait__conn *c, uint8_t 
     long n = krait__ipc_encode_ws(type, c->req_id, arg, data, len, w->out + w->out_len,
                                   w->out_cap - w->out_len);
     if (n < 0)
-        return;
+        return -1;
     w->out_len += (size_t)n;
     w->out_later = 1;
     krait__wio_post(srv, w);
+    return 0;
 }
 
 void krait__wio_interest(struct krait_server *srv, krait__worker *w)

@@ -11,9 +11,10 @@ krait__worker *krait__conn_worker(struct krait_server *srv, const krait__conn *c
 /* Append frame bytes to w's output; sent by the driver at the end of the turn. Returns -1
  * (and marks the worker failed) when memory runs out. */
 int krait__wio_append(struct krait_server *srv, krait__worker *w, const void *p, size_t n);
-/* Queue a WS_MESSAGE/WS_CLOSE frame for the worker bound to c. */
-void krait__wio_send_ws(struct krait_server *srv, const krait__conn *c, uint8_t type,
-                        unsigned arg, const char *data, size_t len);
+/* Queue a WS_MESSAGE/WS_CLOSE frame for the worker bound to c. Returns 0, or -1 when there
+ * is no such worker (gone, failed) or the frame could not be queued. */
+int krait__wio_send_ws(struct krait_server *srv, const krait__conn *c, uint8_t type,
+                       unsigned arg, const char *data, size_t len);
 /* Send what w->out holds (as much as the socket takes; EPOLLOUT when full). */
 void krait__wio_write(struct krait_server *srv, krait__worker *w);
 /* Read what the socket has into w->in; end-of-file sets w->eof, an error w->failed. */

@@ -2,8 +2,12 @@
  * asked, the 101 answer, frame input (masking, fragmentation and reassembly, control frames
  * between fragments, ping/pong, UTF-8 validation, size limit, close handshake), server pings on
  * idle connections, and the messages exchanged with the worker that accepted the connection.
- * Frame parsing itself is ws.c's (sans-IO). Output is appended and the connection posted; the
- * driver sends it and calls krait__ws_flushed, which finishes a close that waited for it. */
+ * Frame parsing itself is ws.c's (sans-IO). A data frame's payload is taken as it arrives, so
+ * every check (UTF-8 included) fails the connection at the first bad byte. When the client
+ * closes or fails the connection, our close frame waits (at most KRAIT__WS_HOLD_MS) for the
+ * worker to answer the WS_CLOSE it is sent, so that its answers to the messages before go
+ * first. Output is appended and the connection posted; the driver sends it and calls
+ * krait__ws_flushed, which finishes a close that waited for it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
@@ -322,11 +326,18 @@ static void unmap(krait_server *srv, krait__conn *c)
  * client's close frame or EOF, within one ping interval: closing the socket with the
  * client's reply unread would reset the connection and could destroy our close frame before
  * the client reads it. */
+static void send_held_close(krait_server *srv, krait__conn *c);
+
 static void close_with(krait_server *srv, krait__conn *c, const uint8_t *payload, size_t n,
                        int notify_code, int linger)
 {
     if (c->closed)
         return;
+    if (c->ws_hold) {
+        /* The client already closed or failed: its close code stands, and goes out now. */
+        send_held_close(srv, c);
+        return;
+    }
     if (!c->ws_close_sent) {
         ws_send(srv, c, KRAIT__WS_CLOSE, (const char *)payload, n);
         c->ws_close_sent = 1;
@@ -340,6 +351,54 @@ static void close_with(krait_server *srv, krait__conn *c, const uint8_t *payload
     else
         c->ws_linger = 1;  /* once the frame is out: half-close and wait (krait__ws_flushed) */
     krait__conn_post(srv, c);
+}
+
+/* The close frame a client's close or failure waits to send: out now, then TCP ends. */
+static void send_held_close(krait_server *srv, krait__conn *c)
+{
+    c->ws_hold = 0;
+    if (!c->ws_close_sent) {
+        ws_send(srv, c, KRAIT__WS_CLOSE, (const char *)c->ws_hold_payload,
+                (size_t)c->ws_hold_len);
+        c->ws_close_sent = 1;
+    }
+    c->ws_close_after_flush = 1;
+    /* Bounds the wait for a client that does not read (krait__ws_timer closes). */
+    krait__timer_set(srv, c, TL_WS);
+    krait__conn_post(srv, c);
+}
+
+/* The client ended the conversation: its close frame (payload: the code to echo, or
+ * nothing), or a frame that fails the connection (RFC 6455 §7.1.7; payload: our code).
+ * Nothing it sends from now on is acted on: its bytes are read (so that it sees our close
+ * frame, not a reset) and dropped. The worker is told after the messages that came before,
+ * which it may still be answering, and our close frame waits for its WS_CLOSE back, at most
+ * KRAIT__WS_HOLD_MS: what the worker sends meanwhile goes out first, so the answers to those
+ * messages reach the client before the close (§5.5.1 allows the delay: "an endpoint MAY
+ * delay sending a Close frame until its current message is sent"). */
+static void close_after_worker(krait_server *srv, krait__conn *c, const uint8_t *payload,
+                               size_t n, int notify_code, const char *reason,
+                               size_t reason_len)
+{
+    c->ws_input_over = 1;
+    c->in_len = 0;
+    c->ws_in_frame = 0;
+    memcpy(c->ws_hold_payload, payload, n);
+    c->ws_hold_len = (int)n;
+    int told = 0;
+    if (!c->ws_notified) {
+        told = krait__wio_send_ws(srv, c, KRAIT__IPC_WS_CLOSE, (unsigned)notify_code, reason,
+                                  reason_len) == 0;
+        c->ws_notified = 1;
+    }
+    if (told && !c->ws_close_sent) {
+        c->ws_hold = 1;
+        krait__timer_set(srv, c, TL_WS_HOLD);
+        if (c->nseg)
+            krait__conn_post(srv, c);  /* a pong answered before the end goes now */
+        return;
+    }
+    send_held_close(srv, c);
 }
 
 void krait__ws_flushed(krait_server *srv, krait__conn *c)
@@ -523,38 +582,67 @@ static int append_payload(krait_server *srv, krait__conn *c, const uint8_t *p, s
         c->body = b;
         c->body_cap = ncap;
     }
-    memcpy(c->body + c->body_len, p, n);
+    if (n)
+        memcpy(c->body + c->body_len, p, n);
     c->body_len += n;
     return 0;
 }
 
-/* Handle one complete frame; returns 0 or a close code to fail the connection with. */
-static int ws_frame(krait_server *srv, krait__conn *c, const krait__ws_frame *f, uint8_t *payload)
+/* A data frame's head has arrived: every check that needs no payload byte, at once. Returns
+ * 0 (its payload is read as it comes, data_frame_bytes) or a close code. */
+static int data_frame_begin(krait_server *srv, krait__conn *c, const krait__ws_frame *f)
 {
-    size_t n = (size_t)f->payload_len;
-    switch (f->opcode) {
-    case KRAIT__WS_TEXT:
-    case KRAIT__WS_BINARY:
+    if (f->opcode != KRAIT__WS_CONT) {
         if (c->ws_msg_op)
             return 1002;  /* §5.4: a new message inside a fragmented one */
         c->ws_msg_op = f->opcode;
         c->ws_msg_compressed = (f->rsv & 4) != 0;
         memset(&c->ws_utf8, 0, sizeof c->ws_utf8);
         c->body_len = 0;
-        /* fall through */
-    case KRAIT__WS_CONT: {
+    } else {
         if (!c->ws_msg_op)
             return 1002;  /* a continuation with nothing to continue */
-        if (f->opcode == KRAIT__WS_CONT && (f->rsv & 4))
+        if (f->rsv & 4)
             return 1002;  /* RFC 7692 §6.1: RSV1 only on a message's first frame */
-        int rc = append_payload(srv, c, payload, n);
-        if (rc)
-            return rc;
-        return f->fin ? deliver_message(srv, c) : 0;
     }
+    /* The message would outgrow the limit: refused before its bytes are read. */
+    if ((int64_t)(c->body_len + f->payload_len) > srv->limits[KRAIT_LIMIT_WS_MESSAGE])
+        return 1009;
+    c->ws_in_frame = 1;
+    c->ws_frame_fin = f->fin;
+    memcpy(c->ws_frame_mask, f->mask, 4);
+    c->ws_frame_pos = 0;
+    c->ws_frame_left = f->payload_len;
+    return 0;
+}
+
+/* Payload bytes of the data frame in progress, as they arrive: unmasked, checked and added to
+ * the message. The text of an uncompressed message is validated byte by byte here, so
+ * invalid UTF-8 fails the connection as soon as it arrives, even in a frame whose end has not
+ * (§8.1: "MUST Fail the WebSocket Connection" once invalid data is received). Compressed
+ * text is validated once inflated (deliver_message). */
+static int data_frame_bytes(krait_server *srv, krait__conn *c, uint8_t *p, size_t n)
+{
+    krait__ws_unmask(p, n, c->ws_frame_mask, c->ws_frame_pos);
+    c->ws_frame_pos += n;
+    c->ws_frame_left -= n;
+    int rc = append_payload(srv, c, p, n);
+    if (rc || c->ws_frame_left)
+        return rc;
+    c->ws_in_frame = 0;
+    return c->ws_frame_fin ? deliver_message(srv, c) : 0;
+}
+
+/* Handle one complete control frame; returns 0, -1 once the client's close frame is handled,
+ * or a close code to fail the connection with. */
+static int control_frame(krait_server *srv, krait__conn *c, const krait__ws_frame *f,
+                         uint8_t *payload)
+{
+    size_t n = (size_t)f->payload_len;
+    if (f->rsv)
+        return 1002;  /* control frames are never compressed */
+    switch (f->opcode) {
     case KRAIT__WS_PING:
-        if (f->rsv)
-            return 1002;  /* control frames are never compressed */
         /* A client that pings and does not read would have us buffer its pongs without
          * end: the same bound as the worker's messages (krait__ws_from_worker), 1008. */
         if ((int64_t)krait__conn_unsent(c) > 2 * srv->limits[KRAIT_LIMIT_WS_MESSAGE])
@@ -562,25 +650,15 @@ static int ws_frame(krait_server *srv, krait__conn *c, const krait__ws_frame *f,
         ws_send(srv, c, KRAIT__WS_PONG, (const char *)payload, n);  /* §5.5.2 */
         return 0;
     case KRAIT__WS_PONG:
-        return f->rsv ? 1002 : 0;
+        return 0;
     case KRAIT__WS_CLOSE: {
         int code = 0;
-        if (f->rsv)
-            return 1002;
         if (krait__ws_check_close(payload, n, &code) < 0)
             return code ? code : 1002;
         int peer = n >= 2 ? (payload[0] << 8 | payload[1]) : 1005;
         /* §5.5.1: answer with a close frame echoing the status code, then end TCP. */
-        if (!c->ws_close_sent) {
-            ws_send(srv, c, KRAIT__WS_CLOSE, (const char *)payload, n >= 2 ? 2 : 0);
-            c->ws_close_sent = 1;
-        }
-        if (!c->ws_notified) {
-            krait__wio_send_ws(srv, c, KRAIT__IPC_WS_CLOSE, (unsigned)peer,
-                               n > 2 ? (const char *)payload + 2 : "", n > 2 ? n - 2 : 0);
-            c->ws_notified = 1;
-        }
-        c->ws_close_after_flush = 1;
+        close_after_worker(srv, c, payload, n >= 2 ? 2 : 0, peer,
+                           n > 2 ? (const char *)payload + 2 : "", n > 2 ? n - 2 : 0);
         return -1;
     }
     default:
@@ -588,11 +666,32 @@ static int ws_frame(krait_server *srv, krait__conn *c, const krait__ws_frame *f,
     }
 }
 
+/* Frames in c->in. A data frame's payload is consumed as it arrives (data_frame_bytes), so
+ * c->in only ever holds a partial frame head or control frame (at most 139 bytes) between
+ * reads; a control frame is handled once whole. */
 void krait__ws_input(krait_server *srv, krait__conn *c)
 {
+    if (c->ws_input_over) {
+        c->in_len = 0;  /* after the client's close or a failure: read, never acted on */
+        return;
+    }
     size_t off = 0;
     int fail = 0;
-    while (!c->closed && off < c->in_len) {
+    while (!c->closed && !fail && !c->ws_input_over) {
+        if (c->ws_in_frame) {
+            size_t n = c->in_len - off;
+            if (n > c->ws_frame_left)
+                n = (size_t)c->ws_frame_left;
+            if (!n && c->ws_frame_left)
+                break;  /* wait for more of the payload */
+            if (n)
+                c->ws_ping_out = 0;
+            fail = data_frame_bytes(srv, c, (uint8_t *)c->in + off, n);
+            off += n;
+            continue;
+        }
+        if (off >= c->in_len)
+            break;
         krait__ws_frame f;
         int code = 0;
         int allowed_rsv = c->ws_deflate ? 4 : 0;
@@ -605,30 +704,32 @@ void krait__ws_input(krait_server *srv, krait__conn *c)
             fail = code ? code : 1002;
             break;
         }
+        c->ws_ping_out = 0;
+        if (!(f.opcode & 0x8)) {
+            off += (size_t)hl;
+            fail = data_frame_begin(srv, c, &f);  /* its payload: the next rounds */
+            continue;
+        }
         if (c->in_len - off - (size_t)hl < f.payload_len)
-            break;  /* wait for the whole payload (bounded by the message limit) */
+            break;  /* a control frame (at most 125 bytes) is handled whole */
         uint8_t *payload = (uint8_t *)c->in + off + hl;
         krait__ws_unmask(payload, (size_t)f.payload_len, f.mask, 0);
         off += (size_t)hl + (size_t)f.payload_len;
-        c->ws_ping_out = 0;
-        int rc = ws_frame(srv, c, &f, payload);
-        if (rc < 0)
-            break;  /* close handshake answered */
-        if (rc) {
+        int rc = control_frame(srv, c, &f, payload);
+        if (rc > 0)
             fail = rc;
-            break;
-        }
+    }
+    if (c->closed || c->ws_input_over)
+        return;  /* the client's close frame: close_after_worker dropped the input */
+    if (fail) {
+        /* §7.1.7: fail the connection; nothing after the bad byte is acted on. */
+        uint8_t payload[2] = {(uint8_t)(fail >> 8), (uint8_t)fail};
+        close_after_worker(srv, c, payload, 2, fail, "", 0);
+        return;
     }
     if (off) {
         memmove(c->in, c->in + off, c->in_len - off);
         c->in_len -= off;
-    }
-    if (c->closed)
-        return;
-    if (fail) {
-        c->in_len = 0;
-        krait__ws_close(srv, c, fail, fail);
-        return;
     }
     /* Input re-arms the idle ping, but never extends the wait for an answer to our close. */
     if (!c->ws_close_after_flush && !c->ws_close_sent)
@@ -648,6 +749,14 @@ void krait__ws_from_worker(krait_server *srv, const void *frame, int slot, uint3
         c->worker_gen != gen)
         return;  /* the connection is gone: the controller learns it from our WS_CLOSE */
     if (f->type == KRAIT__IPC_WS_CLOSE) {
+        if (c->ws_hold) {
+            /* The worker's answer to our WS_CLOSE (or its own close, crossing it): what it
+             * sent before is queued, our close frame follows it. */
+            send_held_close(srv, c);
+            return;
+        }
+        if (c->ws_close_sent)
+            return;  /* closing already: an answer to a WS_CLOSE we sent */
         c->ws_notified = 1;  /* the worker knows: it asked */
         ws_close_clean(srv, c, f->status ? f->status : 1000, f->body.p, f->body.n, 0);
         return;
@@ -666,6 +775,10 @@ void krait__ws_from_worker(krait_server *srv, const void *frame, int slot, uint3
 /* Idle: ping; still no answer one interval later: the peer is gone. */
 void krait__ws_timer(krait_server *srv, krait__conn *c)
 {
+    if (c->ws_hold) {
+        send_held_close(srv, c);  /* the worker did not answer in time: close anyway */
+        return;
+    }
     if (c->ws_close_after_flush || c->ws_close_sent || c->ws_ping_out) {
         krait__conn_close(srv, c);  /* no pong, or no answer to our close frame */
         return;

@@ -458,6 +458,13 @@ class RawWS:
 
     def send_frame(self, opcode: int, payload: bytes, fin: bool = True, rsv: int = 0,
                    mask: bool = True) -> None:
+        self.sock.sendall(self.frame(opcode, payload, fin, rsv, mask))
+
+    @staticmethod
+    def frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0,
+              mask: bool = True) -> bytes:
+        """The bytes of one client frame (to send several in one write, or a frame in
+        pieces)."""
         head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
         n = len(payload)
         mbit = 0x80 if mask else 0
@@ -472,7 +479,7 @@ class RawWS:
             payload = bytes(b ^ key[i & 3] for i, b in enumerate(payload)) \
                 if n < 4096 else _mask_fast(payload, key)
             head += key
-        self.sock.sendall(head + payload)
+        return head + payload
 
     def _need(self, n: int) -> bytes:
         while len(self.buf) < n:
@@ -1157,6 +1164,126 @@ def test_protocol_errors_are_1002(server: KraitProcess,
     assert ws.recv_close() == 1002
     assert ws.at_eof()
     ws.close()
+
+
+def test_invalid_utf8_fails_before_the_frame_is_complete(server: KraitProcess) -> None:
+    """RFC 6455 §8.1: invalid text fails the connection as soon as it arrives, even inside a
+    frame whose payload has not all come yet (Autobahn 6.4.3, 6.4.4)."""
+    for first, frame_op, piece in (
+            (None, OP_TEXT, b"caf\xc3\xa9 \xce\xba\xff"),            # one frame, cut short
+            (None, OP_TEXT, b"\xed\xa0"),                               # a surrogate begins
+            ((OP_TEXT, b"ok \xce"), OP_CONT, b"\xba\xe1\xbd\xb9\xc0")):  # in a continuation
+        ws = RawWS(server.port)
+        if first:
+            ws.send_frame(first[0], first[1], fin=False)
+        whole = RawWS.frame(frame_op, piece + b"x" * 200)
+        sent = len(whole) - 200  # the head and the piece; the other 200 bytes never come
+        ws.sock.sendall(whole[:sent])
+        started = time.monotonic()
+        assert ws.recv_close() == 1007
+        assert time.monotonic() - started < 2.0
+        assert ws.at_eof()
+        ws.close()
+    # A valid beginning waits for the rest, then is echoed.
+    ws = RawWS(server.port)
+    try:
+        whole = RawWS.frame(OP_TEXT, "κόσμε".encode() * 3)
+        ws.sock.sendall(whole[:9])
+        time.sleep(0.2)
+        ws.sock.sendall(whole[9:])
+        assert ws.recv_frame() == (True, 0, OP_TEXT, "κόσμε".encode() * 3)
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("bad", [
+    RawWS.frame(OP_TEXT, b"Hello", rsv=2),             # Autobahn 3.2
+    RawWS.frame(0x3, b"reserved"),                     # 4.1.x
+    RawWS.frame(0xB, b""),                             # 4.2.x
+    RawWS.frame(OP_CONT, b"nothing to continue"),      # 5.15
+    RawWS.frame(OP_TEXT, b"bad \xff utf-8"),           # 1007
+    RawWS.frame(OP_TEXT, b"x", mask=False),            # unmasked
+], ids=["rsv", "opcode3", "opcode11", "bare-cont", "utf8", "unmasked"])
+def test_echoes_before_a_bad_frame_come_before_the_close(server: KraitProcess,
+                                                         bad: bytes) -> None:
+    """Messages that came before a frame that fails the connection are still answered, and
+    those answers reach the client before the close frame; nothing after the bad frame (the
+    ping) is answered. All of it arrives in one write, as in Autobahn 3.2-3.4, 4.x, 5.15."""
+    ws = RawWS(server.port)
+    try:
+        ws.sock.sendall(RawWS.frame(OP_TEXT, b"first") + RawWS.frame(OP_BINARY, b"\x00second")
+                        + bad + RawWS.frame(OP_PING, b"after") + RawWS.frame(OP_TEXT, b"after"))
+        assert ws.recv_frame() == (True, 0, OP_TEXT, b"first")
+        assert ws.recv_frame() == (True, 0, OP_BINARY, b"\x00second")
+        fin, _, op, payload = ws.recv_frame()
+        assert op == OP_CLOSE and struct.unpack("!H", payload)[0] in (1002, 1007)
+        assert ws.at_eof()
+    finally:
+        ws.close()
+
+
+def test_echoes_before_a_close_frame_come_before_the_answer(server: KraitProcess) -> None:
+    ws = RawWS(server.port)
+    try:
+        ws.sock.sendall(RawWS.frame(OP_TEXT, b"a" * 70000) + RawWS.frame(OP_TEXT, b"last")
+                        + RawWS.frame(OP_CLOSE, struct.pack("!H", 1000))
+                        + RawWS.frame(OP_PING, b"after the close"))
+        assert ws.recv_frame() == (True, 0, OP_TEXT, b"a" * 70000)
+        assert ws.recv_frame() == (True, 0, OP_TEXT, b"last")
+        assert ws.recv_close() == 1000
+        assert ws.at_eof()
+    finally:
+        ws.close()
+
+
+SLOWSTOP = '''\
+import time
+
+import krait
+from krait.websockets import WebsocketsCtrlBase, WebsocketsResponse
+
+
+class SlowStop(WebsocketsCtrlBase):
+    def __init__(self, delay):
+        super().__init__(use_in_message_queue=False)
+        self.delay = delay
+
+    def on_in_message(self, message):
+        self.push_out_message(message)
+
+    def on_stop(self):
+        self.push_out_message("bye")
+        time.sleep(self.delay)
+        super().on_stop()
+
+
+krait.websockets.response = WebsocketsResponse(
+    SlowStop(float(krait.request.query.get("delay", "0"))))
+'''
+
+
+def test_close_waits_for_the_worker_at_most_a_second(tmp_path: Path,
+                                                     krait_server: Callable[..., KraitProcess]
+                                                     ) -> None:
+    """The core's close frame waits for the worker's answer (its WS_CLOSE once on_stop has
+    returned), so what on_stop sends goes first; but at most 1 s: a controller whose on_stop
+    takes longer does not hold the client, and what it sends after that is dropped."""
+    files = dict(FILES)
+    files["ws/slowstop.py"] = SLOWSTOP
+    server = krait_server(write_site(tmp_path / "site", files), "--workers", "1")
+    for delay, want in ((0, [b"hi", b"bye"]), (2.5, [b"hi"])):
+        ws = RawWS(server.port, f"/ws/slowstop?delay={delay}")
+        try:
+            ws.sock.sendall(RawWS.frame(OP_TEXT, b"hi") + RawWS.frame(OP_TEXT, b"\xc0"))
+            started = time.monotonic()
+            for text in want:
+                assert ws.recv_frame() == (True, 0, OP_TEXT, text)
+            assert ws.recv_close() == 1007
+            took = time.monotonic() - started
+            assert (0.8 < took < 2.0) if delay else took < 0.8
+            assert ws.at_eof()
+        finally:
+            ws.close()
 
 
 def test_fragments_with_a_ping_between(server: KraitProcess) -> None:
