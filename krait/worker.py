@@ -1,5 +1,6 @@
-"""A worker process: reads request frames from its socketpair, sets the module globals of the
-original Krait API (``krait.request``, ``krait.response``, ...), runs the ``.py`` script,
+"""A worker process: reads request frames from its socketpair, makes the per-request state the
+original Krait API reads (``krait.request``, ``krait.response``, ...; see :mod:`krait._state`)
+current, runs the ``.py`` script,
 template or controller, and writes the response frame(s) back. One request at a time
 (invariant 2). Started by the supervisor as
 ``python -m krait.worker <site> --fd N [--ready-fd M] [--debug]``.
@@ -26,7 +27,7 @@ import traceback
 from typing import Any
 
 import krait
-from krait import _errorpages, _mime, config, mvc, protocol, websockets
+from krait import _errorpages, _mime, _state, config, mvc, protocol, websockets
 from krait._proxy import TrustedProxies
 from krait.errors import HTTPError
 from krait.paths import PathRefused
@@ -155,6 +156,8 @@ class Worker:
         self._ctypes: dict[str, str] = {}  # base name → default content type
         self._max_age = (300, 864000)
         self.proxies = TrustedProxies()
+        # The state of the request the main thread runs (also current in its context).
+        self._st = _state.RequestState()
         self._static_page = False  # the current target is a template without constructs
         # The name the cache rules see for the current request: the target file, a controller
         # route's exact url, or None (never stored) for a controller on a regex or catch-all
@@ -228,7 +231,7 @@ class Worker:
         ns["__name__"] = "__krait_page__"
         ns["__file__"] = path
         ns["krait"] = krait
-        ns["ctrl"] = mvc.curr_ctrl
+        ns["ctrl"] = self._st.curr_ctrl
         return ns
 
     def run_script(self, path: str, ns: dict[str, Any] | None = None) -> None:
@@ -239,7 +242,7 @@ class Worker:
         exec(self.scripts.get(path), ns)  # noqa: S102 - running site scripts is the point
         result = ns.get(_RESULT)
         if result is not None:
-            krait.response = result
+            _state.current().response = result
 
     def render(self, path: str) -> str:
         """Render a target or view file by its extension (behaviour §7.4): a template, a
@@ -295,19 +298,16 @@ class Worker:
                 elif name == "x-forwarded-proto":
                     fwd_proto = value
             addr, scheme = self.proxies.resolve(addr, fwd_for, fwd_proto, scheme)
-        krait.request = Request(frame.method, frame.path, frame.query, frame.version,
-                                lambda: frame.headers, b"" if body_file else frame.body,
-                                remote_addr=addr, scheme=scheme, body_file=body_file)
+        request = Request(frame.method, frame.path, frame.query, frame.version,
+                          lambda: frame.headers, b"" if body_file else frame.body,
+                          remote_addr=addr, scheme=scheme, body_file=body_file)
+        st = self._st = _state.RequestState(
+            request, dict(frame.params) if frame.params else {},
+            websockets.WebsocketsRequest(request) if frame.flags & protocol.REQ_WEBSOCKET
+            else None)
+        _state.activate(st)
         self._static_page = False
         self._view = self._cache_base = None
-        krait.response = None
-        krait.extra_headers = []
-        krait.url_params = self.url_params(frame)
-        krait._content_type = None
-        mvc._reset()
-        websockets.response = None
-        websockets.request = websockets.WebsocketsRequest(krait.request) \
-            if frame.flags & protocol.REQ_WEBSOCKET else None
         if frame.flags & protocol.REQ_WEBSOCKET and not self.same_origin(frame):
             return ErrorResponse(403, "this origin may not open a WebSocket here"), None
         route = self.routes[frame.route] if 0 <= frame.route < len(self.routes) else None
@@ -317,8 +317,8 @@ class Worker:
             # exact url, never a path a visitor made up (/account/settings.css).
             self._cache_base = route.url.lstrip("/") if route.url else None
             ctrl = route.ctrl_class()
-            if krait.response is not None:
-                return _as_response(krait.response), None
+            if st.response is not None:
+                return _as_response(st.response), None
             text = self.render_ctrl(ctrl)
             base = self.base_name(self._view) if self._view else None
         else:
@@ -330,8 +330,8 @@ class Worker:
             if path.endswith(".py"):
                 self.run_script(path)
                 text = ""
-                if krait.response is None and mvc.init_ctrl is not None:
-                    text = self.render_ctrl(mvc.init_ctrl)
+                if st.response is None and st.init_ctrl is not None:
+                    text = self.render_ctrl(st.init_ctrl)
             else:
                 text = self.render(path)
                 # A template without constructs (only "@@") is static, and so is a .html
@@ -339,8 +339,8 @@ class Worker:
                 # ETag of its body, a max-age).
                 self._static_page = path.endswith((".html", ".htm", ".pyml")) and \
                     self.templates.is_static(path)
-        if krait.response is not None:
-            return _as_response(krait.response), base
+        if st.response is not None:
+            return _as_response(st.response), base
         return Response("HTTP/1.1", 200, None, text), base
 
     def same_origin(self, frame: protocol.RequestFrame) -> bool:
@@ -410,7 +410,7 @@ class Worker:
         except (ValueError, TypeError):
             # A header or body the core cannot take: still an error of the site's code. The
             # page goes out without the site's extra headers (they may be the culprit).
-            krait.extra_headers = []
+            self._st.extra_headers = []
             self.send(frame, self.error_page(frame), None)
         finally:
             if frame.body_file:
@@ -427,7 +427,7 @@ class Worker:
             return ErrorResponse(status, message, headers)
         headers = [(k, v) for k, v in headers or () if k.lower() != "content-type"]
         reason = REASONS.get(status, "Unknown")
-        request = krait.request
+        request = self._st.request
         if request is not None and _errorpages.wants_json(request.headers.get("accept")):
             return Response("HTTP/1.1", status, [*headers, ("Content-Type", "application/json")],
                             _errorpages.json_body(status, reason, message))
@@ -458,8 +458,9 @@ class Worker:
 
                 route = self.routes[frame.route] if 0 <= frame.route < len(self.routes) \
                     else None
-                body = _debugpage.render(sys.exc_info()[1], krait.request,  # type: ignore[arg-type]
-                                         route, krait.url_params, self.site_root)
+                st = self._st
+                body = _debugpage.render(sys.exc_info()[1], st.request,
+                                         route, st.url_params, self.site_root)
             except Exception:  # noqa: BLE001 - the plain traceback is always possible
                 sys.stderr.write(f"krait: the debug page failed\n{traceback.format_exc()}")
                 body = (f"<html><head><title>500 Internal Server Error</title></head><body>"
@@ -480,14 +481,15 @@ class Worker:
         return flags
 
     def send(self, frame: protocol.RequestFrame, response: Response, base: str | None) -> None:
-        extra = krait.extra_headers
+        st = self._st
+        extra = st.extra_headers
         headers = list(response.headers)
         if extra:
             headers += [(str(k), str(v)) for k, v in extra]
         names = {k.lower() for k, _ in headers}
         status = response.status_code
         if "content-type" not in names and status not in (204, 304):
-            ctype = krait._content_type
+            ctype = st.content_type
             if ctype is None and base is not None:
                 ctype = self._ctypes.get(base)
                 if ctype is None:
@@ -523,7 +525,8 @@ class Worker:
                     "public, " if flags & _CACHE_PUBLIC else ""
                 headers.append(("Cache-Control", f"{scope}max-age={age}, must-revalidate"))
                 headers.append(("ETag", etag))
-                inm = krait.request.headers.get("if-none-match") if krait.request else None
+                request = st.request
+                inm = request.headers.get("if-none-match") if request is not None else None
                 if inm and _etag_listed(etag, inm):
                     status, body = 304, b""
             else:
@@ -613,14 +616,15 @@ class Worker:
         """Behaviour §12.1 for a handshake: accept (101) when the script set
         krait.websockets.response and any krait.response is 2xx; otherwise send the script's
         non-2xx response, or 400. Returns True when the response was sent here."""
-        accept = websockets.response
+        st = self._st
+        accept = st.ws_response
         if accept is not None and 200 <= response.status_code < 300:
-            headers = [(k, v) for k, v in krait.extra_headers if k.lower() == "set-cookie"]
+            headers = [(k, v) for k, v in st.extra_headers if k.lower() == "set-cookie"]
             if accept.protocol is not None:
                 headers.append(("Sec-WebSocket-Protocol", accept.protocol))
             # Bound before the 101 leaves: the client may send at once, and the reader
             # thread must find the controller (messages wait until on_start has run).
-            self.hub.bind(frame.id, accept.controller)
+            self.hub.bind(frame.id, accept.controller, st.for_websocket())
             try:
                 self.write(protocol.encode_response(frame.id, 101, headers, b""))
             except BaseException:
