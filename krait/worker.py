@@ -181,25 +181,20 @@ class Worker:
     # -- start-up -----------------------------------------------------------------------------
 
     def load(self) -> None:
-        from krait.supervisor import (
-            Rules,
-            _compile_list,
-            load_site,
-            validate_error_pages,
-            validate_routes,
-        )
+        """Load the site as the master did (:func:`krait._site.load`), with the master's
+        command-line limits (passed as ``KRAIT_CONFIG_<name>`` variables)."""
+        from krait._site import load
 
-        self.site_globals = load_site(self.site_root)
+        overrides: dict[str, Any] = {}
         for key, value in os.environ.items():
             if key.startswith("KRAIT_CONFIG_"):
-                setattr(config, key[len("KRAIT_CONFIG_"):], float(value)
-                        if "." in value else int(value))
-        self.routes = validate_routes(self.site_root)
-        self.error_pages = validate_error_pages(self.site_root)
-        self.rules = Rules(routes=self.routes, no_store=_compile_list("cache_no_store"),
-                           private=_compile_list("cache_private"),
-                           public=_compile_list("cache_public"),
-                           long_term=_compile_list("cache_long_term"))
+                overrides[key[len("KRAIT_CONFIG_"):]] = float(value) if "." in value \
+                    else int(value)
+        site = load(self.site_root, overrides)
+        self.site_globals = site.globals
+        self.routes = site.routes
+        self.error_pages = site.error_pages
+        self.rules = site.rules
         self._max_age = (int(config.cache_max_age_default), int(config.cache_max_age_long_term))
         self._static_only = static_only_prefixes()
         _ = self.templates  # Mako is imported now, not during the first page
