@@ -105,8 +105,12 @@ def load_site(site_root: str) -> dict[str, Any]:
         where = exc.filename and f"{exc.filename}:{exc.lineno}" or init
         raise StartupError(f"{where}: {exc.message}") from None
     except SyntaxError as exc:
+        # The file, the line and the caret: runpy's and krait's frames above them say nothing.
+        detail = "".join(traceback.format_exception_only(type(exc), exc))
+        if _site_frame(exc.__traceback__, site_root) is not None:  # in a module init.py imports
+            detail = _site_traceback(exc, site_root)
         raise StartupError(f"{exc.filename}:{exc.lineno}: {type(exc).__name__}: {exc.msg}\n"
-                           f"{_site_traceback(exc, site_root)}") from None
+                           f"{detail}") from None
     except BaseException as exc:  # noqa: BLE001 - any failure of the site's code stops start-up
         where = _site_frame(exc.__traceback__, site_root)
         loc = f"{where[0]}:{where[1]}" if where else init

@@ -441,7 +441,9 @@ class Supervisor:
         if errors:
             for w in gen:
                 w.discard()
-            for error in errors:
+            # Every new worker loads the same files: one broken save is one message, not one
+            # per worker (distinct reasons are each logged once).
+            for error in dict.fromkeys(errors):
                 log(f"reload failed, the old workers keep serving: {error}")
         else:
             old = list(self.workers)
