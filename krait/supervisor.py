@@ -38,6 +38,21 @@ def _raise_fd_limit() -> None:
             pass
 
 
+def _bound_address(host: str, port: int) -> str:
+    """The address the core listens on for ``host``, as a URL host (``127.0.0.1``,
+    ``[::1]``, ``0.0.0.0``): the first address ``getaddrinfo`` gives, as the core binds
+    (IPv4 first for an empty host). A name (``localhost``) shows what it resolved to."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                                   0, socket.AI_PASSIVE | socket.AI_NUMERICSERV)
+    except OSError:
+        infos = []
+    if not host:
+        infos = [i for i in infos if i[0] == socket.AF_INET] or infos
+    addr = infos[0][4][0] if infos else (host or "0.0.0.0")
+    return f"[{addr}]" if ":" in addr else addr
+
+
 def _is_loopback(host: str) -> bool:
     """Does ``--host`` listen on the loopback interface only? (``""`` means every one.)"""
     if host == "localhost":
@@ -103,7 +118,7 @@ class Options:
     """What the command line decided."""
 
     site_root: str
-    host: str = ""
+    host: str = "127.0.0.1"
     port: int | None = 8080
     https_port: int | None = None
     workers: int = 0
@@ -527,17 +542,14 @@ class Supervisor:
         try:
             server = self.configure()
             urls = []
-            host = opts.host or ""
-            shown = host or "127.0.0.1"
-            if ":" in shown:
-                shown = f"[{shown}]"
+            host = opts.host
             if opts.port is not None:
                 port = server.listen(host, opts.port)
-                urls.append(f"http://{shown}:{port}/")
+                urls.append(f"http://{_bound_address(host, port)}:{port}/")
             if opts.https_port is not None:
                 self.load_certificate()
                 https = server.listen(host, opts.https_port, tls=True)
-                urls.append(f"https://{shown}:{https}/")
+                urls.append(f"https://{_bound_address(host, https)}:{https}/")
                 server.set_https(https if config.https_redirect else 0, config.hsts or "")
         except StartupError as exc:
             log(str(exc))
