@@ -17,6 +17,7 @@ import ast
 import hashlib
 import html
 import io
+import itertools
 import os
 import queue
 import signal
@@ -47,6 +48,11 @@ _RUN_MAX = 64
 _WS_FRAMES = (protocol.WS_MESSAGE, protocol.WS_CLOSE)
 # Bytes other threads' frames may queue while one thread writes; past it they wait.
 _PENDING_MAX = 4 * 1024 * 1024
+# An X-Request-ID a trusted proxy sends is taken when it is 1-128 of these characters (a UUID,
+# hex, base64); anything else is replaced by one of ours.
+_encode_id = protocol.header_encoder("X-Request-ID")
+_REQUEST_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                              "0123456789-_.:+/=")
 
 
 def _compile_script(source: bytes, path: str) -> Any:
@@ -156,6 +162,9 @@ class Worker:
         self._ctypes: dict[str, str] = {}  # base name → default content type
         self._max_age = (300, 864000)
         self.proxies = TrustedProxies()
+        # Request ids made here: a random prefix per worker process, then a counter.
+        self._id_prefix = os.urandom(6).hex() + "-"
+        self._id_count = itertools.count(1)
         # The state of the request the main thread runs (also current in its context).
         self._st = _state.RequestState()
         self._static_page = False  # the current target is a template without constructs
@@ -285,21 +294,30 @@ class Worker:
         body_file = frame.body_file
         addr = frame.remote_addr
         scheme = "https" if frame.flags & protocol.REQ_TLS else "http"
+        request_id = None
         if self.proxies:
-            fwd_for = fwd_proto = None
+            fwd_for = fwd_proto = fwd_id = None
             for name, value in frame.headers:
                 if name == "x-forwarded-for":
                     fwd_for = value if fwd_for is None else f"{fwd_for},{value}"
                 elif name == "x-forwarded-proto":
                     fwd_proto = value
+                elif name == "x-request-id":
+                    fwd_id = value
+            if fwd_id and len(fwd_id) <= 128 and _REQUEST_ID_CHARS.issuperset(fwd_id) and \
+                    self.proxies.trusts(addr):
+                request_id = fwd_id
             addr, scheme = self.proxies.resolve(addr, fwd_for, fwd_proto, scheme)
+        if request_id is None:
+            request_id = self._id_prefix + str(next(self._id_count))
         request = Request(frame.method, frame.path, frame.query, frame.version,
                           lambda: frame.headers, b"" if body_file else frame.body,
-                          remote_addr=addr, scheme=scheme, body_file=body_file)
+                          remote_addr=addr, scheme=scheme, body_file=body_file,
+                          request_id=request_id)
         st = self._st = _state.RequestState(
             request, dict(frame.params) if frame.params else {},
             websockets.WebsocketsRequest(request) if frame.flags & protocol.REQ_WEBSOCKET
-            else None)
+            else None, request_id)
         _state.activate(st)
         self._static_page = False
         self._view = self._cache_base = None
@@ -482,6 +500,12 @@ class Worker:
         if extra:
             headers += [(str(k), str(v)) for k, v in extra]
         names = {k.lower() for k, _ in headers}
+        rid = st.request_id
+        if rid is not None and "x-request-id" not in names:
+            # Encoded here, unchecked: the id is ours, or a trusted proxy's checked one.
+            echo: tuple[bytes, ...] = (_encode_id(rid),)
+        else:
+            echo = ()
         status = response.status_code
         if "content-type" not in names and status not in (204, 304):
             ctype = st.content_type
@@ -499,12 +523,12 @@ class Worker:
             if "cache-control" not in names:
                 headers.append(("Cache-Control", _NO_STORE))
             self.write(protocol.encode_response(
-                fid, status, headers, response.file_path, protocol.BODY_FILE))
+                fid, status, headers, response.file_path, protocol.BODY_FILE, encoded=echo))
             return
         if response.is_stream:
             if "cache-control" not in names:
                 headers.append(("Cache-Control", _NO_STORE))
-            self.stream(fid, status, headers, response)
+            self.stream(fid, status, headers, response, echo)
             return
         body = response.body_bytes()
         if "cache-control" not in names:
@@ -526,7 +550,7 @@ class Worker:
                     status, body = 304, b""
             else:
                 headers.append(("Cache-Control", _NO_STORE))
-        frames = protocol.encode_response_stream(fid, status, headers, body)
+        frames = protocol.encode_response_stream(fid, status, headers, body, encoded=echo)
         self.write(*frames)
 
     def write(self, *frames: bytes) -> None:
@@ -615,6 +639,8 @@ class Worker:
         accept = st.ws_response
         if accept is not None and 200 <= response.status_code < 300:
             headers = [(k, v) for k, v in st.extra_headers if k.lower() == "set-cookie"]
+            if st.request_id is not None:
+                headers.append(("X-Request-ID", st.request_id))
             if accept.protocol is not None:
                 headers.append(("Sec-WebSocket-Protocol", accept.protocol))
             # Bound before the 101 leaves: the client may send at once, and the reader
@@ -633,9 +659,10 @@ class Worker:
         return False
 
     def stream(self, fid: int, status: int, headers: list[tuple[str, str]],
-               response: Response) -> None:
+               response: Response, encoded: tuple[bytes, ...] = ()) -> None:
         """Send a generator/iterable body chunk by chunk, as it is produced."""
-        frames = protocol.stream_frames(fid, status, headers, response.iter_body())
+        frames = protocol.stream_frames(fid, status, headers, response.iter_body(),
+                                        encoded=encoded)
         # The first frame (the RESPONSE head) checks the headers before anything is sent.
         self.write(next(frames))
         try:
