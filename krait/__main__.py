@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from typing import NoReturn
+
+#: Where krait listens unless ``--host`` says otherwise: this machine only.
+DEFAULT_HOST = "127.0.0.1"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,26 +54,44 @@ _LIMIT_FLAGS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``krait`` command line; ``--help`` shows every option with its default."""
+    from krait import __version__, config
+
+    cpus = os.cpu_count() or 1
     p = _Parser(prog="krait", description="Serve a Krait site: static files from C, "
                 ".py scripts and .pyml templates from Python workers.")
+    p.add_argument("--version", action="version", version=f"krait {__version__}")
     p.add_argument("site_root", nargs="?", help="the site's folder")
     p.add_argument("-r", "--site-root", dest="site_root_opt", help=argparse.SUPPRESS)
-    p.add_argument("--host", default="", help="address to listen on (default: all)")
-    p.add_argument("-p", "--port", type=_port_spec, default=(8080, None),
-                   help="port (default 8080), or HTTP/HTTPS like 8080/8443")
-    p.add_argument("--https-port", type=int, default=None, help="HTTPS port")
-    p.add_argument("-w", "--workers", type=int, default=0,
-                   help="Python worker processes (default: number of CPUs)")
-    p.add_argument("--access-log", default="-", metavar="FILE|-",
-                   help="access log file, '-' for stdout (default), 'off' for none")
-    p.add_argument("--debug", action="store_true", help="tracebacks on error pages")
+    p.add_argument("--host", default=DEFAULT_HOST, metavar="ADDR",
+                   help="address to listen on: 127.0.0.1 is this machine only, 0.0.0.0 every "
+                        "IPv4 interface, :: every interface (IPv6 and IPv4) "
+                        f"(default: {DEFAULT_HOST})")
+    p.add_argument("-p", "--port", type=_port_spec, default=(8080, None), metavar="PORT",
+                   help="port, or HTTP/HTTPS like 8080/8443; 0 picks a free one "
+                        "(default: 8080)")
+    p.add_argument("--https-port", type=int, default=None, metavar="PORT",
+                   help="HTTPS port (default: none)")
+    p.add_argument("-w", "--workers", type=int, default=cpus, metavar="N",
+                   help=f"Python worker processes (default: the number of CPUs, {cpus} here)")
+    p.add_argument("--access-log", default="-", metavar="FILE|-|off",
+                   help="access log file, '-' for standard output, 'off' for none "
+                        "(default: -)")
+    p.add_argument("--debug", action="store_true",
+                   help="show the debug page (traceback, source, request) on errors "
+                        "(default: off)")
     p.add_argument("--reload", action="store_true",
-                   help="restart workers when a .py file under the site changes")
+                   help="restart workers when a .py file under the site changes "
+                        "(default: off)")
     p.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR",
                    help="a reverse proxy (address or network) whose X-Forwarded-For and "
-                        "X-Forwarded-Proto are believed; repeatable")
-    for flag, (_, kind, text) in _LIMIT_FLAGS.items():
-        p.add_argument(f"--{flag}", type=kind, default=None, help=text)
+                        "X-Forwarded-Proto are believed; repeatable (default: none)")
+    for flag, (name, kind, text) in _LIMIT_FLAGS.items():
+        default = getattr(config, name)
+        p.add_argument(f"--{flag}", type=kind, default=None,
+                       metavar="S" if kind is float else "N",
+                       help=f"{text} (default: krait.config.{name}, {default:g})" if kind is float
+                       else f"{text} (default: krait.config.{name}, {default})")
     return p
 
 
@@ -79,8 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     site_root = args.site_root or args.site_root_opt
     if not site_root:
         parser.error("the site root is required: krait <site-root>")
-    if args.workers < 0:
-        parser.error("--workers must be 0 (one per CPU) or more")
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, not {args.workers}")
+    if not args.host.strip():
+        parser.error("--host needs an address: 127.0.0.1 (this machine), 0.0.0.0 (every IPv4 "
+                     "interface) or :: (every interface)")
     from krait.supervisor import Options, Supervisor
 
     http_port, https_port = args.port
@@ -88,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     for flag, (name, _, _) in _LIMIT_FLAGS.items():
         value = getattr(args, flag.replace("-", "_"))
         if value is not None:
-            if value <= 0:
-                parser.error(f"--{flag} must be positive")
+            if not math.isfinite(value) or value <= 0:
+                parser.error(f"--{flag} must be a positive number, not {value:g}")
             if flag == "max-header-fields" and value > 1000:
                 parser.error("--max-header-fields may be at most 1000")
             limits[name] = value

@@ -90,7 +90,7 @@ def set_content_type(raw: str | None = None, ext: str | None = None) -> None:
     :param ext: a file extension, with or without the dot (``"json"`` or ``".json"``).
     :raises ValueError: when both are given, or ``raw`` is empty or contains CR, LF or NUL.
     """
-    import krait
+    from krait._state import current
 
     if raw is not None and ext is not None:
         raise ValueError("give raw or ext, not both")
@@ -99,12 +99,12 @@ def set_content_type(raw: str | None = None, ext: str | None = None) -> None:
             raise TypeError(f"raw must be a str, not {type(raw).__name__}")
         if not raw.strip() or "\r" in raw or "\n" in raw or "\0" in raw:
             raise ValueError(f"invalid content type: {raw!r}")
-        krait._content_type = raw
+        current().content_type = raw
     elif ext is not None:
         if not isinstance(ext, str):
             raise TypeError(f"ext must be a str, not {type(ext).__name__}")
         from krait._mime import with_charset
 
-        krait._content_type = with_charset(_mime_for_extension(ext))
+        current().content_type = with_charset(_mime_for_extension(ext))
     else:
-        krait._content_type = None
+        current().content_type = None

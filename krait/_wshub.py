@@ -9,7 +9,12 @@ WS_CLOSE once ``on_stop`` has returned: the core holds its close frame until the
 A connection is bound (:meth:`Hub.bind`) before its 101 leaves, so that no message the client
 sends right after the handshake can arrive for an id the hub does not know yet; frames that
 arrive before :meth:`Hub.start` has run ``on_start`` wait, in order, and are handed over right
-after it."""
+after it.
+
+Every call into a controller (``on_start``, ``on_in_message``, ``on_stop``) runs with the
+controller's own per-request state current (:mod:`krait._state`), whichever thread makes it:
+``krait.request`` there is the connection's handshake, never the HTTP request the worker's main
+thread is running."""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from krait import protocol
+from krait import _state, protocol
 from krait.websockets import WebsocketsCtrlBase
 
 #: In a connection's pending list: the client closed (WS_CLOSE) before on_start had run.
@@ -53,8 +58,13 @@ class Hub:
     def __len__(self) -> int:
         return len(self._conns)
 
-    def bind(self, conn_id: int, ctrl: WebsocketsCtrlBase) -> None:
-        """Attach a controller to a connection id before the 101 is sent."""
+    def bind(self, conn_id: int, ctrl: WebsocketsCtrlBase,
+             state: _state.RequestState | None = None) -> None:
+        """Attach a controller to a connection id before the 101 is sent.
+
+        :param state: the per-request state the controller's code runs with (by default, one
+            made from the current state: the handshake request's).
+        """
         write = self._write
         encode = protocol.ws_message_encoder(conn_id)
 
@@ -81,6 +91,8 @@ class Hub:
         ctrl._close = close
         ctrl._conn_id = conn_id
         ctrl._write = write
+        if ctrl._state is None:
+            ctrl._state = state if state is not None else _state.current().for_websocket()
         with self._lock:
             self._conns[conn_id] = _Conn(ctrl)
 
@@ -90,6 +102,13 @@ class Hub:
             conn = self._conns.get(conn_id)
         if conn is None:
             return
+        token = _state.activate(conn.ctrl._state)  # type: ignore[arg-type]
+        try:
+            self._start(conn_id, conn)
+        finally:
+            _state.reset(token)
+
+    def _start(self, conn_id: int, conn: _Conn) -> None:
         with conn.lock:
             try:
                 conn.ctrl.on_start()
@@ -119,20 +138,38 @@ class Hub:
         """Decoded messages from the core, ``(id, message)`` in order (from the reading
         thread, see :meth:`krait.protocol.FrameReader.ws_messages`): the per-message path."""
         conns = self._conns
-        for conn_id, message in run:
-            conn = conns.get(conn_id)  # one dict read: atomic, no lock needed
-            if conn is None or not conn.started or conn.ctrl._stopped_called:
-                self._put(conn_id, message)
-                continue
-            try:
-                conn.ctrl.on_in_message(message)
-            except Exception:  # noqa: BLE001 - a controller's error is its own
-                traceback.print_exc()
+        activate = _state.activate
+        token = None
+        try:
+            for conn_id, message in run:
+                conn = conns.get(conn_id)  # one dict read: atomic, no lock needed
+                if conn is None:
+                    continue
+                t = activate(conn.ctrl._state)  # type: ignore[arg-type]
+                if token is None:
+                    token = t
+                if not conn.started or conn.ctrl._stopped_called:
+                    self._put(conn_id, message)
+                    continue
+                try:
+                    conn.ctrl.on_in_message(message)
+                except Exception:  # noqa: BLE001 - a controller's error is its own
+                    traceback.print_exc()
+        finally:
+            if token is not None:
+                _state.reset(token)
 
     def _put(self, conn_id: int, item: Any) -> None:
         conn = self._conns.get(conn_id)
         if conn is None or conn.ctrl._stopped_called:
             return  # unknown, or ending: nothing more reaches the controller
+        token = _state.activate(conn.ctrl._state)  # type: ignore[arg-type]
+        try:
+            self._put_started(conn_id, conn, item)
+        finally:
+            _state.reset(token)
+
+    def _put_started(self, conn_id: int, conn: _Conn, item: Any) -> None:
         if conn.started:
             # on_start and what arrived before it are done (started is set last, under the
             # lock), and only this thread delivers: no lock on the per-message path.
@@ -163,11 +200,13 @@ class Hub:
             conn = self._conns.get(conn_id)
         if conn is None:
             return
+        token = _state.activate(conn.ctrl._state)  # type: ignore[arg-type]
         try:
             conn.ctrl._ended()
         except Exception:  # noqa: BLE001
             traceback.print_exc()
         finally:
+            _state.reset(token)
             with self._lock:
                 if self._conns.get(conn_id) is conn:
                     del self._conns[conn_id]

@@ -15,9 +15,9 @@ inject attributes or headers. Cookies parsed from requests are taken as they com
 from __future__ import annotations
 
 import datetime
-import weakref
 from typing import Any
 
+from krait._state import current
 from krait.request import _parse_cookie_header
 
 __all__ = [
@@ -363,12 +363,6 @@ class Cookie:
     __hash__ = None  # type: ignore[assignment]  # mutable
 
 
-# The cookies of the last request get_cookies() parsed, keyed on that request object's identity
-# (a weak reference, so an old request and its body are not kept alive).
-_cache_owner: weakref.ref[Any] | None = None
-_cache: list[Cookie] = []
-
-
 def get_cookies() -> list[Cookie]:
     """The cookies the client sent with the current request, in order (duplicates included).
 
@@ -377,21 +371,16 @@ def get_cookies() -> list[Cookie]:
 
     :return: a new list of :class:`Cookie` (empty outside a request).
     """
-    global _cache_owner, _cache
-    import krait
-
-    request = krait.request
+    state = current()
+    request = state.request
     if request is None:
         return []
-    if _cache_owner is not None and _cache_owner() is request:
-        return list(_cache)
+    cached = state.cookies  # (request, cookies), read once: another thread may replace it
+    if cached is not None and cached[0] is request:
+        return list(cached[1])
     header = request.headers.get("cookie") or ""
     cookies = [Cookie._unchecked(name, value) for name, value in _parse_cookie_header(header)]
-    try:
-        _cache_owner = weakref.ref(request)
-    except TypeError:  # an object without weak reference support: do not cache
-        _cache_owner = None
-    _cache = cookies
+    state.cookies = (request, cookies)
     return list(cookies)
 
 
@@ -418,8 +407,6 @@ def set_cookie(cookie: Cookie) -> None:
 
     :param cookie: the cookie to set.
     """
-    import krait
-
     if not isinstance(cookie, Cookie):
         raise TypeError("set_cookie() takes a krait.cookie.Cookie")
     text = str(cookie)
@@ -427,7 +414,7 @@ def set_cookie(cookie: Cookie) -> None:
         text += "; HttpOnly"
     if not cookie._no_same_site and cookie.get_attribute("SameSite") is None:
         text += "; SameSite=Lax"
-    krait.extra_headers.append(("set-cookie", text))
+    current().extra_headers.append(("set-cookie", text))
 
 
 def get_response_cookies() -> list[Cookie]:
@@ -440,10 +427,8 @@ def get_response_cookies() -> list[Cookie]:
 
     :return: a new list of :class:`Cookie`, in the order they were queued.
     """
-    import krait
-
     cookies = []
-    for header_name, header_value in krait.extra_headers:
+    for header_name, header_value in current().extra_headers:
         if header_name.lower() != "set-cookie":
             continue
         first, *rest = [item.strip() for item in header_value.split(";")]

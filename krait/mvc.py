@@ -10,20 +10,24 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from krait._state import current, install
 
 __all__ = [
     "CtrlBase", "SimpleCtrl", "ctrl_stack", "curr_ctrl", "import_ctrls_from", "init_ctrl",
     "pop_ctrl", "push_ctrl", "route_ctrl_decorator", "set_init_ctrl",
 ]
 
+# Per context (properties installed at the end of this file; see krait._state):
 #: The controller a ``.py`` script registered with :func:`set_init_ctrl` (reset per request).
-init_ctrl: Any = None
+init_ctrl: Any
 #: The controller whose view is rendering; templates see it as ``ctrl``.
-curr_ctrl: Any = None
+curr_ctrl: Any
 #: Controllers saved by :func:`push_ctrl`.
-ctrl_stack: list[Any] = []
+ctrl_stack: list[Any]
 
 
 class CtrlBase:
@@ -55,32 +59,24 @@ class SimpleCtrl(CtrlBase):
 
 def set_init_ctrl(ctrl: Any) -> None:
     """Render ``ctrl``'s view after the current ``.py`` script."""
-    global init_ctrl
-    init_ctrl = ctrl
+    current().init_ctrl = ctrl
 
 
 def push_ctrl(ctrl: Any) -> Any:
     """Make ``ctrl`` current, saving the current one; returns ``ctrl``."""
-    global curr_ctrl
-    if curr_ctrl is not None:
-        ctrl_stack.append(curr_ctrl)
-    curr_ctrl = ctrl
+    state = current()
+    if state.curr_ctrl is not None:
+        state.ctrl_stack.append(state.curr_ctrl)
+    state.curr_ctrl = ctrl
     return ctrl
 
 
 def pop_ctrl() -> Any:
     """Restore the last saved controller and return it (``None`` when none was saved)."""
-    global curr_ctrl
-    curr_ctrl = ctrl_stack.pop() if ctrl_stack else None
-    return curr_ctrl
-
-
-def _reset() -> None:
-    """Per-request reset (called by the worker)."""
-    global init_ctrl, curr_ctrl
-    init_ctrl = None
-    curr_ctrl = None
-    ctrl_stack.clear()
+    state = current()
+    stack = state.ctrl_stack
+    state.curr_ctrl = stack.pop() if stack else None
+    return state.curr_ctrl
 
 
 T = TypeVar("T")
@@ -131,3 +127,10 @@ def import_ctrls_from(package_name: str) -> None:
             raise
         if hasattr(module, "__path__") and os.path.isdir(module.__path__[0]):
             import_ctrls_from(sub)
+
+
+install(sys.modules[__name__], {
+    "init_ctrl": ("init_ctrl", "The controller set_init_ctrl registered (per request)."),
+    "curr_ctrl": ("curr_ctrl", "The controller whose view is rendering."),
+    "ctrl_stack": ("ctrl_stack", "Controllers saved by push_ctrl."),
+})

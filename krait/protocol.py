@@ -314,8 +314,32 @@ def _encode_header(name: Text, value: Text) -> bytes:
     return b"".join((_LEN.pack(len(n)), n, _LEN.pack(len(v)), v))
 
 
+def header_encoder(name: str) -> Callable[[str], bytes]:
+    """An encoder of one header's values, for the ``encoded`` argument of
+    :func:`encode_response`: for a header the worker adds to every response (``X-Request-ID``),
+    whose values it makes itself or has checked, so that they cost neither the per-pair check
+    nor a memo entry each.
+
+    :param name: the header name (checked here, once).
+    :return: ``encode(value) -> bytes``; the value must hold no CR, LF or NUL (not checked).
+    :raises ValueError: an invalid name, or a header the core owns.
+    """
+    head = _encode_header(name, "")
+    if not head:
+        raise ValueError(f"{name!r} is the core's header")
+    head = head[:-_LEN.size]  # the name part: (u32 len, name)
+    pack = _LEN.pack
+
+    def encode(value: str) -> bytes:
+        v = value.encode(_ENC, _ERRORS)
+        return b"".join((head, pack(len(v)), v))
+
+    return encode
+
+
 def encode_response(id: int, status: int, headers: Pairs = (), body: Text = b"",
-                    body_kind: int = BODY_INLINE, *, max_frame: int = MAX_FRAME) -> bytes:
+                    body_kind: int = BODY_INLINE, *, max_frame: int = MAX_FRAME,
+                    encoded: tuple[bytes, ...] = ()) -> bytes:
     """Encode a RESPONSE frame.
 
     Beyond what the core's parser requires (status 100..999, a known body kind, an empty body
@@ -331,6 +355,8 @@ def encode_response(id: int, status: int, headers: Pairs = (), body: Text = b"",
     :param body: inline bytes, the file path for ``BODY_FILE``, empty for ``BODY_STREAM``.
     :param body_kind: one of ``BODY_INLINE``, ``BODY_FILE``, ``BODY_STREAM``.
     :param max_frame: frame size limit (tests use small ones).
+    :param encoded: further headers, each encoded by a :func:`header_encoder`, sent after
+        ``headers``.
     :raises FrameTooLarge: (a ValueError) the frame would exceed ``max_frame``; stream the
         body instead (:func:`encode_response_stream`).
     :raises ValueError: any other violation listed above.
@@ -364,6 +390,8 @@ def encode_response(id: int, status: int, headers: Pairs = (), body: Text = b"",
                 memo[pair] = chunk  # type: ignore[index]
         if chunk:
             append(chunk)
+    if encoded:
+        parts += encoded
     count = len(parts) - 2
     if count > _U16_MAX:
         raise ValueError(f"{count} headers; a frame holds at most {_U16_MAX}")
@@ -395,7 +423,8 @@ def encode_end(id: int) -> bytes:
 
 def stream_frames(id: int, status: int, headers: Pairs,
                   chunks: Iterable[bytes | bytearray | memoryview], *,
-                  max_frame: int = MAX_FRAME) -> Iterator[bytes]:
+                  max_frame: int = MAX_FRAME, encoded: tuple[bytes, ...] = ()
+                  ) -> Iterator[bytes]:
     """Yield a streamed response: RESPONSE (``BODY_STREAM``), CHUNK frames, END.
 
     Pieces larger than a frame are split; empty pieces are skipped, so the core never sees an
@@ -403,7 +432,8 @@ def stream_frames(id: int, status: int, headers: Pairs,
     """
     if max_frame <= _CHUNK_OVERHEAD:
         raise ValueError(f"max_frame {max_frame} leaves no room for chunk data")
-    yield encode_response(id, status, headers, b"", BODY_STREAM, max_frame=max_frame)
+    yield encode_response(id, status, headers, b"", BODY_STREAM, max_frame=max_frame,
+                          encoded=encoded)
     step = max_frame - _CHUNK_OVERHEAD
     for piece in chunks:
         view = memoryview(piece).cast("B")
@@ -413,7 +443,8 @@ def stream_frames(id: int, status: int, headers: Pairs,
 
 
 def encode_response_stream(id: int, status: int, headers: Pairs, body: bytes | bytearray
-                           | memoryview, *, max_frame: int = MAX_FRAME) -> list[bytes]:
+                           | memoryview, *, max_frame: int = MAX_FRAME,
+                           encoded: tuple[bytes, ...] = ()) -> list[bytes]:
     """Frames for an inline body of any size.
 
     One RESPONSE frame when it fits in ``max_frame``; otherwise a ``BODY_STREAM`` RESPONSE,
@@ -421,9 +452,11 @@ def encode_response_stream(id: int, status: int, headers: Pairs, body: bytes | b
     """
     headers = list(headers)
     try:
-        return [encode_response(id, status, headers, body, BODY_INLINE, max_frame=max_frame)]
+        return [encode_response(id, status, headers, body, BODY_INLINE, max_frame=max_frame,
+                                encoded=encoded)]
     except FrameTooLarge:
-        return list(stream_frames(id, status, headers, (body,), max_frame=max_frame))
+        return list(stream_frames(id, status, headers, (body,), max_frame=max_frame,
+                                  encoded=encoded))
 
 
 def _ws_payload(data: str | bytes | bytearray | memoryview) -> tuple[int, bytes]:

@@ -263,6 +263,7 @@ class Request:
     :param scheme: ``"http"`` or ``"https"``.
     :param body_file: the path of the file a large body was spooled to by the server; the body is
         then read from it lazily, on first access to :attr:`body`.
+    :param request_id: the request's id (see :attr:`request_id`).
     """
 
     #: The type of the items :meth:`get_multipart_form` returns (also ``krait.MultipartFormData``).
@@ -272,7 +273,8 @@ class Request:
                  http_version: str, headers: HeadersArg | Callable[[], HeadersArg],
                  body: bytes | str | None, *,
                  remote_addr: str = "", scheme: str = "http",
-                 body_file: str | os.PathLike[str] | None = None) -> None:
+                 body_file: str | os.PathLike[str] | None = None,
+                 request_id: str | None = None) -> None:
         #: The method as sent (``"HEAD"`` stays ``"HEAD"`` although it is routed as GET).
         self.http_method: str = http_method
         #: The percent-decoded path, without the query string.
@@ -290,6 +292,11 @@ class Request:
         self.remote_addr: str = remote_addr
         #: ``"http"`` or ``"https"``.
         self.scheme: str = scheme
+        #: The request's id, also sent back in the ``X-Request-ID`` response header: the
+        #: ``X-Request-ID`` a trusted proxy (``--trusted-proxy``) sent, else one the worker
+        #: made up (unique per server run). Put it in your log lines to find a request's.
+        #: ``None`` outside the server.
+        self.request_id: str | None = request_id
         #: The file the body was spooled to, or ``None`` when it is in memory.
         self.body_file: str | None = os.fspath(body_file) if body_file is not None else None
         if isinstance(body, str):

@@ -603,15 +603,15 @@ def _get_engine() -> _Engine:
 # The only two functions that know where per-request state lives.
 
 def _get_state() -> Session | None:
-    import krait
+    from krait import _state
 
-    return krait._session
+    return _state.current().extras.get("krait.session")
 
 
 def _set_state(value: Session | None) -> None:
-    import krait
+    from krait import _state
 
-    krait._session = value
+    _state.current().extras["krait.session"] = value
 
 
 def current() -> Session:

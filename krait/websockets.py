@@ -19,10 +19,13 @@ runs its own thread, while that worker goes on serving HTTP on its main thread::
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
+
+from krait._state import RequestState, activate, install
 
 __all__ = [
     "WebsocketsCtrlBase", "WebsocketsRequest", "WebsocketsResponse", "broadcast",
@@ -159,6 +162,9 @@ class WebsocketsCtrlBase:
         # (used by broadcast to send one message to many connections in one go).
         self._conn_id: int | None = None
         self._write: Callable[..., None] | None = None
+        # The per-request state the controller's code runs with (krait.request is the
+        # handshake's): set by the worker when it binds the connection.
+        self._state: RequestState | None = None
         self.thread = threading.Thread(target=self._thread_main, daemon=True,
                                        name=f"ws-{type(self).__name__}")
 
@@ -318,6 +324,8 @@ class WebsocketsCtrlBase:
     # -- internals -----------------------------------------------------------------------------
 
     def _thread_main(self) -> None:
+        if self._state is not None:
+            activate(self._state)  # this thread's own context: nothing to restore
         try:
             self.on_thread_start()
         except Exception:  # noqa: BLE001 - a controller's error ends its thread, not the worker
@@ -431,7 +439,14 @@ def publish(channel: str, message: Message) -> None:
         _relay_publisher.publish(channel, message)  # the site's other machines
 
 
+# Per context (properties; see krait._state): a controller's thread and its on_* methods
+# see the handshake of their own connection.
 #: The handshake being handled (``None`` for ordinary requests); reset per request.
-request: WebsocketsRequest | None = None
+request: WebsocketsRequest | None
 #: Set it to a :class:`WebsocketsResponse` to accept the handshake; reset per request.
-response: WebsocketsResponse | None = None
+response: WebsocketsResponse | None
+
+install(sys.modules[__name__], {
+    "request": ("ws_request", "The handshake being handled, or None."),
+    "response": ("ws_response", "Set to a WebsocketsResponse to accept the handshake."),
+})

@@ -1,5 +1,6 @@
-"""A worker process: reads request frames from its socketpair, sets the module globals of the
-original Krait API (``krait.request``, ``krait.response``, ...), runs the ``.py`` script,
+"""A worker process: reads request frames from its socketpair, makes the per-request state the
+original Krait API reads (``krait.request``, ``krait.response``, ...; see :mod:`krait._state`)
+current, runs the ``.py`` script,
 template or controller, and writes the response frame(s) back. One request at a time
 (invariant 2). Started by the supervisor as
 ``python -m krait.worker <site> --fd N [--ready-fd M] [--debug]``.
@@ -16,6 +17,7 @@ import ast
 import hashlib
 import html
 import io
+import itertools
 import os
 import queue
 import signal
@@ -26,7 +28,7 @@ import traceback
 from typing import Any
 
 import krait
-from krait import _errorpages, _mime, config, mvc, protocol, sessions, websockets
+from krait import _errorpages, _mime, _state, config, mvc, protocol, sessions, websockets
 from krait._proxy import TrustedProxies
 from krait.errors import HTTPError
 from krait.paths import PathRefused
@@ -46,6 +48,11 @@ _RUN_MAX = 64
 _WS_FRAMES = (protocol.WS_MESSAGE, protocol.WS_CLOSE)
 # Bytes other threads' frames may queue while one thread writes; past it they wait.
 _PENDING_MAX = 4 * 1024 * 1024
+# An X-Request-ID a trusted proxy sends is taken when it is 1-128 of these characters (a UUID,
+# hex, base64); anything else is replaced by one of ours.
+_encode_id = protocol.header_encoder("X-Request-ID")
+_REQUEST_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                              "0123456789-_.:+/=")
 
 
 def _compile_script(source: bytes, path: str) -> Any:
@@ -155,6 +162,11 @@ class Worker:
         self._ctypes: dict[str, str] = {}  # base name → default content type
         self._max_age = (300, 864000)
         self.proxies = TrustedProxies()
+        # Request ids made here: a random prefix per worker process, then a counter.
+        self._id_prefix = os.urandom(6).hex() + "-"
+        self._id_count = itertools.count(1)
+        # The state of the request the main thread runs (also current in its context).
+        self._st = _state.RequestState()
         self._static_page = False  # the current target is a template without constructs
         # The name the cache rules see for the current request: the target file, a controller
         # route's exact url, or None (never stored) for a controller on a regex or catch-all
@@ -178,27 +190,20 @@ class Worker:
     # -- start-up -----------------------------------------------------------------------------
 
     def load(self) -> None:
-        from krait.supervisor import (
-            Rules,
-            _compile_list,
-            load_site,
-            validate_error_pages,
-            validate_routes,
-            validate_sessions,
-        )
+        """Load the site as the master did (:func:`krait._site.load`), with the master's
+        command-line limits (passed as ``KRAIT_CONFIG_<name>`` variables)."""
+        from krait._site import load
 
-        self.site_globals = load_site(self.site_root)
+        overrides: dict[str, Any] = {}
         for key, value in os.environ.items():
             if key.startswith("KRAIT_CONFIG_"):
-                setattr(config, key[len("KRAIT_CONFIG_"):], float(value)
-                        if "." in value else int(value))
-        self.routes = validate_routes(self.site_root)
-        self.error_pages = validate_error_pages(self.site_root)
-        validate_sessions(self.site_root)
-        self.rules = Rules(routes=self.routes, no_store=_compile_list("cache_no_store"),
-                           private=_compile_list("cache_private"),
-                           public=_compile_list("cache_public"),
-                           long_term=_compile_list("cache_long_term"))
+                overrides[key[len("KRAIT_CONFIG_"):]] = float(value) if "." in value \
+                    else int(value)
+        site = load(self.site_root, overrides)
+        self.site_globals = site.globals
+        self.routes = site.routes
+        self.error_pages = site.error_pages
+        self.rules = site.rules
         self._max_age = (int(config.cache_max_age_default), int(config.cache_max_age_long_term))
         self._static_only = static_only_prefixes()
         _ = self.templates  # Mako is imported now, not during the first page
@@ -230,7 +235,7 @@ class Worker:
         ns["__name__"] = "__krait_page__"
         ns["__file__"] = path
         ns["krait"] = krait
-        ns["ctrl"] = mvc.curr_ctrl
+        ns["ctrl"] = self._st.curr_ctrl
         return ns
 
     def run_script(self, path: str, ns: dict[str, Any] | None = None) -> None:
@@ -241,7 +246,7 @@ class Worker:
         exec(self.scripts.get(path), ns)  # noqa: S102 - running site scripts is the point
         result = ns.get(_RESULT)
         if result is not None:
-            krait.response = result
+            _state.current().response = result
 
     def render(self, path: str) -> str:
         """Render a target or view file by its extension (behaviour §7.4): a template, a
@@ -289,28 +294,33 @@ class Worker:
         body_file = frame.body_file
         addr = frame.remote_addr
         scheme = "https" if frame.flags & protocol.REQ_TLS else "http"
+        request_id = None
         if self.proxies:
-            fwd_for = fwd_proto = None
+            fwd_for = fwd_proto = fwd_id = None
             for name, value in frame.headers:
                 if name == "x-forwarded-for":
                     fwd_for = value if fwd_for is None else f"{fwd_for},{value}"
                 elif name == "x-forwarded-proto":
                     fwd_proto = value
+                elif name == "x-request-id":
+                    fwd_id = value
+            if fwd_id and len(fwd_id) <= 128 and _REQUEST_ID_CHARS.issuperset(fwd_id) and \
+                    self.proxies.trusts(addr):
+                request_id = fwd_id
             addr, scheme = self.proxies.resolve(addr, fwd_for, fwd_proto, scheme)
-        krait.request = Request(frame.method, frame.path, frame.query, frame.version,
-                                lambda: frame.headers, b"" if body_file else frame.body,
-                                remote_addr=addr, scheme=scheme, body_file=body_file)
+        if request_id is None:
+            request_id = self._id_prefix + str(next(self._id_count))
+        request = Request(frame.method, frame.path, frame.query, frame.version,
+                          lambda: frame.headers, b"" if body_file else frame.body,
+                          remote_addr=addr, scheme=scheme, body_file=body_file,
+                          request_id=request_id)
+        st = self._st = _state.RequestState(
+            request, dict(frame.params) if frame.params else {},
+            websockets.WebsocketsRequest(request) if frame.flags & protocol.REQ_WEBSOCKET
+            else None, request_id)
+        _state.activate(st)
         self._static_page = False
         self._view = self._cache_base = None
-        krait.response = None
-        krait.extra_headers = []
-        krait.url_params = self.url_params(frame)
-        krait._content_type = None
-        krait._session = None
-        mvc._reset()
-        websockets.response = None
-        websockets.request = websockets.WebsocketsRequest(krait.request) \
-            if frame.flags & protocol.REQ_WEBSOCKET else None
         if frame.flags & protocol.REQ_WEBSOCKET and not self.same_origin(frame):
             return ErrorResponse(403, "this origin may not open a WebSocket here"), None
         route = self.routes[frame.route] if 0 <= frame.route < len(self.routes) else None
@@ -320,8 +330,8 @@ class Worker:
             # exact url, never a path a visitor made up (/account/settings.css).
             self._cache_base = route.url.lstrip("/") if route.url else None
             ctrl = route.ctrl_class()
-            if krait.response is not None:
-                return _as_response(krait.response), None
+            if st.response is not None:
+                return _as_response(st.response), None
             text = self.render_ctrl(ctrl)
             base = self.base_name(self._view) if self._view else None
         else:
@@ -333,8 +343,8 @@ class Worker:
             if path.endswith(".py"):
                 self.run_script(path)
                 text = ""
-                if krait.response is None and mvc.init_ctrl is not None:
-                    text = self.render_ctrl(mvc.init_ctrl)
+                if st.response is None and st.init_ctrl is not None:
+                    text = self.render_ctrl(st.init_ctrl)
             else:
                 text = self.render(path)
                 # A template without constructs (only "@@") is static, and so is a .html
@@ -342,8 +352,8 @@ class Worker:
                 # ETag of its body, a max-age).
                 self._static_page = path.endswith((".html", ".htm", ".pyml")) and \
                     self.templates.is_static(path)
-        if krait.response is not None:
-            return _as_response(krait.response), base
+        if st.response is not None:
+            return _as_response(st.response), base
         return Response("HTTP/1.1", 200, None, text), base
 
     def same_origin(self, frame: protocol.RequestFrame) -> bool:
@@ -428,7 +438,7 @@ class Worker:
         except (ValueError, TypeError):
             # A header or body the core cannot take: still an error of the site's code. The
             # page goes out without the site's extra headers (they may be the culprit).
-            krait.extra_headers = []
+            self._st.extra_headers = []
             self.send(frame, self.error_page(frame), None)
         finally:
             if frame.body_file:
@@ -445,7 +455,7 @@ class Worker:
             return ErrorResponse(status, message, headers)
         headers = [(k, v) for k, v in headers or () if k.lower() != "content-type"]
         reason = REASONS.get(status, "Unknown")
-        request = krait.request
+        request = self._st.request
         if request is not None and _errorpages.wants_json(request.headers.get("accept")):
             return Response("HTTP/1.1", status, [*headers, ("Content-Type", "application/json")],
                             _errorpages.json_body(status, reason, message))
@@ -476,8 +486,9 @@ class Worker:
 
                 route = self.routes[frame.route] if 0 <= frame.route < len(self.routes) \
                     else None
-                body = _debugpage.render(sys.exc_info()[1], krait.request,  # type: ignore[arg-type]
-                                         route, krait.url_params, self.site_root)
+                st = self._st
+                body = _debugpage.render(sys.exc_info()[1], st.request,
+                                         route, st.url_params, self.site_root)
             except Exception:  # noqa: BLE001 - the plain traceback is always possible
                 sys.stderr.write(f"krait: the debug page failed\n{traceback.format_exc()}")
                 body = (f"<html><head><title>500 Internal Server Error</title></head><body>"
@@ -498,14 +509,21 @@ class Worker:
         return flags
 
     def send(self, frame: protocol.RequestFrame, response: Response, base: str | None) -> None:
-        extra = krait.extra_headers
+        st = self._st
+        extra = st.extra_headers
         headers = list(response.headers)
         if extra:
             headers += [(str(k), str(v)) for k, v in extra]
         names = {k.lower() for k, _ in headers}
+        rid = st.request_id
+        if rid is not None and "x-request-id" not in names:
+            # Encoded here, unchecked: the id is ours, or a trusted proxy's checked one.
+            echo: tuple[bytes, ...] = (_encode_id(rid),)
+        else:
+            echo = ()
         status = response.status_code
         if "content-type" not in names and status not in (204, 304):
-            ctype = krait._content_type
+            ctype = st.content_type
             if ctype is None and base is not None:
                 ctype = self._ctypes.get(base)
                 if ctype is None:
@@ -520,12 +538,12 @@ class Worker:
             if "cache-control" not in names:
                 headers.append(("Cache-Control", _NO_STORE))
             self.write(protocol.encode_response(
-                fid, status, headers, response.file_path, protocol.BODY_FILE))
+                fid, status, headers, response.file_path, protocol.BODY_FILE, encoded=echo))
             return
         if response.is_stream:
             if "cache-control" not in names:
                 headers.append(("Cache-Control", _NO_STORE))
-            self.stream(fid, status, headers, response)
+            self.stream(fid, status, headers, response, echo)
             return
         body = response.body_bytes()
         if "cache-control" not in names:
@@ -541,12 +559,13 @@ class Worker:
                     "public, " if flags & _CACHE_PUBLIC else ""
                 headers.append(("Cache-Control", f"{scope}max-age={age}, must-revalidate"))
                 headers.append(("ETag", etag))
-                inm = krait.request.headers.get("if-none-match") if krait.request else None
+                request = st.request
+                inm = request.headers.get("if-none-match") if request is not None else None
                 if inm and _etag_listed(etag, inm):
                     status, body = 304, b""
             else:
                 headers.append(("Cache-Control", _NO_STORE))
-        frames = protocol.encode_response_stream(fid, status, headers, body)
+        frames = protocol.encode_response_stream(fid, status, headers, body, encoded=echo)
         self.write(*frames)
 
     def write(self, *frames: bytes) -> None:
@@ -636,14 +655,17 @@ class Worker:
         """Behaviour §12.1 for a handshake: accept (101) when the script set
         krait.websockets.response and any krait.response is 2xx; otherwise send the script's
         non-2xx response, or 400. Returns True when the response was sent here."""
-        accept = websockets.response
+        st = self._st
+        accept = st.ws_response
         if accept is not None and 200 <= response.status_code < 300:
-            headers = [(k, v) for k, v in krait.extra_headers if k.lower() == "set-cookie"]
+            headers = [(k, v) for k, v in st.extra_headers if k.lower() == "set-cookie"]
+            if st.request_id is not None:
+                headers.append(("X-Request-ID", st.request_id))
             if accept.protocol is not None:
                 headers.append(("Sec-WebSocket-Protocol", accept.protocol))
             # Bound before the 101 leaves: the client may send at once, and the reader
             # thread must find the controller (messages wait until on_start has run).
-            self.hub.bind(frame.id, accept.controller)
+            self.hub.bind(frame.id, accept.controller, st.for_websocket())
             try:
                 self.write(protocol.encode_response(frame.id, 101, headers, b""))
             except BaseException:
@@ -657,9 +679,10 @@ class Worker:
         return False
 
     def stream(self, fid: int, status: int, headers: list[tuple[str, str]],
-               response: Response) -> None:
+               response: Response, encoded: tuple[bytes, ...] = ()) -> None:
         """Send a generator/iterable body chunk by chunk, as it is produced."""
-        frames = protocol.stream_frames(fid, status, headers, response.iter_body())
+        frames = protocol.stream_frames(fid, status, headers, response.iter_body(),
+                                        encoded=encoded)
         # The first frame (the RESPONSE head) checks the headers before anything is sent.
         self.write(next(frames))
         try:

@@ -734,3 +734,20 @@ def test_reader_ws_messages_takes_whole_runs_only():
     with pytest.raises(EOFError):
         reader.next_type()
     b.close()
+
+
+def test_header_encoder_matches_the_checked_path():
+    """A header encoded once by header_encoder (X-Request-ID) gives the same frame as the same
+    pair passed with the others."""
+    enc = P.header_encoder("X-Request-ID")
+    base = [("Content-Type", "text/plain")]
+    pair = ("X-Request-ID", "3f2b9c1e7a4d-17")
+    assert P.encode_response(7, 200, base, b"hi", encoded=(enc(pair[1]),)) == \
+        P.encode_response(7, 200, [*base, pair], b"hi")
+    assert P.encode_response_stream(7, 200, base, b"x" * 300, max_frame=120,
+                                    encoded=(enc(pair[1]),)) == \
+        P.encode_response_stream(7, 200, [*base, pair], b"x" * 300, max_frame=120)
+    with pytest.raises(ValueError):
+        P.header_encoder("Content-Length")
+    with pytest.raises(ValueError):
+        P.header_encoder("Bad\nName")

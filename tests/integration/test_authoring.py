@@ -269,7 +269,7 @@ def test_routes_that_never_match_are_warned_about(tmp_path: Path, krait_server) 
 
 def test_route_warnings_for_any() -> None:
     from krait import config
-    from krait.supervisor import route_warnings
+    from krait._site import route_warnings
 
     catch_all = config.Route("ANY")
     late = config.Route("POST", url="/p")

@@ -4,6 +4,7 @@ status. Nothing waits for the first request to fail."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,10 +126,16 @@ def test_failure_only_in_the_workers(tmp_path):
     (["--bogus"], "unrecognized arguments: --bogus"),
     (["SITE", "--port", "abc"], "invalid port 'abc'"),
     (["SITE", "--port", "70000"], "invalid port '70000'"),
-    (["SITE", "--workers", "-1"], "--workers must be 0"),
-    (["SITE", "--worker-timeout", "0"], "--worker-timeout must be positive"),
+    (["SITE", "--workers", "-1"], "--workers must be at least 1, not -1"),
+    (["SITE", "--workers", "0"], "--workers must be at least 1, not 0"),
+    (["SITE", "--worker-timeout", "0"], "--worker-timeout must be a positive number, not 0"),
+    (["SITE", "--header-timeout", "-1"], "--header-timeout must be a positive number, not -1"),
+    (["SITE", "--keepalive-timeout", "nan"], "--keepalive-timeout must be a positive number"),
+    (["SITE", "--worker-timeout", "inf"], "--worker-timeout must be a positive number"),
+    (["SITE", "--max-body-size", "-5"], "--max-body-size must be a positive number, not -5"),
+    (["SITE", "--host", ""], "--host needs an address"),
     (["SITE", "--max-queue", "many"], "invalid int value: 'many'"),
-    (["SITE", "--worker-pipeline", "0"], "--worker-pipeline must be positive"),
+    (["SITE", "--worker-pipeline", "0"], "--worker-pipeline must be a positive number"),
     (["SITE", "--worker-pipeline", "9"], "worker_pipeline must be a whole number from 1 to 8"),
     ([], "the site root is required"),
 ])
@@ -160,5 +167,23 @@ def test_help(tmp_path):
     result = run_krait("--help")
     assert result.returncode == 0
     for flag in ("--port", "--workers", "--debug", "--reload", "--worker-timeout",
-                 "--max-queue"):
+                 "--max-queue", "--version"):
         assert flag in result.stdout
+    # Every option shows its default: the help's entries start with "  -".
+    options = result.stdout.split("options:")[1]
+    entries = [" ".join(e.split()) for e in re.split(r"\n(?=  -)", options) if e.strip()]
+    assert len(entries) >= 20
+    for entry in entries:
+        if not entry.startswith(("-h", "--version")):
+            assert "(default:" in entry, entry
+    text = " ".join(result.stdout.split())
+    assert "(default: 127.0.0.1)" in text and "(default: 8080)" in text
+    assert "krait.config.worker_timeout, 30" in text
+
+
+def test_version():
+    import krait
+
+    result = run_krait("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"krait {krait.__version__}"

@@ -1,0 +1,461 @@
+"""Loading a site: run ``.py/init.py``, validate ``krait.config`` (routes, error pages, cache
+rules, limits, the hardening settings) and build the :class:`Rules` that route requests and
+decide cache headers. The master (:mod:`krait.supervisor`) and every worker
+(:mod:`krait.worker`) load the site through :func:`load`, so both see the same checks and the
+same errors, each naming the file and line of ``init.py`` where the author should look.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import runpy
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import krait
+from krait import config
+from krait._core import lib
+from krait.errors import ConfigError
+from krait.paths import PathRefused, site_file
+
+VERB_BITS = {
+    "GET": lib.KRAIT_VERB_GET, "POST": lib.KRAIT_VERB_POST, "PUT": lib.KRAIT_VERB_PUT,
+    "DELETE": lib.KRAIT_VERB_DELETE, "CONNECT": lib.KRAIT_VERB_CONNECT,
+    "OPTIONS": lib.KRAIT_VERB_OPTIONS, "TRACE": lib.KRAIT_VERB_TRACE,
+    "WEBSOCKET": lib.KRAIT_VERB_WEBSOCKET, "PATCH": lib.KRAIT_VERB_PATCH,
+    "ANY": lib.KRAIT_VERB_ANY,
+}
+
+# krait.config attribute → (core limit, scale to the core's unit).
+#: The core's fixed ceiling on header fields per request (KRAIT__MAX_HEADERS_CAP).
+MAX_HEADER_FIELDS = 1000
+
+LIMITS = {
+    "max_request_line": (lib.KRAIT_LIMIT_REQUEST_LINE, 1),
+    "max_header_size": (lib.KRAIT_LIMIT_HEAD, 1),
+    "max_header_fields": (lib.KRAIT_LIMIT_HEADERS, 1),
+    "max_body_size": (lib.KRAIT_LIMIT_BODY, 1),
+    "header_timeout": (lib.KRAIT_LIMIT_HEADER_TIMEOUT, 1000),
+    "keepalive_timeout": (lib.KRAIT_LIMIT_KEEPALIVE, 1000),
+    "worker_timeout": (lib.KRAIT_LIMIT_WORKER_TIMEOUT, 1000),
+    "max_queue": (lib.KRAIT_LIMIT_QUEUE, 1),
+    "max_websocket_message": (lib.KRAIT_LIMIT_WS_MESSAGE, 1),
+    "body_timeout": (lib.KRAIT_LIMIT_BODY_TIMEOUT, 1000),
+    "send_timeout": (lib.KRAIT_LIMIT_SEND_TIMEOUT, 1000),
+    "max_connections": (lib.KRAIT_LIMIT_MAX_CONNS, 1),
+    "spool_threshold": (lib.KRAIT_LIMIT_SPOOL, 1),
+    "max_body_memory": (lib.KRAIT_LIMIT_BODY_MEMORY, 1),
+    "shutdown_timeout": (lib.KRAIT_LIMIT_DRAIN, 1000),
+    "websocket_ping_interval": (lib.KRAIT_LIMIT_WS_PING, 1000),
+    "worker_pipeline": (lib.KRAIT_LIMIT_WORKER_DEPTH, 1),
+}
+
+#: The core's ceiling on requests handed to one worker at once (KRAIT__WORKER_DEPTH_MAX).
+MAX_WORKER_PIPELINE = 8
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; the message names the file and line where it can."""
+
+
+def _site_frame(tb: Any, site_root: str) -> tuple[str, int] | None:
+    """The innermost traceback frame inside the site: where its author should look."""
+    found = None
+    root = os.path.realpath(site_root)
+    for fs in traceback.extract_tb(tb):
+        if os.path.realpath(fs.filename).startswith(root + os.sep):
+            found = (fs.filename, fs.lineno or 0)
+    return found
+
+
+def _site_traceback(exc: BaseException, site_root: str) -> str:
+    """The traceback of an error in the site's code, without krait's own frames above it."""
+    tb = exc.__traceback__
+    root = os.path.realpath(site_root) + os.sep
+    while tb is not None and not os.path.realpath(tb.tb_frame.f_code.co_filename).startswith(root):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+
+
+def load_site(site_root: str) -> dict[str, Any]:
+    """Put ``<site>/.py`` on ``sys.path``, set ``krait.site_root``, run ``init.py``.
+
+    Returns init.py's globals. Raises StartupError with ``file:line: message``.
+    """
+    if not os.path.exists(site_root):
+        raise StartupError(f"site root {site_root!r} does not exist")
+    if not os.path.isdir(site_root):
+        raise StartupError(f"site root {site_root!r} is not a directory")
+    if not os.access(site_root, os.R_OK | os.X_OK):
+        raise StartupError(f"site root {site_root!r} is not readable")
+    config.reset()
+    krait.site_root = site_root
+    py_dir = os.path.join(site_root, ".py")
+    if py_dir not in sys.path:
+        sys.path.append(py_dir)
+    init = os.path.join(py_dir, "init.py")
+    if not os.path.isfile(init):
+        return {}
+    try:
+        return runpy.run_path(init, run_name="__krait_init__")
+    except ConfigError as exc:
+        where = exc.filename and f"{exc.filename}:{exc.lineno}" or init
+        raise StartupError(f"{where}: {exc.message}") from None
+    except SyntaxError as exc:
+        # The file, the line and the caret: runpy's and krait's frames above them say nothing.
+        detail = "".join(traceback.format_exception_only(type(exc), exc))
+        if _site_frame(exc.__traceback__, site_root) is not None:  # in a module init.py imports
+            detail = _site_traceback(exc, site_root)
+        raise StartupError(f"{exc.filename}:{exc.lineno}: {type(exc).__name__}: {exc.msg}\n"
+                           f"{detail}") from None
+    except BaseException as exc:  # noqa: BLE001 - any failure of the site's code stops start-up
+        where = _site_frame(exc.__traceback__, site_root)
+        loc = f"{where[0]}:{where[1]}" if where else init
+        raise StartupError(f"{loc}: {type(exc).__name__}: {exc}\n"
+                           f"{_site_traceback(exc, site_root)}") from None
+
+
+def _target_exists(site_root: str, target: str) -> bool:
+    """Does target name a file, with the index and extension search of behaviour §3.2?"""
+    path = os.path.join(site_root, target.lstrip("/"))
+    if os.path.isdir(path):
+        path = os.path.join(path, "index")
+    if os.path.isfile(path):
+        return True
+    for ext in (".html", ".htm", ".pyml", ".py"):
+        if os.path.isfile(path + ext):
+            return True
+    twin = {".html": path[:-1], ".htm": path + "l"}
+    for suffix, other in twin.items():
+        if path.endswith(suffix) and os.path.isfile(other):
+            return True
+    return False
+
+
+def validate_routes(site_root: str) -> list[config.Route]:
+    """Check krait.config.routes (invariant 6); an empty list means [Route()]."""
+    routes = config.routes
+    set_at = config.where("routes")
+    prefix = f"{set_at}: " if set_at else ""
+    if routes is None:
+        return [config.Route()]
+    if not isinstance(routes, (list, tuple)):
+        raise StartupError(f"{prefix}krait.config.routes must be a list of krait.config.Route, "
+                           f"not {type(routes).__name__}")
+    if len(routes) == 0:
+        return [config.Route()]
+    for route in routes:
+        if not isinstance(route, config.Route):
+            raise StartupError(f"{prefix}krait.config.routes holds {route!r}, "
+                               "not a krait.config.Route")
+        where = f"{route.filename}:{route.lineno}"
+        target = route.target
+        if target is not None and "{" not in target:
+            if any(part.startswith(".") for part in target.strip("/").split("/") if part):
+                raise StartupError(f"{where}: route target {target!r} is a hidden path")
+            if not _target_exists(site_root, target):
+                raise StartupError(f"{where}: route target {target!r} does not exist")
+        if target is not None and route.compiled is not None:
+            for name in re.findall(r"\{(\w+)\}", target):
+                if name not in route.compiled.groupindex:
+                    raise StartupError(
+                        f"{where}: target {target!r} uses {{{name}}}, "
+                        f"which the regex does not capture")
+    return list(routes)
+
+
+#: A group with a quantifier inside, itself quantified ("(a+)+", "([a-z0-9]+-?)*", "(x*){2,}"):
+#: the shape of regexes that backtrack exponentially.
+_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)[+*{]")
+
+
+def route_warnings(routes: list[config.Route]) -> list[str]:
+    """Routes that can never match, each as ``file:line: warning: ...``: a route after a
+    catch-all (``Route()`` with neither ``url`` nor ``regex``) of the same verb, or after an
+    earlier route with the same verb and ``url``; and a ``url`` without a leading ``/`` (the
+    path it is compared with always has one)."""
+    out = []
+    all_verbs = set(config.Route.route_verbs)
+    taken: dict[str, config.Route] = {}  # verb → the catch-all that takes it
+    urls: dict[tuple[str, str], config.Route] = {}  # (verb, url) → the first route with it
+
+    def where(route: config.Route) -> str:
+        return f"{route.filename}:{route.lineno}"
+
+    for route in routes:
+        verbs = all_verbs if route.verb == "ANY" else {route.verb}
+        pattern = route.compiled.pattern if route.compiled is not None else None
+        if pattern is not None and _NESTED_QUANTIFIER.search(pattern):
+            out.append(f"{where(route)}: warning: route regex {pattern!r} repeats a group that "
+                       "itself repeats: some paths a client invents take it exponential time. "
+                       "Regexes run in a worker, under worker_timeout, so a slow one costs that "
+                       "worker (504), not the server; still, write it without the nesting")
+        if route.url is not None and not route.url.startswith("/"):
+            out.append(f"{where(route)}: warning: route url {route.url!r} never matches: request "
+                       f"paths start with '/' (write {'/' + route.url!r})")
+        shadow = next((taken[v] for v in sorted(verbs) if v in taken), None) \
+            if all(v in taken for v in verbs) else None
+        if shadow is not None:
+            out.append(f"{where(route)}: warning: {route!r} never matches: the catch-all "
+                       f"{shadow!r} at {where(shadow)} comes first and takes every "
+                       f"{'request' if route.verb == 'ANY' else route.verb + ' request'} "
+                       "(routes are tried in order: put the catch-all last)")
+        elif route.url is not None and route.regex is None and all(
+                (v, route.url) in urls for v in verbs):
+            first = urls[(sorted(verbs)[0], route.url)]
+            out.append(f"{where(route)}: warning: {route!r} never matches: {first!r} at "
+                       f"{where(first)} has the same url and comes first")
+        if route.url is None and route.regex is None:
+            for v in verbs:
+                taken.setdefault(v, route)
+        elif route.url is not None:
+            for v in verbs:
+                urls.setdefault((v, route.url), route)
+    return out
+
+
+def validate_error_pages(site_root: str) -> dict[int, str]:
+    """Check ``krait.config.error_pages``: statuses 400-599 mapped to files under the site root
+    (not ``.py`` scripts). Returns status → absolute filename."""
+    pages = config.error_pages
+    set_at = config.where("error_pages") or os.path.join(site_root, ".py", "init.py")
+    if not isinstance(pages, dict):
+        raise StartupError(f"{set_at}: krait.config.error_pages must be a dict of status → "
+                           f"file, not {type(pages).__name__}")
+    out = {}
+    for status, page in pages.items():
+        if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+            raise StartupError(f"{set_at}: krait.config.error_pages: {status!r} is not an "
+                               "error status (400-599)")
+        if not isinstance(page, str) or not page.strip("/"):
+            raise StartupError(f"{set_at}: krait.config.error_pages[{status}] must be a file "
+                               f"path relative to the site root, not {page!r}")
+        rel = os.path.normpath(page.lstrip("/"))
+        if rel == ".." or rel.startswith(".." + os.sep) or "\0" in rel:
+            raise StartupError(f"{set_at}: krait.config.error_pages[{status}] = {page!r} "
+                               "leaves the site root")
+        filename = os.path.join(site_root, rel)
+        if not os.path.isfile(filename):
+            raise StartupError(f"{set_at}: krait.config.error_pages[{status}] = {page!r}: "
+                               f"no such file ({filename})")
+        if filename.endswith(".py"):
+            raise StartupError(f"{set_at}: krait.config.error_pages[{status}] = {page!r}: a "
+                               "page must be a template or a file, not a .py script")
+        out[status] = filename
+    return out
+
+
+def compile_cache_rules(name: str) -> list[re.Pattern[str]]:
+    """Compile the cache-rule regexes of ``krait.config.<name>`` (behaviour §10.1)."""
+    value = getattr(config, name)
+    set_at = config.where(name)
+    prefix = f"{set_at}: " if set_at else ""
+    if not isinstance(value, (list, tuple)):
+        raise StartupError(f"{prefix}krait.config.{name} must be a list of regexes, "
+                           f"not {type(value).__name__}")
+    out = []
+    for rx in value:
+        try:
+            out.append(re.compile(rx))
+        except (re.error, TypeError) as exc:
+            raise StartupError(f"{prefix}krait.config.{name}: invalid regex {rx!r}: {exc}"
+                               ) from None
+    return out
+
+
+def validate_hardening() -> None:
+    """Check the path, upload, form and WebSocket settings of ``krait.config`` (issue 18)."""
+    def fail(name: str, what: str) -> StartupError:
+        set_at = config.where(name)
+        return StartupError(f"{set_at + ': ' if set_at else ''}krait.config.{name} must be "
+                            f"{what}, not {getattr(config, name)!r}")
+
+    for name in ("view_dirs", "never_serve", "static_only", "websocket_origins", "allowed_hosts"):
+        value = getattr(config, name)
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or \
+                not all(isinstance(v, str) and v.strip("/") for v in value):
+            raise fail(name, "a list of non-empty strings")
+    for name in ("max_form_fields", "websocket_queue_bytes", "websocket_worker_queue_bytes"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise fail(name, "a positive whole number")
+    header = config.server_header
+    if header is not None and (not isinstance(header, str) or
+                               any(c < " " and c != "\t" or c == "\x7f" for c in header)):
+        raise fail("server_header", "None or a header value without control characters")
+    if config.pubsub is not None and (not isinstance(config.pubsub, str) or
+                                      not config.pubsub.startswith(("redis://", "rediss://",
+                                                                    "unix://"))):
+        raise fail("pubsub", "None or a Redis URL (redis://host:6379/0)")
+    if config.pubsub:
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            raise fail("pubsub", "usable: the redis package is missing (pip install "
+                       "'krait[redis]')") from None
+
+
+def validate_sessions(site_root: str, scan: bool = False) -> None:
+    """Check the session settings of ``krait.config`` and open the session store (a bad secret,
+    a served session directory or an unreachable Redis stop start-up). With ``scan`` (the
+    master, once), a site whose code uses sessions without ``config.session_secret`` stops
+    start-up too, naming the first place that uses them."""
+    from krait import sessions
+
+    try:
+        sessions.configure(site_root)
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from None
+    if scan and not config.session_secret:
+        found = sessions.find_use(site_root, list(config.view_dirs), static_only_dirs())
+        if found is not None:
+            raise StartupError(
+                f"{found[0]}:{found[1]}: this site uses sessions (krait.session, CSRF tokens or "
+                "flash messages), which need krait.config.session_secret: set it in "
+                ".py/init.py to a random text of 32 characters or more, kept out of version "
+                "control (python3 -c 'import secrets; print(secrets.token_hex(32))')")
+
+
+def static_only_dirs() -> tuple[str, ...]:
+    """``krait.config.static_only`` as root-relative prefixes ending in ``/`` (unchecked)."""
+    value = config.static_only
+    if not isinstance(value, (list, tuple)):
+        return ()
+    return tuple(v.strip("/") + "/" for v in value if isinstance(v, str) and v.strip("/"))
+
+
+@dataclass
+class Rules:
+    """Routes and cache rules, as the core's callbacks ask about them."""
+
+    routes: list[config.Route]
+    no_store: list[re.Pattern[str]] = field(default_factory=list)
+    private: list[re.Pattern[str]] = field(default_factory=list)
+    public: list[re.Pattern[str]] = field(default_factory=list)
+    long_term: list[re.Pattern[str]] = field(default_factory=list)
+    #: The site root: a target whose ``{name}`` came from the URL is checked under it.
+    root: str = ""
+
+    def cache_flags(self, rel: str, dynamic: bool = False) -> int:
+        """Behaviour §10.2: static files start storable, dynamic pages not; then each list
+        that matches applies, later ones overriding earlier ones."""
+        storable, private, public, long = not dynamic, False, False, False
+        if any(p.fullmatch(rel) for p in self.no_store):
+            storable = False
+        if any(p.fullmatch(rel) for p in self.private):
+            storable, private = True, True
+        if any(p.fullmatch(rel) for p in self.public):
+            storable, private, public = True, False, True
+        if any(p.fullmatch(rel) for p in self.long_term):
+            storable, long = True, True
+        flags = 0 if storable else lib.KRAIT_CACHE_NO_STORE
+        flags |= lib.KRAIT_CACHE_PRIVATE if private else 0
+        flags |= lib.KRAIT_CACHE_PUBLIC if public else 0
+        flags |= lib.KRAIT_CACHE_LONG if long else 0
+        return flags
+
+    def match(self, verb: int, path: str) -> tuple[int, str, list[tuple[str, str]], int]:
+        """First matching route (behaviour §4, §16.2): (index, target, params, allow mask)."""
+        allow = 0
+        for i, route in enumerate(self.routes):
+            params: dict[str, str] = {}
+            if route.url is not None and route.url == path:
+                hit = True
+            elif route.compiled is not None:
+                m = route.compiled.fullmatch(path)
+                hit = m is not None
+                if m is not None:
+                    params = {k: v for k, v in m.groupdict().items() if v is not None}
+            else:
+                hit = route.url is None
+            if not hit:
+                continue
+            bits = VERB_BITS[route.verb]
+            if bits & verb:
+                target = route.target or ""
+                filled = False
+                for name, value in params.items():
+                    if "{" + name + "}" in target:
+                        target, filled = target.replace("{" + name + "}", value), True
+                if filled and self.root:
+                    # The visitor chose part of this path: the path rule decides, as for any
+                    # URL (no hidden segment, no backup, no link out of the root); 404 if not.
+                    try:
+                        site_file(self.root, target)
+                    except PathRefused:
+                        return -1, "", [], 0
+                return i, target, sorted(params.items()), allow | bits
+            allow |= bits
+        return -1, "", [], allow
+
+
+def validate_settings() -> None:
+    """Check the limits, cache ages, ``html_templates`` and the hardening settings of
+    ``krait.config`` (invariant 6)."""
+    for name in LIMITS:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            set_at = config.where(name)
+            raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.{name} must "
+                               f"be a positive number, not {value!r}")
+    if config.max_header_fields > MAX_HEADER_FIELDS:
+        set_at = config.where("max_header_fields")
+        raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.max_header_fields "
+                           f"may be at most {MAX_HEADER_FIELDS}, not "
+                           f"{config.max_header_fields!r}")
+    pipeline = config.worker_pipeline
+    if not isinstance(pipeline, int) or pipeline > MAX_WORKER_PIPELINE:
+        set_at = config.where("worker_pipeline")
+        raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.worker_pipeline "
+                           f"must be a whole number from 1 to {MAX_WORKER_PIPELINE}, not "
+                           f"{config.worker_pipeline!r}")
+    if not isinstance(config.html_templates, bool):
+        set_at = config.where("html_templates")
+        raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.html_templates "
+                           f"must be True or False, not {config.html_templates!r}")
+    for name in ("cache_max_age_default", "cache_max_age_long_term"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            set_at = config.where(name)
+            raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.{name} must "
+                               f"be a number of seconds, not {value!r}")
+    validate_hardening()
+
+
+@dataclass
+class Site:
+    """A loaded site: what init.py decided, validated."""
+
+    root: str
+    #: init.py's globals (scripts and templates see them).
+    globals: dict[str, Any]
+    routes: list[config.Route]
+    rules: Rules
+    #: status → the site's page (absolute filename).
+    error_pages: dict[int, str]
+    #: Routes that can never match (``file:line: warning: ...``).
+    warnings: list[str]
+
+
+def load(site_root: str, overrides: dict[str, Any] | None = None) -> Site:
+    """Load the site at ``site_root``: run init.py, apply ``overrides`` (the command line's
+    limits, by ``krait.config`` name) over what it set, and validate everything.
+
+    :raises StartupError: with ``file:line: message`` (and the site's traceback, for an
+        exception in its code).
+    """
+    site_globals = load_site(site_root)
+    for name, value in (overrides or {}).items():
+        setattr(config, name, value)
+    routes = validate_routes(site_root)
+    error_pages = validate_error_pages(site_root)
+    rules = Rules(routes=routes, no_store=compile_cache_rules("cache_no_store"),
+                  private=compile_cache_rules("cache_private"),
+                  public=compile_cache_rules("cache_public"),
+                  long_term=compile_cache_rules("cache_long_term"), root=site_root)
+    validate_settings()
+    validate_sessions(site_root)
+    return Site(site_root, site_globals, routes, rules, error_pages, route_warnings(routes))
