@@ -21,7 +21,7 @@ import itsdangerous
 import pytest
 
 import krait
-from krait import config, sessions
+from krait import _state, config, sessions
 from krait.errors import ConfigError, Forbidden
 from krait.request import Request
 
@@ -44,7 +44,7 @@ class Browser:
             hdrs.append(("Cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items())))
         krait.request = Request(method, "/", "", "HTTP/1.1", hdrs, body, scheme=scheme)
         krait.extra_headers = []
-        krait._session = None
+        _state.current().extras.pop("krait.session", None)  # a new request: no session yet
         try:
             result = fn() if fn is not None else None
             sessions._finish()
@@ -72,7 +72,7 @@ def clean(tmp_path: Path) -> Iterator[None]:
     config.reset()
     sessions._engine = None
     krait.request = None
-    krait._session = None
+    _state.current().extras.pop("krait.session", None)
     krait.extra_headers = []
 
 
