@@ -184,6 +184,9 @@ def validate_routes(site_root: str) -> list[config.Route]:
             raise StartupError(f"{prefix}krait.config.routes holds {route!r}, "
                                "not a krait.config.Route")
         where = f"{route.filename}:{route.lineno}"
+        if route.wsgi is not None:
+            route.app = _load_wsgi(route, where, site_root)
+            continue
         target = route.target
         if target is not None and "{" not in target:
             if any(part.startswith(".") for part in target.strip("/").split("/") if part):
@@ -197,6 +200,32 @@ def validate_routes(site_root: str) -> list[config.Route]:
                         f"{where}: target {target!r} uses {{{name}}}, "
                         f"which the regex does not capture")
     return list(routes)
+
+
+def _load_wsgi(route: config.Route, where: str, site_root: str) -> Any:
+    """Import (and check) the WSGI application a route mounts; an error names the route."""
+    from krait.wsgi import load_app
+
+    try:
+        return load_app(route.wsgi)  # type: ignore[arg-type]
+    except SyntaxError as exc:
+        raise StartupError(f"{where}: wsgi={route.wsgi!r}: {exc.filename}:{exc.lineno}: "
+                           f"SyntaxError: {exc.msg}") from None
+    except BaseException as exc:  # noqa: BLE001 - any failure of the import stops start-up
+        found = _site_frame(exc.__traceback__, os.getcwd())
+        inner = f" ({found[0]}:{found[1]})" if found else ""
+        raise StartupError(f"{where}: wsgi={route.wsgi!r} cannot be loaded{inner}: "
+                           f"{type(exc).__name__}: {exc}\n"
+                           f"{''.join(traceback.format_exception(exc))}") from None
+
+
+def route_bits(route: config.Route) -> int:
+    """The verbs a route takes, as the core's bits: a WSGI application never takes WebSocket
+    handshakes (WSGI cannot accept one), so a later WEBSOCKET route under its prefix works."""
+    bits = VERB_BITS[route.verb]
+    if route.prefix is not None:
+        bits &= ~lib.KRAIT_VERB_WEBSOCKET
+    return bits
 
 
 #: A group with a quantifier inside, itself quantified ("(a+)+", "([a-z0-9]+-?)*", "(x*){2,}"):
@@ -235,12 +264,16 @@ def route_warnings(routes: list[config.Route]) -> list[str]:
                        f"{shadow!r} at {where(shadow)} comes first and takes every "
                        f"{'request' if route.verb == 'ANY' else route.verb + ' request'} "
                        "(routes are tried in order: put the catch-all last)")
-        elif route.url is not None and route.regex is None and all(
+        elif route.url is not None and route.regex is None and route.prefix is None and all(
                 (v, route.url) in urls for v in verbs):
             first = urls[(sorted(verbs)[0], route.url)]
             out.append(f"{where(route)}: warning: {route!r} never matches: {first!r} at "
                        f"{where(first)} has the same url and comes first")
-        if route.url is None and route.regex is None:
+        if route.prefix is not None:
+            if route.prefix == "/":
+                for v in verbs - {"WEBSOCKET"}:
+                    taken.setdefault(v, route)
+        elif route.url is None and route.regex is None:
             for v in verbs:
                 taken.setdefault(v, route)
         elif route.url is not None:
@@ -402,7 +435,9 @@ class Rules:
         allow = 0
         for i, route in enumerate(self.routes):
             params: dict[str, str] = {}
-            if route.url is not None and route.url == path:
+            if route.prefix is not None:
+                hit = bool(route.takes_path(path))
+            elif route.url is not None and route.url == path:
                 hit = True
             elif route.compiled is not None:
                 m = route.compiled.fullmatch(path)
@@ -413,7 +448,7 @@ class Rules:
                 hit = route.url is None
             if not hit:
                 continue
-            bits = VERB_BITS[route.verb]
+            bits = route_bits(route)
             if bits & verb:
                 target = route.target or ""
                 filled = False
@@ -631,6 +666,9 @@ class Supervisor:
         for ext, mime in sorted(_mime.table().items()):
             server.add_mime(ext.lstrip("."), mime)
         for route in routes:
+            if route.prefix is not None:
+                server.add_prefix_route(route_bits(route), route.prefix)
+                continue
             server.add_route(VERB_BITS[route.verb], route.url, route.compiled is not None,
                              route.target, route.ctrl_class is not None)
         server.set_callbacks(self)
