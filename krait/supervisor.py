@@ -183,7 +183,8 @@ def validate_routes(site_root: str) -> list[config.Route]:
         if not isinstance(route, config.Route):
             raise StartupError(f"{prefix}krait.config.routes holds {route!r}, "
                                "not a krait.config.Route")
-        where = f"{route.filename}:{route.lineno}"
+        where = f"{route.filename}:{route.lineno}" if route.lineno is not None \
+            else str(route.filename)
         if route.wsgi is not None:
             route.app = _load_wsgi(route, where, site_root)
             continue
@@ -212,11 +213,26 @@ def _load_wsgi(route: config.Route, where: str, site_root: str) -> Any:
         raise StartupError(f"{where}: wsgi={route.wsgi!r}: {exc.filename}:{exc.lineno}: "
                            f"SyntaxError: {exc.msg}") from None
     except BaseException as exc:  # noqa: BLE001 - any failure of the import stops start-up
-        found = _site_frame(exc.__traceback__, os.getcwd())
-        inner = f" ({found[0]}:{found[1]})" if found else ""
-        raise StartupError(f"{where}: wsgi={route.wsgi!r} cannot be loaded{inner}: "
-                           f"{type(exc).__name__}: {exc}\n"
-                           f"{''.join(traceback.format_exception(exc))}") from None
+        # The application's own frames (not krait's, not the import machinery's): where its
+        # author should look. None for a module or name that does not exist.
+        tb = exc.__traceback__
+        while tb is not None and not _app_frame(tb.tb_frame.f_code.co_filename):
+            tb = tb.tb_next
+        if tb is None:
+            raise StartupError(f"{where}: wsgi={route.wsgi!r} cannot be loaded: "
+                               f"{type(exc).__name__}: {exc}") from None
+        last = traceback.extract_tb(tb)[-1]
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+        raise StartupError(f"{where}: wsgi={route.wsgi!r} cannot be loaded "
+                           f"({last.filename}:{last.lineno}): {type(exc).__name__}: {exc}\n"
+                           f"{text}") from None
+
+
+def _app_frame(filename: str) -> bool:
+    """Is this a frame of the application's code (a real file outside krait)?"""
+    return os.path.isfile(filename) and \
+        os.path.dirname(os.path.abspath(filename)) != os.path.dirname(config.__file__) and \
+        "importlib" not in filename
 
 
 def route_bits(route: config.Route) -> int:
@@ -495,6 +511,10 @@ class Options:
     reload: bool = False
     limits: dict[str, float] = field(default_factory=dict)
     trusted_proxies: list[str] = field(default_factory=list)
+    #: ``--wsgi``: the application served alone (``site_root`` is then a temporary folder).
+    wsgi: str | None = None
+    #: More folders whose ``.py`` files ``--reload`` watches (``--wsgi``: the application's).
+    watch_dirs: list[str] = field(default_factory=list)
 
 
 #: Signals the C loop takes through its signalfd. They are blocked in every thread of the
@@ -897,7 +917,8 @@ class Supervisor:
     def _scan_sources(self) -> dict[str, tuple[int, int]]:
         """(mtime, size) of every .py file under the site root, hidden folders included."""
         found: dict[str, tuple[int, int]] = {}
-        for folder, dirs, files in os.walk(self.opts.site_root):
+        for folder, dirs, files in (step for top in [self.opts.site_root, *self.opts.watch_dirs]
+                                    for step in os.walk(top)):
             dirs[:] = [d for d in dirs if d not in ("__pycache__", ".git", ".hg", ".svn",
                                                     "node_modules")]
             for name in files:
@@ -919,7 +940,10 @@ class Supervisor:
                 continue
             changed = sorted(set(now.items()) ^ set(before.items()))
             before = now
-            log(f"{os.path.relpath(changed[0][0], self.opts.site_root)} changed: reloading")
+            name = changed[0][0]
+            if not self.opts.wsgi:
+                name = os.path.relpath(name, self.opts.site_root)
+            log(f"{name} changed: reloading")
             with self._lock:
                 self._watch_requested = True
             self._wake_loop()
@@ -1001,13 +1025,15 @@ class Supervisor:
         # helper thread starts, so that every thread inherits the mask: the C loop blocks them
         # only in its own thread, and a SIGHUP delivered to another one would kill the process.
         signal.pthread_sigmask(signal.SIG_BLOCK, LOOP_SIGNALS)
-        log(f"serving {os.path.abspath(opts.site_root)} at {' '.join(urls)} "
+        what = f"the WSGI application {opts.wsgi}" if opts.wsgi else os.path.abspath(
+            opts.site_root)
+        log(f"serving {what} at {' '.join(urls)} "
             f"with {count} worker{'s' if count != 1 else ''} (pid {os.getpid()})")
         if opts.debug and not _is_loopback(opts.host):
             log(f"warning: --debug on {opts.host or 'every interface'}: the error page shows "
                 "any client your source code, tracebacks, request headers and cookies. Use "
                 "--host 127.0.0.1 unless this network is yours alone")
-        if not os.path.isfile(os.path.join(opts.site_root, ".py", "init.py")):
+        if not opts.wsgi and not os.path.isfile(os.path.join(opts.site_root, ".py", "init.py")):
             log("no .py/init.py in the site: every file is served by its URL. Create it to add "
                 "routes, cache rules and limits (see docs/configuration.md)")
         if opts.reload:
