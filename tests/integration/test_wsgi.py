@@ -359,3 +359,21 @@ def test_krait_wsgi_errors(tmp_path):
     result = subprocess.run([sys.executable, "-m", "krait", str(tmp_path), "--wsgi", "a:b"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "not both" in result.stderr
+
+
+def test_mount_after_a_regex_route(tmp_path, krait_server):
+    """A regex route first: the worker decides the route (Rules.match), prefix rules too."""
+    site = write_site(tmp_path / "r", {
+        ".py/init.py": "from krait import config\n"
+                       "def hello(environ, start_response):\n"
+                       "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+                       "    return [environ['PATH_INFO'].encode()]\n"
+                       "config.routes = [config.Route(regex=r'/n/(?P<id>\\d+)', target='n.py'),\n"
+                       "                 config.Route(prefix='/m', wsgi=hello)]\n",
+        "n.py": "krait.response = krait.Response('HTTP/1.1', 200, [], 'n')\n",
+    })
+    server = krait_server(site, "--workers", "1")
+    assert requests.get(server.url + "/n/1").text == "n"
+    assert requests.get(server.url + "/m/x").text == "/x"
+    assert requests.post(server.url + "/m").status_code == 200
+    assert requests.get(server.url + "/mx").status_code == 404
