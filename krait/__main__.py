@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import sys
+import tempfile
 from typing import NoReturn
 
 #: Where krait listens unless ``--host`` says otherwise: this machine only.
@@ -63,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"krait {__version__}")
     p.add_argument("site_root", nargs="?", help="the site's folder")
     p.add_argument("-r", "--site-root", dest="site_root_opt", help=argparse.SUPPRESS)
+    p.add_argument("--wsgi", metavar="MODULE:APP", default=None,
+                   help="serve this WSGI application alone (no site folder), imported from "
+                        "the current directory, e.g. --wsgi myproject.wsgi:application "
+                        "(default: none)")
     p.add_argument("--host", default=DEFAULT_HOST, metavar="ADDR",
                    help="address to listen on: 127.0.0.1 is this machine only, 0.0.0.0 every "
                         "IPv4 interface, :: every interface (IPv6 and IPv4) "
@@ -100,8 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     site_root = args.site_root or args.site_root_opt
-    if not site_root:
-        parser.error("the site root is required: krait <site-root>")
+    if args.wsgi is not None:
+        if site_root:
+            parser.error("--wsgi serves an application alone: give it or a site root, not both")
+        module, sep, name = args.wsgi.partition(":")
+        if not sep or not module or not name:
+            parser.error(f"--wsgi {args.wsgi!r}: write package.module:app")
+    elif not site_root:
+        parser.error("the site root is required: krait <site-root> (or krait --wsgi MODULE:APP)")
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, not {args.workers}")
     if not args.host.strip():
@@ -130,11 +142,38 @@ def main(argv: list[str] | None = None) -> int:
             parse_proxy(spec)
         except ValueError:
             parser.error(f"--trusted-proxy {spec!r} is not an address or network")
-    opts = Options(site_root=site_root, host=args.host, port=http_port,
+    opts = Options(site_root=site_root or "", host=args.host, port=http_port,
                    https_port=https_port, workers=args.workers,
                    access_log=args.access_log, debug=args.debug, reload=args.reload,
                    limits=limits, trusted_proxies=list(args.trusted_proxy))
-    return Supervisor(opts).run()
+    if args.wsgi is None:
+        return Supervisor(opts).run()
+    opts.site_root = wsgi_site(args.wsgi, os.getcwd())
+    opts.wsgi = args.wsgi
+    opts.watch_dirs = [os.getcwd()]
+    try:
+        return Supervisor(opts).run()
+    finally:
+        shutil.rmtree(opts.site_root, ignore_errors=True)
+
+
+def wsgi_site(spec: str, app_dir: str) -> str:
+    """``krait --wsgi``: an empty site in a temporary folder whose ``init.py`` puts
+    ``app_dir`` first on ``sys.path`` (as gunicorn does with the current directory) and mounts
+    the application at ``/``, so every path goes to it. Nothing of the site folder is served:
+    the folder is empty, and the core never leaves it. Returns the folder (the caller removes
+    it)."""
+    root = tempfile.mkdtemp(prefix="krait-wsgi-")
+    os.mkdir(os.path.join(root, ".py"))
+    with open(os.path.join(root, ".py", "init.py"), "w", encoding="utf-8") as f:
+        f.write("# Written by krait --wsgi: the application alone, mounted at /.\n"
+                "import sys\n\n"
+                "from krait import config\n\n"
+                f"sys.path.insert(0, {app_dir!r})\n"
+                f"route = config.Route(prefix='/', wsgi={spec!r})\n"
+                "route.filename, route.lineno = 'krait --wsgi', None\n"
+                "config.routes = [route]\n")
+    return root
 
 
 if __name__ == "__main__":

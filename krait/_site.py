@@ -151,7 +151,11 @@ def validate_routes(site_root: str) -> list[config.Route]:
         if not isinstance(route, config.Route):
             raise StartupError(f"{prefix}krait.config.routes holds {route!r}, "
                                "not a krait.config.Route")
-        where = f"{route.filename}:{route.lineno}"
+        where = f"{route.filename}:{route.lineno}" if route.lineno is not None \
+            else str(route.filename)
+        if route.wsgi is not None:
+            route.app = _load_wsgi(route, where, site_root)
+            continue
         target = route.target
         if target is not None and "{" not in target:
             if any(part.startswith(".") for part in target.strip("/").split("/") if part):
@@ -165,6 +169,47 @@ def validate_routes(site_root: str) -> list[config.Route]:
                         f"{where}: target {target!r} uses {{{name}}}, "
                         f"which the regex does not capture")
     return list(routes)
+
+
+def _load_wsgi(route: config.Route, where: str, site_root: str) -> Any:
+    """Import (and check) the WSGI application a route mounts; an error names the route."""
+    from krait.wsgi import load_app
+
+    try:
+        return load_app(route.wsgi)  # type: ignore[arg-type]
+    except SyntaxError as exc:
+        raise StartupError(f"{where}: wsgi={route.wsgi!r}: {exc.filename}:{exc.lineno}: "
+                           f"SyntaxError: {exc.msg}") from None
+    except BaseException as exc:  # noqa: BLE001 - any failure of the import stops start-up
+        # The application's own frames (not krait's, not the import machinery's): where its
+        # author should look. None for a module or name that does not exist.
+        tb = exc.__traceback__
+        while tb is not None and not _app_frame(tb.tb_frame.f_code.co_filename):
+            tb = tb.tb_next
+        if tb is None:
+            raise StartupError(f"{where}: wsgi={route.wsgi!r} cannot be loaded: "
+                               f"{type(exc).__name__}: {exc}") from None
+        last = traceback.extract_tb(tb)[-1]
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+        raise StartupError(f"{where}: wsgi={route.wsgi!r} cannot be loaded "
+                           f"({last.filename}:{last.lineno}): {type(exc).__name__}: {exc}\n"
+                           f"{text}") from None
+
+
+def _app_frame(filename: str) -> bool:
+    """Is this a frame of the application's code (a real file outside krait)?"""
+    return os.path.isfile(filename) and \
+        os.path.dirname(os.path.abspath(filename)) != os.path.dirname(config.__file__) and \
+        "importlib" not in filename
+
+
+def route_bits(route: config.Route) -> int:
+    """The verbs a route takes, as the core's bits: a WSGI application never takes WebSocket
+    handshakes (WSGI cannot accept one), so a later WEBSOCKET route under its prefix works."""
+    bits = VERB_BITS[route.verb]
+    if route.prefix is not None:
+        bits &= ~lib.KRAIT_VERB_WEBSOCKET
+    return bits
 
 
 #: A group with a quantifier inside, itself quantified ("(a+)+", "([a-z0-9]+-?)*", "(x*){2,}"):
@@ -203,12 +248,16 @@ def route_warnings(routes: list[config.Route]) -> list[str]:
                        f"{shadow!r} at {where(shadow)} comes first and takes every "
                        f"{'request' if route.verb == 'ANY' else route.verb + ' request'} "
                        "(routes are tried in order: put the catch-all last)")
-        elif route.url is not None and route.regex is None and all(
+        elif route.url is not None and route.regex is None and route.prefix is None and all(
                 (v, route.url) in urls for v in verbs):
             first = urls[(sorted(verbs)[0], route.url)]
             out.append(f"{where(route)}: warning: {route!r} never matches: {first!r} at "
                        f"{where(first)} has the same url and comes first")
-        if route.url is None and route.regex is None:
+        if route.prefix is not None:
+            if route.prefix == "/":
+                for v in verbs - {"WEBSOCKET"}:
+                    taken.setdefault(v, route)
+        elif route.url is None and route.regex is None:
             for v in verbs:
                 taken.setdefault(v, route)
         elif route.url is not None:
@@ -362,7 +411,9 @@ class Rules:
         allow = 0
         for i, route in enumerate(self.routes):
             params: dict[str, str] = {}
-            if route.url is not None and route.url == path:
+            if route.prefix is not None:
+                hit = bool(route.takes_path(path))
+            elif route.url is not None and route.url == path:
                 hit = True
             elif route.compiled is not None:
                 m = route.compiled.fullmatch(path)
@@ -373,7 +424,7 @@ class Rules:
                 hit = route.url is None
             if not hit:
                 continue
-            bits = VERB_BITS[route.verb]
+            bits = route_bits(route)
             if bits & verb:
                 target = route.target or ""
                 filled = False

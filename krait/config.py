@@ -47,6 +47,13 @@ class Route:
         request path itself.
     :param ctrl_class: a callable (normally a :class:`krait.mvc.CtrlBase` subclass) called with
         no arguments per request; its view renders the response.
+    :param prefix: with ``wsgi``: the URL prefix (``"/app"``) the application is mounted at; it
+        takes that path and every path below it (``/app/x``, never ``/apple``). ``"/"`` takes
+        every path.
+    :param wsgi: a WSGI application (PEP 3333): the callable itself or ``"package.module:name"``
+        (imported in each worker, and once by the master at start-up to check it). A mounted
+        application takes every verb unless ``verb`` is given (WebSocket handshakes excepted:
+        WSGI cannot accept them). See docs/wsgi.md.
     """
 
     route_verbs = ("GET", "POST", "PUT", "DELETE", "PATCH", "CONNECT", "OPTIONS", "TRACE",
@@ -54,8 +61,41 @@ class Route:
 
     def __init__(self, verb: str | None = None, url: str | None = None,
                  regex: str | None = None, target: str | None = None,
-                 ctrl_class: Callable[[], Any] | None = None) -> None:
+                 ctrl_class: Callable[[], Any] | None = None, *, prefix: str | None = None,
+                 wsgi: str | Callable[..., Any] | None = None) -> None:
         self.filename, self.lineno = _caller_location()
+        if (prefix is None) != (wsgi is None):
+            raise ConfigError("a route takes prefix= and wsgi= together (a mounted WSGI "
+                              "application)", self.filename, self.lineno)
+        if wsgi is not None:
+            if url is not None or regex is not None or target is not None or \
+                    ctrl_class is not None:
+                raise ConfigError("a wsgi route takes no url, regex, target or ctrl_class: "
+                                  "its prefix says which paths it takes",
+                                  self.filename, self.lineno)
+            if not isinstance(prefix, str) or not prefix.startswith("/"):
+                raise ConfigError(f"route prefix {prefix!r} must be a path starting with '/'",
+                                  self.filename, self.lineno)
+            if any(c in prefix for c in "?#%\0") or any(
+                    part.startswith(".") for part in prefix.split("/") if part):
+                raise ConfigError(f"route prefix {prefix!r} must be a plain decoded path (no "
+                                  "'?', '#', '%', NUL or segment starting with '.')",
+                                  self.filename, self.lineno)
+            if prefix != "/":
+                prefix = prefix.rstrip("/") or "/"
+            if isinstance(wsgi, str):
+                module, sep, name = wsgi.partition(":")
+                if not sep or not module or not name:
+                    raise ConfigError(f"wsgi={wsgi!r}: write 'package.module:app'",
+                                      self.filename, self.lineno)
+            elif not callable(wsgi):
+                raise ConfigError(f"wsgi application {wsgi!r} is not callable",
+                                  self.filename, self.lineno)
+            if verb is None:
+                verb = "ANY"
+            if verb == "WEBSOCKET":
+                raise ConfigError("a wsgi route cannot take WebSocket handshakes (WSGI has no "
+                                  "way to accept one)", self.filename, self.lineno)
         if verb is None:
             verb = "GET"
         if verb not in self.route_verbs:
@@ -75,6 +115,10 @@ class Route:
         self.regex = regex
         self.target = target
         self.ctrl_class = ctrl_class
+        self.prefix = prefix
+        self.wsgi = wsgi
+        #: The application itself, once the server has loaded ``wsgi`` (at start-up).
+        self.app: Callable[..., Any] | None = wsgi if callable(wsgi) else None
         self.compiled: re.Pattern[str] | None = None
         if regex is not None:
             try:
@@ -86,8 +130,17 @@ class Route:
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in (
             ("verb", self.verb), ("url", self.url), ("regex", self.regex),
-            ("target", self.target), ("ctrl_class", self.ctrl_class)) if v is not None)
+            ("target", self.target), ("ctrl_class", self.ctrl_class), ("prefix", self.prefix),
+            ("wsgi", self.wsgi)) if v is not None)
         return f"Route({fields})"
+
+    def takes_path(self, path: str) -> bool | None:
+        """For a prefix route: does ``path`` lie at or below the prefix (on a segment
+        boundary, as the core decides)? ``None`` for any other route."""
+        prefix = self.prefix
+        if prefix is None:
+            return None
+        return path == prefix or path.startswith(prefix if prefix.endswith("/") else prefix + "/")
 
 
 #: The routes, tried in order; the first match wins. Empty means ``[Route()]``.

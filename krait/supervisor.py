@@ -20,7 +20,15 @@ from typing import Any
 import krait
 from krait import _errorpages, _mime, _pubsub, config
 from krait._core import Server, ffi, lib
-from krait._site import LIMITS, VERB_BITS, Rules, StartupError, load, validate_sessions
+from krait._site import (
+    LIMITS,
+    VERB_BITS,
+    Rules,
+    StartupError,
+    load,
+    route_bits,
+    validate_sessions,
+)
 from krait.response import REASONS
 
 
@@ -145,6 +153,10 @@ class Options:
     reload: bool = False
     limits: dict[str, float] = field(default_factory=dict)
     trusted_proxies: list[str] = field(default_factory=list)
+    #: ``--wsgi``: the application served alone (``site_root`` is then a temporary folder).
+    wsgi: str | None = None
+    #: More folders whose ``.py`` files ``--reload`` watches (``--wsgi``: the application's).
+    watch_dirs: list[str] = field(default_factory=list)
 
 
 #: Signals the C loop takes through its signalfd. They are blocked in every thread of the
@@ -285,6 +297,9 @@ class Supervisor:
         for ext, mime in sorted(_mime.table().items()):
             server.add_mime(ext.lstrip("."), mime)
         for route in routes:
+            if route.prefix is not None:
+                server.add_prefix_route(route_bits(route), route.prefix)
+                continue
             server.add_route(VERB_BITS[route.verb], route.url, route.compiled is not None,
                              route.target, route.ctrl_class is not None)
         server.set_callbacks(self)
@@ -516,7 +531,8 @@ class Supervisor:
     def _scan_sources(self) -> dict[str, tuple[int, int]]:
         """(mtime, size) of every .py file under the site root, hidden folders included."""
         found: dict[str, tuple[int, int]] = {}
-        for folder, dirs, files in os.walk(self.opts.site_root):
+        for folder, dirs, files in (step for top in [self.opts.site_root, *self.opts.watch_dirs]
+                                    for step in os.walk(top)):
             dirs[:] = [d for d in dirs if d not in ("__pycache__", ".git", ".hg", ".svn",
                                                     "node_modules")]
             for name in files:
@@ -538,7 +554,10 @@ class Supervisor:
                 continue
             changed = sorted(set(now.items()) ^ set(before.items()))
             before = now
-            log(f"{os.path.relpath(changed[0][0], self.opts.site_root)} changed: reloading")
+            name = changed[0][0]
+            if not self.opts.wsgi:
+                name = os.path.relpath(name, self.opts.site_root)
+            log(f"{name} changed: reloading")
             with self._lock:
                 self._watch_requested = True
             self._wake_loop()
@@ -617,13 +636,15 @@ class Supervisor:
         # helper thread starts, so that every thread inherits the mask: the C loop blocks them
         # only in its own thread, and a SIGHUP delivered to another one would kill the process.
         signal.pthread_sigmask(signal.SIG_BLOCK, LOOP_SIGNALS)
-        log(f"serving {os.path.abspath(opts.site_root)} at {' '.join(urls)} "
+        what = f"the WSGI application {opts.wsgi}" if opts.wsgi else os.path.abspath(
+            opts.site_root)
+        log(f"serving {what} at {' '.join(urls)} "
             f"with {count} worker{'s' if count != 1 else ''} (pid {os.getpid()})")
         if opts.debug and not _is_loopback(opts.host):
             log(f"warning: --debug on {opts.host or 'every interface'}: the error page shows "
                 "any client your source code, tracebacks, request headers and cookies. Use "
                 "--host 127.0.0.1 unless this network is yours alone")
-        if not os.path.isfile(os.path.join(opts.site_root, ".py", "init.py")):
+        if not opts.wsgi and not os.path.isfile(os.path.join(opts.site_root, ".py", "init.py")):
             log("no .py/init.py in the site: every file is served by its URL. Create it to add "
                 "routes, cache rules and limits (see docs/configuration.md)")
         if opts.reload:

@@ -186,6 +186,8 @@ class Worker:
         # controllers: sent together once the run ends (see dispatch_ws).
         self._batch: list[bytes] | None = None
         self._batch_thread = 0
+        # Route index → (prefix, application) of the routes that mount a WSGI application.
+        self._wsgi: dict[int, tuple[str, Any]] = {}
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -204,6 +206,8 @@ class Worker:
         self.routes = site.routes
         self.error_pages = site.error_pages
         self.rules = site.rules
+        self._wsgi = {i: (r.prefix, r.app) for i, r in enumerate(self.routes)
+                      if r.prefix is not None}
         self._max_age = (int(config.cache_max_age_default), int(config.cache_max_age_long_term))
         self._static_only = static_only_prefixes()
         _ = self.templates  # Mako is imported now, not during the first page
@@ -292,24 +296,7 @@ class Worker:
         """Run the target; returns the response and the base filename for its content type
         and cache rules."""
         body_file = frame.body_file
-        addr = frame.remote_addr
-        scheme = "https" if frame.flags & protocol.REQ_TLS else "http"
-        request_id = None
-        if self.proxies:
-            fwd_for = fwd_proto = fwd_id = None
-            for name, value in frame.headers:
-                if name == "x-forwarded-for":
-                    fwd_for = value if fwd_for is None else f"{fwd_for},{value}"
-                elif name == "x-forwarded-proto":
-                    fwd_proto = value
-                elif name == "x-request-id":
-                    fwd_id = value
-            if fwd_id and len(fwd_id) <= 128 and _REQUEST_ID_CHARS.issuperset(fwd_id) and \
-                    self.proxies.trusts(addr):
-                request_id = fwd_id
-            addr, scheme = self.proxies.resolve(addr, fwd_for, fwd_proto, scheme)
-        if request_id is None:
-            request_id = self._id_prefix + str(next(self._id_count))
+        addr, scheme, request_id = self.client(frame)
         request = Request(frame.method, frame.path, frame.query, frame.version,
                           lambda: frame.headers, b"" if body_file else frame.body,
                           remote_addr=addr, scheme=scheme, body_file=body_file,
@@ -355,6 +342,72 @@ class Worker:
         if st.response is not None:
             return _as_response(st.response), base
         return Response("HTTP/1.1", 200, None, text), base
+
+    def client(self, frame: protocol.RequestFrame) -> tuple[str, str, str]:
+        """The client's address and the scheme it used (the peer and the connection's, or what
+        a trusted proxy says: ``X-Forwarded-For``, ``X-Forwarded-Proto``), and the request id
+        (a trusted proxy's ``X-Request-ID``, or one made here)."""
+        addr = frame.remote_addr
+        scheme = "https" if frame.flags & protocol.REQ_TLS else "http"
+        request_id = None
+        if self.proxies:
+            fwd_for = fwd_proto = fwd_id = None
+            for name, value in frame.headers:
+                if name == "x-forwarded-for":
+                    fwd_for = value if fwd_for is None else f"{fwd_for},{value}"
+                elif name == "x-forwarded-proto":
+                    fwd_proto = value
+                elif name == "x-request-id":
+                    fwd_id = value
+            if fwd_id and len(fwd_id) <= 128 and _REQUEST_ID_CHARS.issuperset(fwd_id) and \
+                    self.proxies.trusts(addr):
+                request_id = fwd_id
+            addr, scheme = self.proxies.resolve(addr, fwd_for, fwd_proto, scheme)
+        if request_id is None:
+            request_id = self._id_prefix + str(next(self._id_count))
+        return addr, scheme, request_id
+
+    def respond_wsgi(self, frame: protocol.RequestFrame, prefix: str, app: Any) -> None:
+        """Run a mounted WSGI application (PEP 3333, see :mod:`krait.wsgi`): its response
+        goes out inline, streamed as its iterable yields, or as a file the core sends."""
+        from krait import wsgi
+
+        body_file = frame.body_file
+        addr, scheme, request_id = self.client(frame)
+        request = Request(frame.method, frame.path, frame.query, frame.version,
+                          lambda: frame.headers, b"" if body_file else frame.body,
+                          remote_addr=addr, scheme=scheme, body_file=body_file,
+                          request_id=request_id)
+        self._st = _state.RequestState(request, {}, None, request_id)
+        _state.activate(self._st)
+        if body_file:
+            body: Any = open(body_file, "rb")  # noqa: SIM115 - closed below
+            length = os.fstat(body.fileno()).st_size
+        else:
+            body, length = io.BytesIO(frame.body), len(frame.body)
+        exchange = wsgi.Exchange(frame.id, self.write)
+        result: Any = None
+        try:
+            environ = wsgi.build_environ(frame, prefix, addr, scheme, body, length)
+            result = app(environ, exchange.start_response)
+            try:
+                exchange.finish(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        except (Exception, SystemExit, KeyboardInterrupt):  # noqa: BLE001
+            if exchange.sent:
+                # The status line has gone out: as for a broken krait stream, dying makes the
+                # core cut the connection, the only honest end of a body cut short.
+                sys.stderr.write(f"krait: {frame.method} {frame.path}: the WSGI application "
+                                 "failed after its response started; the connection is cut\n"
+                                 f"{traceback.format_exc()}")
+                sys.stderr.flush()
+                os._exit(70)
+            self.send(frame, self.error_page(frame), None)
+        finally:
+            body.close()
 
     def same_origin(self, frame: protocol.RequestFrame) -> bool:
         """Does the handshake's ``Origin`` match the host asked for (or a trusted proxy's
@@ -412,6 +465,16 @@ class Worker:
             self.answer_route(frame)
             return
         base: str | None = None
+        if frame.route in self._wsgi:
+            try:
+                self.respond_wsgi(frame, *self._wsgi[frame.route])
+            finally:
+                if frame.body_file:
+                    try:
+                        os.unlink(frame.body_file)
+                    except OSError:
+                        pass
+            return
         try:
             response, base = self.handle(frame)
             # The session the page used is saved before anything is sent (its Set-Cookie
