@@ -30,25 +30,34 @@ void krait__wio_post(struct krait_server *srv, krait__worker *w)
     srv->workers_dirty = 1;
 }
 
-int krait__wio_append(struct krait_server *srv, krait__worker *w, const void *p, size_t n)
+/* Room for n more bytes at the end of w's output (what was sent is dropped first). A failed
+ * allocation fails the worker: the driver lets it go. */
+static int out_room(struct krait_server *srv, krait__worker *w, size_t n)
 {
     if (w->fd < 0 || w->failed)
         return -1;
     if (w->out_off && w->out_off == w->out_len)
         w->out_off = w->out_len = 0;
-    if (w->out_len + n > w->out_cap) {
-        size_t ncap = w->out_cap ? w->out_cap : 65536;
-        while (ncap < w->out_len + n)
-            ncap *= 2;
-        uint8_t *q = realloc(w->out, ncap);
-        if (!q) {
-            w->failed = 1;
-            krait__wio_post(srv, w);
-            return -1;
-        }
-        w->out = q;
-        w->out_cap = ncap;
+    if (w->out_len + n <= w->out_cap)
+        return 0;
+    size_t ncap = w->out_cap ? w->out_cap : 65536;
+    while (ncap < w->out_len + n)
+        ncap *= 2;
+    uint8_t *q = realloc(w->out, ncap);
+    if (!q) {
+        w->failed = 1;
+        krait__wio_post(srv, w);
+        return -1;
     }
+    w->out = q;
+    w->out_cap = ncap;
+    return 0;
+}
+
+int krait__wio_append(struct krait_server *srv, krait__worker *w, const void *p, size_t n)
+{
+    if (out_room(srv, w, n) < 0)
+        return -1;
     memcpy(w->out + w->out_len, p, n);
     w->out_len += n;
     w->out_later = 1;
@@ -60,24 +69,8 @@ int krait__wio_send_ws(struct krait_server *srv, const krait__conn *c, uint8_t t
                        unsigned arg, const char *data, size_t len)
 {
     krait__worker *w = krait__conn_worker(srv, c);
-    if (!w || w->failed)
+    if (!w || out_room(srv, w, KRAIT__IPC_HEADER + 2 + 4 + len) < 0)
         return -1;
-    if (w->out_off && w->out_off == w->out_len)
-        w->out_off = w->out_len = 0;
-    size_t need = KRAIT__IPC_HEADER + 2 + 4 + len;
-    if (w->out_len + need > w->out_cap) {
-        size_t ncap = w->out_cap ? w->out_cap : 65536;
-        while (ncap < w->out_len + need)
-            ncap *= 2;
-        uint8_t *q = realloc(w->out, ncap);
-        if (!q) {
-            w->failed = 1;
-            krait__wio_post(srv, w);
-            return -1;
-        }
-        w->out = q;
-        w->out_cap = ncap;
-    }
     /* Encoded in place at the end of the output: the messages of many clients read in one
      * turn go to the worker in one send. */
     long n = krait__ipc_encode_ws(type, c->req_id, arg, data, len, w->out + w->out_len,

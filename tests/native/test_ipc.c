@@ -1178,7 +1178,9 @@ static void test_early_rejection(void)
         long rc = parse_guarded(hdr, 5, &f);
         int worker = type == KRAIT__IPC_RESPONSE || type == KRAIT__IPC_CHUNK ||
                      type == KRAIT__IPC_END || type == KRAIT__IPC_WS_MESSAGE ||
-                     type == KRAIT__IPC_WS_CLOSE || type == KRAIT__IPC_ROUTE_ANSWER;
+                     type == KRAIT__IPC_WS_CLOSE || type == KRAIT__IPC_ROUTE_ANSWER ||
+                     type == KRAIT__IPC_WS_SUBSCRIBE || type == KRAIT__IPC_WS_UNSUBSCRIBE ||
+                     type == KRAIT__IPC_PUBLISH;
         ok(rc == (worker ? KRAIT__IPC_NEED_MORE : -1), "type %d with 5 bytes: %ld", type, rc);
     }
     ok(krait__ipc_parse(NULL, 0, &f) == KRAIT__IPC_NEED_MORE, "empty input needs more");
