@@ -312,6 +312,13 @@ def compile_cache_rules(name: str) -> list[re.Pattern[str]]:
         except (re.error, TypeError) as exc:
             raise StartupError(f"{prefix}krait.config.{name}: invalid regex {rx!r}: {exc}"
                                ) from None
+        if _NESTED_QUANTIFIER.search(rx):
+            # The core asks these of Python once per file path (files that exist: a client
+            # cannot invent them), in its loop: a pattern that backtracks would stall it.
+            sys.stderr.write(f"krait: {prefix}warning: krait.config.{name} regex {rx!r} "
+                             "repeats a group that itself repeats: on a long file name it can "
+                             "take exponential time, in the server's loop; write it without "
+                             "the nesting\n")
     return out
 
 

@@ -295,12 +295,7 @@ class Worker:
     def handle(self, frame: protocol.RequestFrame) -> tuple[Response, str | None]:
         """Run the target; returns the response and the base filename for its content type
         and cache rules."""
-        body_file = frame.body_file
-        addr, scheme, request_id = self.client(frame)
-        request = Request(frame.method, frame.path, frame.query, frame.version,
-                          lambda: frame.headers, b"" if body_file else frame.body,
-                          remote_addr=addr, scheme=scheme, body_file=body_file,
-                          request_id=request_id)
+        request, request_id = self.request_of(frame)
         st = self._st = _state.RequestState(
             request, dict(frame.params) if frame.params else {},
             websockets.WebsocketsRequest(request) if frame.flags & protocol.REQ_WEBSOCKET
@@ -343,6 +338,15 @@ class Worker:
             return _as_response(st.response), base
         return Response("HTTP/1.1", 200, None, text), base
 
+    def request_of(self, frame: protocol.RequestFrame) -> tuple[Request, str]:
+        """The :class:`~krait.request.Request` a frame carries, and its request id."""
+        body_file = frame.body_file
+        addr, scheme, request_id = self.client(frame)
+        return Request(frame.method, frame.path, frame.query, frame.version,
+                       lambda: frame.headers, b"" if body_file else frame.body,
+                       remote_addr=addr, scheme=scheme, body_file=body_file,
+                       request_id=request_id), request_id
+
     def client(self, frame: protocol.RequestFrame) -> tuple[str, str, str]:
         """The client's address and the scheme it used (the peer and the connection's, or what
         a trusted proxy says: ``X-Forwarded-For``, ``X-Forwarded-Proto``), and the request id
@@ -373,11 +377,8 @@ class Worker:
         from krait import wsgi
 
         body_file = frame.body_file
-        addr, scheme, request_id = self.client(frame)
-        request = Request(frame.method, frame.path, frame.query, frame.version,
-                          lambda: frame.headers, b"" if body_file else frame.body,
-                          remote_addr=addr, scheme=scheme, body_file=body_file,
-                          request_id=request_id)
+        request, request_id = self.request_of(frame)
+        addr, scheme = request.remote_addr, request.scheme
         self._st = _state.RequestState(request, {}, None, request_id)
         _state.activate(self._st)
         if body_file:

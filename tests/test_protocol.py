@@ -495,7 +495,9 @@ _GOLDEN_RESPONSES = [bytes.fromhex(v["frame"]) for v in VECTORS["responses"]] + 
     bytes.fromhex(v["frame"]) for v in VECTORS["malformed"]] + [
     P.encode_route_answer(7, 2, 3, "page.py",
                           b"\x01\x00\x02\x00\x00\x00id\x02\x00\x00\x0042"),
-    P.encode_route_answer(8, -1, 0)]
+    P.encode_route_answer(8, -1, 0),
+    P.encode_subscribe(9, "room:1"), P.encode_subscribe(10, "room:1", subscribe=False),
+    P.encode_publish("room:1", "hello"), P.encode_publish("c", b"\x00\x01")]
 
 
 @st.composite
@@ -583,6 +585,10 @@ def _c_parse(lib, data: bytes):
         assert s.n == 0 or base <= s.p and s.p + s.n <= base + rc  # inside the frame
         return ctypes.string_at(s.p, s.n).decode("utf-8", "surrogateescape") if s.n else ""
 
+    if f.type == P.PUBLISH:
+        return rc, P.ResponseFrame(f.type, f.id, body_kind=f.body_kind,
+                                   headers=[("channel", text(f.params))],
+                                   body=raw(text(f.body)))
     if f.type == P.ROUTE_ANSWER:
         return rc, P.ResponseFrame(f.type, f.id, headers=[
             ("route", str(f.route)), ("allow", str(f.allow)), ("target", text(f.body))],
