@@ -74,6 +74,23 @@ static void parse_stream(const uint8_t *data, size_t size)
         case KRAIT__IPC_END:
             CHECK(n == (long)KRAIT__IPC_HEADER && f.body.n == 0);
             break;
+        case KRAIT__IPC_ROUTE_ANSWER:
+            /* route | allow | str target (body) | str params, filling the frame. */
+            CHECK(f.route >= -1 && inside(f.params, at + KRAIT__IPC_HEADER, end));
+            CHECK((const uint8_t *)f.params.p + f.params.n == end);
+            CHECK((const uint8_t *)f.body.p + f.body.n + 4 == (const uint8_t *)f.params.p);
+            break;
+        case KRAIT__IPC_WS_SUBSCRIBE:
+        case KRAIT__IPC_WS_UNSUBSCRIBE:
+            CHECK((const uint8_t *)f.body.p + f.body.n == end);
+            break;
+        case KRAIT__IPC_PUBLISH:
+            /* kind | str channel (params) | str data (body), filling the frame. */
+            CHECK((f.body_kind == 1 || f.body_kind == 2) &&
+                  inside(f.params, at + KRAIT__IPC_HEADER, end) &&
+                  (const uint8_t *)f.params.p + f.params.n + 4 == (const uint8_t *)f.body.p &&
+                  (const uint8_t *)f.body.p + f.body.n == end);
+            break;
         default:
             CHECK(0 && "unexpected frame type");
         }
