@@ -267,6 +267,20 @@ ask_worker:;
     return 0;
 }
 
+/* A pattern with one '*' and no other wildcard ("*~", "*.bak", "#*#"): its text before and
+ * after the star are compared directly (any case), with no fnmatch call per request. Returns
+ * -1 for a pattern of another shape. */
+static int star_match(const char *pat, const char *seg, size_t n)
+{
+    const char *star = strchr(pat, '*');
+    if (!star || strchr(star + 1, '*') || strpbrk(pat, "?[\\"))
+        return -1;
+    size_t pre = (size_t)(star - pat), post = strlen(star + 1);
+    if (n < pre + post)
+        return 0;
+    return strncasecmp(seg, pat, pre) == 0 && strncasecmp(seg + n - post, star + 1, post) == 0;
+}
+
 int krait__never_served(krait_server *srv, const char *path, size_t len)
 {
     char seg[256];
@@ -284,9 +298,13 @@ int krait__never_served(krait_server *srv, const char *path, size_t len)
             n = sizeof seg - 1;  /* a longer name still meets the patterns by its start */
         memcpy(seg, path + s, n);
         seg[n] = '\0';
-        for (size_t k = 0; k < srv->n_never_serve; k++)
-            if (fnmatch(srv->never_serve[k], seg, FNM_CASEFOLD) == 0)
+        for (size_t k = 0; k < srv->n_never_serve; k++) {
+            int m = star_match(srv->never_serve[k], seg, n);
+            if (m < 0)
+                m = fnmatch(srv->never_serve[k], seg, FNM_CASEFOLD) == 0;
+            if (m)
                 return 1;
+        }
     }
     return 0;
 }
