@@ -10,7 +10,7 @@ import os
 
 __all__ = ["get_full_path", "set_content_type"]
 
-# Where Python's table disagrees with the Apache mime.types the original used (behaviour §6):
+# Where Python's table disagrees with the Apache mime.types the original used:
 # None means "no entry there", i.e. application/octet-stream.
 _MIME_OVERRIDES: dict[str, str | None] = {
     ".js": "application/javascript",

@@ -119,7 +119,8 @@ def load_site(site_root: str) -> dict[str, Any]:
 
 
 def _target_exists(site_root: str, target: str) -> bool:
-    """Does target name a file, with the index and extension search of behaviour §3.2?"""
+    """Does target name a file, with the URL search (a folder's index, then the .html, .htm,
+    .pyml and .py extensions)?"""
     path = os.path.join(site_root, target.lstrip("/"))
     if os.path.isdir(path):
         path = os.path.join(path, "index")
@@ -298,7 +299,7 @@ def validate_error_pages(site_root: str) -> dict[int, str]:
 
 
 def compile_cache_rules(name: str) -> list[re.Pattern[str]]:
-    """Compile the cache-rule regexes of ``krait.config.<name>`` (behaviour §10.1)."""
+    """Compile the cache-rule regexes of ``krait.config.<name>``."""
     value = getattr(config, name)
     set_at = config.where(name)
     prefix = f"{set_at}: " if set_at else ""
@@ -323,7 +324,7 @@ def compile_cache_rules(name: str) -> list[re.Pattern[str]]:
 
 
 def validate_hardening() -> None:
-    """Check the path, upload, form and WebSocket settings of ``krait.config`` (issue 18)."""
+    """Check the path, upload, form and WebSocket settings of ``krait.config``."""
     def fail(name: str, what: str) -> StartupError:
         set_at = config.where(name)
         return StartupError(f"{set_at + ': ' if set_at else ''}krait.config.{name} must be "
@@ -414,7 +415,7 @@ class Rules:
         return flags
 
     def match(self, verb: int, path: str) -> tuple[int, str, list[tuple[str, str]], int]:
-        """First matching route (behaviour §4, §16.2): (index, target, params, allow mask)."""
+        """First matching route: (index, target, params, allow mask)."""
         allow = 0
         for i, route in enumerate(self.routes):
             params: dict[str, str] = {}

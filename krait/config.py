@@ -247,7 +247,7 @@ session_cookie_secure: bool | None = None
 #: The session cookie's ``SameSite``: ``"Lax"``, ``"Strict"`` or ``"None"``.
 session_same_site: str = "Lax"
 
-#: TLS (behaviour §13.1), used when an HTTPS port is given (``--https-port`` or
+#: TLS, used when an HTTPS port is given (``--https-port`` or
 #: ``--port HTTP/HTTPS``). Reloaded on SIGHUP.
 ssl_certificate_path: str | None = None
 ssl_private_key_path: str | None = None

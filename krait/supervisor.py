@@ -311,7 +311,7 @@ class Supervisor:
         return server
 
     def load_certificate(self) -> None:
-        """(Re)load the TLS certificate and key named by krait.config (behaviour §13.1)."""
+        """(Re)load the TLS certificate and key named by krait.config."""
         assert self.server is not None
         cert, key = config.ssl_certificate_path, config.ssl_private_key_path
         passphrase = config.ssl_key_passphrase

@@ -133,7 +133,7 @@ def _content_type_for(name: str) -> str:
 
 def _as_response(value: Any) -> Response:
     """Accept any object with ``http_version``, ``status_code``, ``headers`` and ``body`` as
-    ``krait.response`` (behaviour §5.2), checked like a :class:`Response`."""
+    ``krait.response``, checked like a :class:`Response`."""
     if isinstance(value, Response):
         return value
     try:
@@ -253,13 +253,13 @@ class Worker:
             _state.current().response = result
 
     def render(self, path: str) -> str:
-        """Render a target or view file by its extension (behaviour §7.4): a template, a
+        """Render a target or view file by its extension: a template, a
         ``.py`` script (which outputs nothing), any other file verbatim."""
         return self.templates.render(path, self.namespace(path))
 
     def render_ctrl(self, ctrl: Any) -> str:
         """Make ``ctrl`` current, render the view its ``get_view()`` names (relative to the
-        site root), and restore the previous controller (behaviour §9.2, §9.3)."""
+        site root), and restore the previous controller."""
         mvc.push_ctrl(ctrl)
         try:
             view = ctrl.get_view()
@@ -470,11 +470,7 @@ class Worker:
             try:
                 self.respond_wsgi(frame, *self._wsgi[frame.route])
             finally:
-                if frame.body_file:
-                    try:
-                        os.unlink(frame.body_file)
-                    except OSError:
-                        pass
+                _drop_body_file(frame)
             return
         try:
             response, base = self.handle(frame)
@@ -505,11 +501,7 @@ class Worker:
             self._st.extra_headers = []
             self.send(frame, self.error_page(frame), None)
         finally:
-            if frame.body_file:
-                try:
-                    os.unlink(frame.body_file)
-                except OSError:
-                    pass
+            _drop_body_file(frame)
 
     def error_response(self, status: int, message: str | None = None,
                        headers: list[tuple[str, str]] | None = None) -> Response:
@@ -814,6 +806,15 @@ class Worker:
         if self._hub is not None:
             self._hub.close_all()
         os._exit(0)
+
+
+def _drop_body_file(frame: protocol.RequestFrame) -> None:
+    """The request is answered: its spooled body file goes (the core removes it too)."""
+    if frame.body_file:
+        try:
+            os.unlink(frame.body_file)
+        except OSError:
+            pass
 
 
 def static_only_prefixes() -> tuple[str, ...]:
