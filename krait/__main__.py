@@ -41,6 +41,9 @@ def _port_spec(value: str) -> tuple[int | None, int | None]:
     return port, None
 
 
+#: The core runs at most this many event loops.
+MAX_LOOPS = 64
+
 _LIMIT_FLAGS = {
     "max-request-line": ("max_request_line", int, "request line bytes (414 beyond)"),
     "max-header-size": ("max_header_size", int, "header block bytes (431 beyond)"),
@@ -80,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HTTPS port (default: none)")
     p.add_argument("-w", "--workers", type=int, default=cpus, metavar="N",
                    help=f"Python worker processes (default: the number of CPUs, {cpus} here)")
+    p.add_argument("--loops", type=int, default=None, metavar="N",
+                   help="event loops (threads) serving connections (default: krait.config.loops, "
+                        "else $KRAIT_LOOPS, else the number of CPUs)")
     p.add_argument("--access-log", default="-", metavar="FILE|-|off",
                    help="access log file, '-' for standard output, 'off' for none "
                         "(default: -)")
@@ -116,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the site root is required: krait <site-root> (or krait --wsgi MODULE:APP)")
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, not {args.workers}")
+    if args.loops is not None and not 1 <= args.loops <= MAX_LOOPS:
+        parser.error(f"--loops must be from 1 to {MAX_LOOPS}, not {args.loops}")
     if not args.host.strip():
         parser.error("--host needs an address: 127.0.0.1 (this machine), 0.0.0.0 (every IPv4 "
                      "interface) or :: (every interface)")
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             parser.error(f"--trusted-proxy {spec!r} is not an address or network")
     opts = Options(site_root=site_root or "", host=args.host, port=http_port,
-                   https_port=https_port, workers=args.workers,
+                   https_port=https_port, workers=args.workers, loops=args.loops,
                    access_log=args.access_log, debug=args.debug, reload=args.reload,
                    limits=limits, trusted_proxies=list(args.trusted_proxy))
     if args.wsgi is None:

@@ -147,6 +147,14 @@ class Server:
     def stat(self, which: int) -> int:
         return int(lib.krait_server_stat(self.ptr, which))
 
+    def set_loops(self, n: int) -> None:
+        """Event loops (threads) the core runs; before :meth:`run`."""
+        check(lib.krait_server_set_loops(self.ptr, n))
+
+    def loop_stat(self, loop: int, which: int) -> int:
+        """A counter of one loop (``KRAIT_STAT_CONNS``: connections it accepted); -1 if none."""
+        return int(lib.krait_server_loop_stat(self.ptr, loop, which))
+
     def close(self) -> None:
         if self._ptr is not None:
             lib.krait_server_free(self._ptr)

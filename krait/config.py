@@ -190,6 +190,11 @@ shutdown_timeout: float = 10.0
 #: Seconds of silence after which the core pings an open WebSocket; no answer within as long
 #: again closes it.
 websocket_ping_interval: float = 30.0
+#: Event loops of the core (threads of the master): each accepts connections and serves
+#: static files and TLS on its own; Python pages and WebSockets go through loop 0, which
+#: holds the workers. ``None``: the ``KRAIT_LOOPS`` environment variable if set, else the
+#: number of CPUs krait may run on. ``--loops`` on the command line wins over both.
+loops: int | None = None
 #: Requests handed to one worker at once: it runs one, the next waits in its socket so the
 #: worker goes straight on to it. 1 sends a request only to an idle worker.
 worker_pipeline: int = 4

@@ -72,6 +72,25 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def loop_count(requested: int | None) -> int:
+    """The core's event loops: ``--loops``, else ``config.loops``, else ``$KRAIT_LOOPS``, else
+    the CPUs this process may run on; at most 64."""
+    n = requested if requested is not None else config.loops
+    if n is None:
+        env = os.environ.get("KRAIT_LOOPS", "").strip()
+        if env:
+            try:
+                n = int(env)
+            except ValueError:
+                raise StartupError(f"KRAIT_LOOPS={env!r} is not a number") from None
+    if n is None:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    if not 1 <= int(n) <= 64:
+        raise StartupError(f"loops must be from 1 to 64, not {n}")
+    return int(n)
+
+
 def log(message: str) -> None:
     """One line to the error log (stderr)."""
     sys.stderr.write(f"krait: {message}\n")
@@ -148,6 +167,8 @@ class Options:
     port: int | None = 8080
     https_port: int | None = None
     workers: int = 0
+    #: ``--loops``; None: ``config.loops``, then ``$KRAIT_LOOPS``, then the CPUs.
+    loops: int | None = None
     access_log: str = "-"
     debug: bool = False
     reload: bool = False
@@ -254,6 +275,7 @@ class Supervisor:
         self.rules = Rules(routes=[])
         self.log_file: Any = None
         self.count = 1
+        self.loops = 1
         # Reloads: a generation of new workers starts in a helper thread; the loop thread
         # installs it when woken by a SIGHUP the helper sends to this process.
         self._lock = threading.Lock()
@@ -303,6 +325,8 @@ class Supervisor:
             server.add_route(VERB_BITS[route.verb], route.url, route.compiled is not None,
                              route.target, route.ctrl_class is not None)
         server.set_callbacks(self)
+        self.loops = loop_count(opts.loops)
+        server.set_loops(self.loops)
         if opts.access_log in ("", "-"):
             server.set_access_log(1)
         elif opts.access_log.lower() not in ("off", "none"):
@@ -639,7 +663,8 @@ class Supervisor:
         what = f"the WSGI application {opts.wsgi}" if opts.wsgi else os.path.abspath(
             opts.site_root)
         log(f"serving {what} at {' '.join(urls)} "
-            f"with {count} worker{'s' if count != 1 else ''} (pid {os.getpid()})")
+            f"with {count} worker{'s' if count != 1 else ''} and {self.loops} "
+            f"loop{'s' if self.loops != 1 else ''} (pid {os.getpid()})")
         if opts.debug and not _is_loopback(opts.host):
             log(f"warning: --debug on {opts.host or 'every interface'}: the error page shows "
                 "any client your source code, tracebacks, request headers and cookies. Use "
@@ -662,8 +687,14 @@ class Supervisor:
             if self.relay is not None:
                 self.relay.stop()
             self.stop_workers()
+            served = [server.loop_stat(i, lib.KRAIT_STAT_REQUESTS) for i in range(self.loops)]
+            accepted = [server.loop_stat(i, lib.KRAIT_STAT_CONNS) for i in range(self.loops)]
             server.close()
             if self.log_file is not None:
                 self.log_file.close()
+        if self.loops > 1:
+            log("loops served " + ", ".join(
+                f"{r} request{'s' if r != 1 else ''} on {a} connection{'s' if a != 1 else ''}"
+                for r, a in zip(served, accepted, strict=True)))
         log("stopped")
         return 0

@@ -160,6 +160,11 @@ int krait_server_publish(krait_server *srv, const char *channel, size_t channel_
                          const char *data, size_t len, int binary);
 
 /* Counters, for tests and the stats page. */
+/* Loops (threads, each with its own epoll and connections; loop 0 is the calling thread and
+ * the only one with workers): 1..64, before krait_server_run. */
+int krait_server_set_loops(krait_server *srv, int n);
+/* A counter of one loop (KRAIT_STAT_CONNS: connections it accepted); -1 for no such loop. */
+int64_t krait_server_loop_stat(krait_server *srv, int loop, int which);
 int64_t krait_server_stat(krait_server *srv, int which);
 #define KRAIT_STAT_CONNS 0
 #define KRAIT_STAT_REQUESTS 1

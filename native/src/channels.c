@@ -184,7 +184,7 @@ void krait__chan_publish(struct krait_server *srv, const char *name, size_t name
     free(plain);
     for (int i = 0; i < 16; i++)
         free(deflated[i]);
-    srv->stats[KRAIT_STAT_PUBLISHED]++;
+    KRAIT__STAT_ADD(srv, KRAIT_STAT_PUBLISHED, 1);
 }
 
 void krait__chan_frame(struct krait_server *srv, const void *frame, int slot, uint32_t gen)

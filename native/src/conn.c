@@ -275,6 +275,7 @@ void krait__conn_close(struct krait_server *srv, krait__conn *c)
         c->body_fd = -1;
     }
     srv->nconns--;
+    __atomic_sub_fetch(&srv->hub->total_conns, 1, __ATOMIC_RELAXED);
     krait__link_remove(&c->all);
     krait__link_append(&srv->closing, &c->all);
 }

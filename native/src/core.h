@@ -16,6 +16,7 @@
 #ifndef KRAIT_CORE_H
 #define KRAIT_CORE_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -110,6 +111,7 @@ typedef struct {
 
 enum conn_state {
     CS_HEAD = 1,     /* waiting for (more of) a request head */
+    CS_MOVE,         /* its request needs a worker: the driver hands it to the hub (loop 0) */
     CS_BODY,         /* reading a request body (for a worker, or to discard it) */
     CS_WORKER,       /* waiting for a worker's answer */
     CS_WRITE,        /* sending a response */
@@ -248,6 +250,11 @@ typedef struct {
 } krait__worker;
 
 #define KRAIT__MAX_WORKERS 256
+#define KRAIT__MAX_LOOPS 64
+
+/* A counter that one loop writes and another thread may read (krait_server_stat). */
+#define KRAIT__STAT_ADD(srv, k, n) \
+    __atomic_store_n(&(srv)->stats[k], (srv)->stats[k] + (n), __ATOMIC_RELAXED)
 
 /* Something Python is told by the driver, never from inside a handler. */
 typedef struct { int kind, a, b; } krait__event;
@@ -334,7 +341,27 @@ struct krait_server {
     krait__event *events;     /* for Python, delivered by the driver */
     size_t nevents, events_cap;
 
-    volatile int stop_requested;
+    /* Loops (docs/design.md, "Loops"). The server Python holds is loop 0, the hub: it alone
+     * has the worker pool, the signals, every WebSocket and Python's callbacks for events.
+     * Loops 1..n-1 are threads, each with its own epoll, connections, timers, TLS sessions
+     * and caches, sharing the configuration read-only; a connection whose request needs a
+     * worker is handed to the hub (CS_MOVE) and stays there. */
+    struct krait_server *hub;     /* loop 0; itself for the hub */
+    int loop_index;
+    int nloops;                   /* krait_server_set_loops; every loop holds the count */
+    struct krait_server *loops[KRAIT__MAX_LOOPS];  /* hub: the loops; loops[0] is itself */
+    pthread_t threads[KRAIT__MAX_LOOPS];
+    int loops_live;               /* hub: threads still running (atomic) */
+    int64_t total_conns;          /* hub: open connections of every loop (atomic) */
+    int force_end;                /* stop now, whatever is open (atomic; set by the hub) */
+    pthread_mutex_t move_lock;    /* hub: guards moved */
+    krait__link moved;            /* hub: connections other loops handed over */
+    int moved_count;              /* hub: their number (atomic, read without the lock) */
+    pthread_mutex_t ctx_lock;     /* hub: guards ssl_ctx (a reload swaps it) */
+    pthread_mutex_t log_lock;     /* hub: one access-log write at a time */
+    int locks_ready;
+
+    int stop_requested;           /* krait_server_stop, from any thread (atomic) */
     int draining;
     int64_t drain_deadline;
     int64_t stats[8];

@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,11 +38,15 @@
 #define READ_CHUNK 16384
 #define MAX_EVENTS 256
 #define ACCEPT_BATCH 64
+#define ACCEPT_BATCH_SHARED 4
 /* Requests of one connection answered in one turn before the others get theirs: a client
  * pipelining thousands of requests is served in slices, never in one long (or deep) run. */
 #define PIPELINE_BUDGET 64
 /* Out of descriptors: accepting pauses this long. */
 #define ACCEPT_RETRY_MS 100
+/* The longest sleep of an idle loop (no timer due sooner), and of a draining one. */
+#define IDLE_SLEEP_MS 60000
+#define DRAIN_POLL_MS 100
 
 static void update_clock(struct krait_server *srv)
 {
@@ -61,12 +66,23 @@ static void update_clock(struct krait_server *srv)
 
 /* ---- accepting ---------------------------------------------------------------------------- */
 
-static void listeners_interest(struct krait_server *srv, uint32_t events)
+/* Every loop watches every listener with EPOLLEXCLUSIVE: a new connection wakes one waiting
+ * loop, not all of them (docs/design.md, "Loops"). An exclusive registration can't be
+ * modified, only added and deleted. */
+static void listeners_watch(struct krait_server *srv, int on)
 {
     for (int i = 0; i < srv->nlisteners; i++) {
-        struct epoll_event ev = {.events = events, .data.ptr = &srv->listeners[i].obj};
-        epoll_ctl(srv->epfd, EPOLL_CTL_MOD, srv->listeners[i].fd, &ev);
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
+                                 .data.ptr = &srv->listeners[i].obj};
+        epoll_ctl(srv->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, srv->listeners[i].fd,
+                  on ? &ev : NULL);
     }
+}
+
+/* Open connections of the whole server (every loop). */
+static int64_t total_conns(struct krait_server *srv)
+{
+    return __atomic_load_n(&srv->hub->total_conns, __ATOMIC_RELAXED);
 }
 
 /* At the connection cap (until one closes) or out of descriptors (for a while): the
@@ -74,7 +90,7 @@ static void listeners_interest(struct krait_server *srv, uint32_t events)
 static void pause_accepting(struct krait_server *srv, int64_t retry_at)
 {
     if (!srv->accept_paused)
-        listeners_interest(srv, 0);
+        listeners_watch(srv, 0);
     srv->accept_paused = 1;
     srv->accept_resume_ms = retry_at;
 }
@@ -84,18 +100,22 @@ static void maybe_resume_accepting(struct krait_server *srv)
     if (!srv->accept_paused || srv->draining)
         return;
     if (srv->accept_resume_ms ? srv->now_ms < srv->accept_resume_ms
-                              : (int64_t)srv->nconns >= srv->limits[KRAIT_LIMIT_MAX_CONNS])
+                              : total_conns(srv) >= srv->limits[KRAIT_LIMIT_MAX_CONNS])
         return;
     srv->accept_paused = 0;
     srv->accept_resume_ms = 0;
-    listeners_interest(srv, EPOLLIN);
+    listeners_watch(srv, 1);
 }
 
-krait__conn *krait__loop_adopt(struct krait_server *srv, int fd, int tls, const char *peer,
-                               int peer_port)
+/* A new connection; reserved: its place under the cap is already counted in total_conns. */
+static krait__conn *adopt(struct krait_server *srv, int fd, int tls, const char *peer,
+                          int peer_port, int reserved)
 {
+    if (!reserved)
+        __atomic_add_fetch(&srv->hub->total_conns, 1, __ATOMIC_RELAXED);
     krait__conn *c = calloc(1, sizeof *c);
     if (!c) {
+        __atomic_sub_fetch(&srv->hub->total_conns, 1, __ATOMIC_RELAXED);
         close(fd);
         return NULL;
     }
@@ -111,11 +131,13 @@ krait__conn *krait__loop_adopt(struct krait_server *srv, int fd, int tls, const 
     c->events = EPOLLIN | EPOLLRDHUP;
     struct epoll_event ev = {.events = c->events, .data.ptr = c};
     if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        __atomic_sub_fetch(&srv->hub->total_conns, 1, __ATOMIC_RELAXED);
         close(fd);
         free(c);
         return NULL;
     }
     if (tls && krait__tls_start(srv, c) < 0) {
+        __atomic_sub_fetch(&srv->hub->total_conns, 1, __ATOMIC_RELAXED);
         epoll_ctl(srv->epfd, EPOLL_CTL_DEL, fd, NULL);
         close(fd);
         free(c);
@@ -123,16 +145,29 @@ krait__conn *krait__loop_adopt(struct krait_server *srv, int fd, int tls, const 
     }
     krait__link_append(&srv->conns, &c->all);
     srv->nconns++;
-    srv->stats[KRAIT_STAT_CONNS]++;
+    KRAIT__STAT_ADD(srv, KRAIT_STAT_CONNS, 1);
     /* A connection that sends nothing is closed silently after the header timeout. */
     krait__timer_set(srv, c, TL_HEAD);
     return c;
 }
 
+krait__conn *krait__loop_adopt(struct krait_server *srv, int fd, int tls, const char *peer,
+                               int peer_port)
+{
+    return adopt(srv, fd, tls, peer, peer_port, 0);
+}
+
 static void accept_ready(struct krait_server *srv, int lfd, int tls)
 {
-    for (int i = 0; i < ACCEPT_BATCH; i++) {
-        if ((int64_t)srv->nconns >= srv->limits[KRAIT_LIMIT_MAX_CONNS]) {
+    /* With several loops, a loop takes a few connections a wake-up and leaves the rest to
+     * the others (a burst of connects would otherwise all land on the first loop awake). */
+    int batch = srv->nloops > 1 ? ACCEPT_BATCH_SHARED : ACCEPT_BATCH;
+    for (int i = 0; i < batch; i++) {
+        /* A place under the cap is reserved before accepting, so that loops accepting at
+         * once never pass it together. */
+        if (__atomic_add_fetch(&srv->hub->total_conns, 1, __ATOMIC_RELAXED) >
+            srv->limits[KRAIT_LIMIT_MAX_CONNS]) {
+            __atomic_sub_fetch(&srv->hub->total_conns, 1, __ATOMIC_RELAXED);
             pause_accepting(srv, 0);  /* the rest wait in the backlog */
             return;
         }
@@ -140,6 +175,7 @@ static void accept_ready(struct krait_server *srv, int lfd, int tls)
         socklen_t sl = sizeof ss;
         int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
+            __atomic_sub_fetch(&srv->hub->total_conns, 1, __ATOMIC_RELAXED);
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno == EMFILE || errno == ENFILE) {
@@ -169,7 +205,7 @@ static void accept_ready(struct krait_server *srv, int lfd, int tls)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        krait__loop_adopt(srv, fd, tls, peer, port);
+        adopt(srv, fd, tls, peer, port, 1);
     }
 }
 
@@ -306,6 +342,70 @@ static void conn_event(struct krait_server *srv, krait__conn *c, uint32_t ev)
     }
 }
 
+/* ---- handing connections to the hub ------------------------------------------------------ */
+
+static void wake(struct krait_server *srv)
+{
+    uint64_t one = 1;
+    ssize_t r = write(srv->wake_fd, &one, sizeof one);
+    (void)r;
+}
+
+/* A request that needs a worker (a script, a template, a controller, a regex route's
+ * question, a WebSocket) arrived on another loop: the connection leaves this loop whole,
+ * its request unconsumed in c->in, and the hub takes it from the start. Nothing of this
+ * loop points to it afterwards: no list, no timer, no epoll registration. */
+static void move_to_hub(struct krait_server *srv, krait__conn *c)
+{
+    struct krait_server *hub = srv->hub;
+    krait__timer_set(srv, c, -1);
+    krait__link_remove(&c->ready);
+    krait__link_remove(&c->tls_later);
+    krait__link_remove(&c->all);
+    epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    srv->nconns--;
+    c->state = CS_HEAD;
+    memset(&c->hrs, 0, sizeof c->hrs);
+    pthread_mutex_lock(&hub->move_lock);
+    krait__link_append(&hub->moved, &c->all);
+    __atomic_add_fetch(&hub->moved_count, 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&hub->move_lock);
+    wake(hub);
+}
+
+/* The hub: take the connections other loops handed over. */
+static int adopt_moved(struct krait_server *srv)
+{
+    if (!__atomic_load_n(&srv->moved_count, __ATOMIC_ACQUIRE))
+        return 0;
+    krait__link todo;
+    krait__list_init(&todo);
+    pthread_mutex_lock(&srv->move_lock);
+    while (!krait__list_empty(&srv->moved)) {
+        krait__link *l = srv->moved.next;
+        krait__link_remove(l);
+        krait__link_append(&todo, l);
+    }
+    srv->moved_count = 0;
+    pthread_mutex_unlock(&srv->move_lock);
+    while (!krait__list_empty(&todo)) {
+        krait__conn *c = KRAIT__CONTAINER(todo.next, krait__conn, all);
+        krait__link_remove(&c->all);
+        krait__link_append(&srv->conns, &c->all);
+        srv->nconns++;
+        c->id = ++srv->next_conn_id;  /* the ids workers know are the hub's */
+        c->events = EPOLLIN | EPOLLRDHUP;
+        struct epoll_event ev = {.events = c->events, .data.ptr = c};
+        if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+            krait__conn_close(srv, c);
+            continue;
+        }
+        krait__timer_set(srv, c, TL_HEAD);
+        krait__conn_post(srv, c);  /* the driver takes its request */
+    }
+    return 1;
+}
+
 /* ---- the driver --------------------------------------------------------------------------- */
 
 /* Everything the driver does for one posted connection: send, and when a response is out,
@@ -315,6 +415,10 @@ static void step_conn(struct krait_server *srv, krait__conn *c)
     int budget = PIPELINE_BUDGET;
     while (!c->closed) {
         int state = c->state;
+        if (state == CS_MOVE) {
+            move_to_hub(srv, c);
+            return;
+        }
         if (state == CS_BODY && c->body_discard) {
             body_progress(srv, c);  /* the answer waits for the end of the body */
             if (c->state == CS_BODY)
@@ -414,7 +518,7 @@ static void drive(struct krait_server *srv)
 {
     tls_read_run(srv);
     for (;;) {
-        int did = 0;
+        int did = adopt_moved(srv);
         while (!krait__list_empty(&srv->ready)) {
             krait__conn *c = KRAIT__CONTAINER(srv->ready.next, krait__conn, ready);
             krait__link_remove(&c->ready);
@@ -483,11 +587,22 @@ static void begin_drain(struct krait_server *srv)
         return;
     srv->draining = 1;
     srv->drain_deadline = srv->now_ms + srv->limits[KRAIT_LIMIT_DRAIN];
-    for (int i = 0; i < srv->nlisteners; i++) {
-        epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->listeners[i].fd, NULL);
-        close(srv->listeners[i].fd);
+    if (!srv->accept_paused)
+        listeners_watch(srv, 0);
+    if (srv->hub == srv) {
+        /* The listeners stop listening (a new connection is refused, the backlog reset) but
+         * stay open until every loop has stopped: no loop can accept on a reused number. */
+        for (int i = 0; i < srv->nlisteners; i++)
+            shutdown(srv->listeners[i].fd, SHUT_RD);
+        for (int i = 1; i < srv->nloops; i++) {
+            struct krait_server *lp = __atomic_load_n(&srv->loops[i], __ATOMIC_ACQUIRE);
+            if (lp) {
+                __atomic_store_n(&lp->stop_requested, 1, __ATOMIC_RELEASE);
+                wake(lp);
+            }
+        }
     }
-    srv->nlisteners = 0;
+    srv->accept_paused = 1;  /* never resumed */
     krait__ws_drain(srv);
     /* Idle connections (nothing received of a next request) close now; the rest finish. */
     krait__link *l = srv->conns.next;
@@ -536,7 +651,7 @@ static int setup_signals(struct krait_server *srv)
 
 void krait_server_stop(krait_server *srv)
 {
-    srv->stop_requested = 1;
+    __atomic_store_n(&srv->stop_requested, 1, __ATOMIC_RELEASE);
     uint64_t one = 1;
     ssize_t r = write(srv->wake_fd, &one, sizeof one);
     (void)r;
@@ -551,19 +666,59 @@ int krait__loop_start(struct krait_server *srv, int with_signals)
         return KRAIT_ESYS;
     update_clock(srv);
     for (int i = 0; i < srv->nlisteners; i++) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &srv->listeners[i].obj};
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
+                                 .data.ptr = &srv->listeners[i].obj};
         if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->listeners[i].fd, &ev) < 0)
             return KRAIT_ESYS;
     }
     return KRAIT_OK;
 }
 
+/* How long a turn may sleep: until the earliest timer or worker deadline, not a fixed tick,
+ * so that nothing ever waits for a periodic wake-up (an idle server sleeps up to a minute). */
+static int sleep_ms(struct krait_server *srv)
+{
+    if (!krait__list_empty(&srv->ready) || !krait__list_empty(&srv->tls_later))
+        return 0;
+    int64_t next = srv->now_ms + IDLE_SLEEP_MS;
+    for (int l = 0; l < TL_COUNT; l++) {
+        if (krait__list_empty(&srv->timers[l]))
+            continue;
+        krait__conn *c = KRAIT__CONTAINER(srv->timers[l].next, krait__conn, timer);
+        if (c->deadline < next)
+            next = c->deadline;  /* each list is sorted: its head is its earliest */
+    }
+    for (int i = 0; i < srv->nworkers; i++) {
+        const krait__worker *w = &srv->workers[i];
+        if (w->fd >= 0 && w->deadline && w->deadline < next)
+            next = w->deadline;
+    }
+    if (srv->draining) {
+        /* Check on the other loops and the bound. */
+        if (srv->now_ms + DRAIN_POLL_MS < next)
+            next = srv->now_ms + DRAIN_POLL_MS;
+    } else if (srv->accept_paused && (srv->accept_resume_ms || srv->nloops > 1)) {
+        /* Out of descriptors; or at the cap, which another loop may go under. */
+        if (srv->now_ms + ACCEPT_RETRY_MS < next)
+            next = srv->now_ms + ACCEPT_RETRY_MS;
+    }
+    int64_t ms = next - srv->now_ms + 1;  /* +1: the coarse clock must have passed it */
+    return ms < 1 ? 1 : (int)ms;
+}
+
 int krait__loop_turn(struct krait_server *srv, int timeout_ms)
 {
     struct epoll_event evs[MAX_EVENTS];
-    if (srv->stop_requested)
+    if (__atomic_load_n(&srv->force_end, __ATOMIC_ACQUIRE))
+        return 1;
+    if (__atomic_load_n(&srv->stop_requested, __ATOMIC_ACQUIRE))
         begin_drain(srv);
-    if (srv->draining && (srv->nconns == 0 || srv->now_ms >= srv->drain_deadline))
+    if (srv->draining && srv->now_ms >= srv->drain_deadline)
+        return 1;
+    /* The hub ends last: other loops may still hand it connections. */
+    if (srv->draining && srv->nconns == 0 &&
+        (srv->hub != srv || (!__atomic_load_n(&srv->loops_live, __ATOMIC_ACQUIRE) &&
+                             !__atomic_load_n(&srv->moved_count, __ATOMIC_ACQUIRE))))
         return 1;
     /* The connections whose share of the last turn ran out go first in this one. */
     while (!krait__list_empty(&srv->deferred)) {
@@ -571,13 +726,8 @@ int krait__loop_turn(struct krait_server *srv, int timeout_ms)
         krait__link_remove(l);
         krait__link_append(&srv->ready, l);
     }
-    if (timeout_ms < 0) {
-        timeout_ms = 1000;
-        if (!krait__list_empty(&srv->ready) || !krait__list_empty(&srv->tls_later))
-            timeout_ms = 0;
-        else if (srv->accept_paused && srv->accept_resume_ms)
-            timeout_ms = ACCEPT_RETRY_MS;
-    }
+    if (timeout_ms < 0)
+        timeout_ms = sleep_ms(srv);
     int n = epoll_wait(srv->epfd, evs, MAX_EVENTS, timeout_ms);
     if (n < 0 && errno != EINTR)
         return -1;
@@ -590,7 +740,7 @@ int krait__loop_turn(struct krait_server *srv, int timeout_ms)
             break;
         case OBJ_LISTENER:
             for (int k = 0; k < srv->nlisteners; k++)
-                if (&srv->listeners[k].obj == o && !srv->accept_paused)
+                if (&srv->listeners[k].obj == o && !srv->accept_paused && !srv->draining)
                     accept_ready(srv, srv->listeners[k].fd, srv->listeners[k].tls);
             break;
         case OBJ_SIGNAL:
@@ -618,7 +768,10 @@ int krait__loop_turn(struct krait_server *srv, int timeout_ms)
 
 void krait__loop_end(struct krait_server *srv)
 {
-    /* Graceful stop bound reached or everything answered: close what is left. */
+    /* Graceful stop bound reached or everything answered: close what is left (with what
+     * other loops handed over, once they have all stopped). */
+    if (srv->hub == srv)
+        adopt_moved(srv);
     while (!krait__list_empty(&srv->conns))
         krait__conn_close(srv, KRAIT__CONTAINER(srv->conns.next, krait__conn, all));
     tell_gone(srv);
@@ -626,20 +779,4 @@ void krait__loop_end(struct krait_server *srv)
     reap(srv);
     if (srv->log_len)
         krait__log_flush(srv);
-}
-
-int krait_server_run(krait_server *srv)
-{
-    int rc = krait__loop_start(srv, 1);
-    if (rc < 0)
-        return rc;
-    for (;;) {
-        int r = krait__loop_turn(srv, -1);
-        if (r < 0)
-            return KRAIT_ESYS;
-        if (r > 0)
-            break;
-    }
-    krait__loop_end(srv);
-    return 0;
 }

@@ -279,9 +279,24 @@ static int prefers_json(const krait__header *h)
 }
 
 /* Route and answer one complete request head. */
+/* Only the hub (loop 0) has workers: on another loop, a request for one moves its connection
+ * there, whole and with the request unconsumed; the driver hands it over at the end of the
+ * turn and the hub takes the request again from the start (and counts it). */
+static int for_hub(struct krait_server *srv, krait__conn *c)
+{
+    if (srv->hub == srv)
+        return 0;
+    KRAIT__STAT_ADD(srv, KRAIT_STAT_REQUESTS, -1);
+    c->consume = 0;
+    c->route_asked = 0;
+    c->state = CS_MOVE;
+    krait__conn_post(srv, c);
+    return 1;
+}
+
 static void handle_request(struct krait_server *srv, krait__conn *c, krait__request *rq)
 {
-    srv->stats[KRAIT_STAT_REQUESTS]++;
+    KRAIT__STAT_ADD(srv, KRAIT_STAT_REQUESTS, 1);
     /* Only a request handed to a worker has its body read (worker.c re-enables keep-alive
      * there); any other answer to a request with a body closes the connection, so the unread
      * body can never be taken for the next request. */
@@ -380,6 +395,8 @@ static void handle_request(struct krait_server *srv, krait__conn *c, krait__requ
     int verb = rq->info.upgrade_websocket ? KRAIT_VERB_WEBSOCKET : rq->verb;
     krait__route_answer ans;
     int rr = krait__route_resolve(srv, verb, rq->path, rq->path_len, &ans);
+    if (rr == KRAIT__ROUTE_ASK && for_hub(srv, c))
+        return;
     if (rr == KRAIT__ROUTE_ASK && !c->route_asked) {
         /* A regex route: a worker decides (the request waits, unconsumed, and is taken again
          * from the start once the answer is cached). */
@@ -400,6 +417,8 @@ static void handle_request(struct krait_server *srv, krait__conn *c, krait__requ
         return;
     }
     if (ans.is_ctrl) {
+        if (for_hub(srv, c))
+            return;
         krait__worker_dispatch(srv, c, rq, ans.route, "", ans.params, ans.params_len);
         return;
     }
@@ -434,6 +453,8 @@ static void handle_request(struct krait_server *srv, krait__conn *c, krait__requ
     char script[KRAIT__PATH_MAX + KRAIT__PATH_MAX];
     if (krait__static_respond(srv, c, rq, target + 1, target_len - 1, script, sizeof script) ==
         KRAIT__STATIC_PYTHON) {
+        if (for_hub(srv, c))
+            return;
         krait__worker_dispatch(srv, c, rq, ans.route, script, ans.params, ans.params_len);
         return;
     }

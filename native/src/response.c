@@ -307,6 +307,10 @@ void krait__log_finish(struct krait_server *srv, krait__conn *c)
 
 void krait__log_flush(struct krait_server *srv)
 {
+    /* Loops write whole lines, one loop at a time: lines never interleave. */
+    int shared = srv->nloops > 1;
+    if (shared)
+        pthread_mutex_lock(&srv->hub->log_lock);
     size_t off = 0;
     while (off < srv->log_len) {
         ssize_t n = write(srv->log_fd, srv->logbuf + off, srv->log_len - off);
@@ -316,5 +320,7 @@ void krait__log_flush(struct krait_server *srv)
             break;  /* a full or broken log must not stall the server */
         off += (size_t)n;
     }
+    if (shared)
+        pthread_mutex_unlock(&srv->hub->log_lock);
     srv->log_len = 0;
 }

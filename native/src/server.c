@@ -17,6 +17,8 @@
 
 #include "channels.h"
 #include "conn.h"
+#include "loop.h"
+#include "server.h"
 #include "tls.h"
 #include "wsconn.h"
 
@@ -67,6 +69,19 @@ static void set_err(char *err, size_t errlen, const char *what, int e)
         snprintf(err, errlen, "%s: %s", what, strerror(e));
 }
 
+/* What every loop owns: empty lists and no worker. */
+static void init_loop_lists(krait_server *srv)
+{
+    for (int i = 0; i < TL_COUNT; i++)
+        krait__list_init(&srv->timers[i]);
+    krait__link *lists[] = {&srv->conns, &srv->closing, &srv->dead, &srv->ready,
+                            &srv->deferred, &srv->waitq, &srv->tls_later, &srv->moved};
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
+        krait__list_init(lists[i]);
+    for (int i = 0; i < KRAIT__MAX_WORKERS; i++)
+        srv->workers[i].fd = srv->workers[i].pidfd = -1;
+}
+
 krait_server *krait_server_new(const char *site_root, char *err, size_t errlen)
 {
     krait_server *srv = calloc(1, sizeof *srv);
@@ -76,6 +91,7 @@ krait_server *krait_server_new(const char *site_root, char *err, size_t errlen)
     }
     srv->epfd = srv->sig_fd = srv->wake_fd = srv->root_fd = srv->spare_fd = -1;
     srv->log_fd = -1;
+    init_loop_lists(srv);
     memcpy(srv->limits, default_limits, sizeof default_limits);
     srv->max_age = 300;
     srv->max_age_long = 864000;
@@ -87,6 +103,17 @@ krait_server *krait_server_new(const char *site_root, char *err, size_t errlen)
     srv->resolved.max = 16384;
     srv->ws_ids.max = 0;  /* entries leave with their connection (krait__ws_gone) */
     srv->html_templates = 1;
+    srv->hub = srv;
+    srv->nloops = 1;
+    srv->loops[0] = srv;
+    if (pthread_mutex_init(&srv->move_lock, NULL) != 0 ||
+        pthread_mutex_init(&srv->ctx_lock, NULL) != 0 ||
+        pthread_mutex_init(&srv->log_lock, NULL) != 0) {
+        set_err(err, errlen, "allocating the server", ENOMEM);
+        free(srv);
+        return NULL;
+    }
+    srv->locks_ready = 1;
     srv->pub_lock = malloc(sizeof(pthread_mutex_t));
     if (!srv->pub_lock || pthread_mutex_init(srv->pub_lock, NULL) != 0) {
         free(srv->pub_lock);
@@ -98,17 +125,6 @@ krait_server *krait_server_new(const char *site_root, char *err, size_t errlen)
         set_err(err, errlen, "allocating the server", ENOMEM);
         goto fail;
     }
-    for (int i = 0; i < TL_COUNT; i++)
-        krait__list_init(&srv->timers[i]);
-    krait__list_init(&srv->conns);
-    krait__list_init(&srv->closing);
-    krait__list_init(&srv->dead);
-    krait__list_init(&srv->ready);
-    krait__list_init(&srv->deferred);
-    krait__list_init(&srv->waitq);
-    krait__list_init(&srv->tls_later);
-    for (int i = 0; i < KRAIT__MAX_WORKERS; i++)
-        srv->workers[i].fd = srv->workers[i].pidfd = -1;
 
     if (!realpath(site_root, srv->root)) {
         set_err(err, errlen, site_root, errno);
@@ -143,12 +159,11 @@ fail:
     return NULL;
 }
 
-void krait_server_free(krait_server *srv)
+/* The connections a loop still holds (after a run that ended early, or a failed start). */
+static void free_conns(krait_server *srv)
 {
-    if (!srv)
-        return;
-    krait__link *lists[3] = {&srv->conns, &srv->closing, &srv->dead};
-    for (int k = 0; k < 3; k++) {
+    krait__link *lists[4] = {&srv->conns, &srv->closing, &srv->dead, &srv->moved};
+    for (int k = 0; k < 4; k++) {
         while (lists[k]->next && !krait__list_empty(lists[k])) {
             krait__conn *c = KRAIT__CONTAINER(lists[k]->next, krait__conn, all);
             krait__link_remove(&c->all);
@@ -156,6 +171,37 @@ void krait_server_free(krait_server *srv)
             krait__conn_free(c);
         }
     }
+}
+
+/* A loop other than the hub: what it owns, not the configuration it shares. */
+static void clone_free(krait_server *lp)
+{
+    free_conns(lp);
+    krait__map_free(&lp->cache_rules);
+    krait__map_free(&lp->route_cache);
+    krait__map_free(&lp->dyn_cache);
+    krait__map_free(&lp->resolved);
+    krait__map_free(&lp->ws_ids);
+    krait__map_free(&lp->channels);
+    if (lp->wake_fd >= 0)
+        close(lp->wake_fd);
+    if (lp->epfd >= 0)
+        close(lp->epfd);
+    if (lp->spare_fd >= 0)
+        close(lp->spare_fd);
+    free(lp->logbuf);
+    free(lp->events);
+    free(lp);
+}
+
+void krait_server_free(krait_server *srv)
+{
+    if (!srv)
+        return;
+    for (int i = 1; i < KRAIT__MAX_LOOPS; i++)
+        if (srv->loops[i])
+            clone_free(srv->loops[i]);
+    free_conns(srv);
     for (int i = 0; i < srv->nlisteners; i++)
         close(srv->listeners[i].fd);
     for (int i = 0; i < KRAIT__MAX_WORKERS; i++) {
@@ -196,6 +242,11 @@ void krait_server_free(krait_server *srv)
     krait__tls_ctx_free(srv);
     free(srv->logbuf);
     free(srv->events);
+    if (srv->locks_ready) {
+        pthread_mutex_destroy(&srv->move_lock);
+        pthread_mutex_destroy(&srv->ctx_lock);
+        pthread_mutex_destroy(&srv->log_lock);
+    }
     free(srv);
 }
 
@@ -295,10 +346,174 @@ int krait_server_set_version(krait_server *srv, const char *version)
 int64_t krait_server_stat(krait_server *srv, int which)
 {
     if (which == KRAIT_STAT_CONNS)
-        return (int64_t)srv->nconns;
+        return __atomic_load_n(&srv->total_conns, __ATOMIC_RELAXED);
     if (which < 0 || which >= 8)
         return -1;
-    return srv->stats[which];
+    int64_t sum = 0;
+    for (int i = 0; i < KRAIT__MAX_LOOPS; i++) {
+        krait_server *lp = __atomic_load_n(&srv->loops[i], __ATOMIC_ACQUIRE);
+        if (lp)
+            sum += __atomic_load_n(&lp->stats[which], __ATOMIC_RELAXED);
+    }
+    return sum;
+}
+
+int64_t krait_server_loop_stat(krait_server *srv, int loop, int which)
+{
+    if (loop < 0 || loop >= KRAIT__MAX_LOOPS || which < 0 || which >= 8)
+        return -1;
+    krait_server *lp = __atomic_load_n(&srv->loops[loop], __ATOMIC_ACQUIRE);
+    if (!lp)
+        return -1;
+    return __atomic_load_n(&lp->stats[which], __ATOMIC_RELAXED);
+}
+
+int krait_server_set_loops(krait_server *srv, int n)
+{
+    if (n < 1 || n > KRAIT__MAX_LOOPS || srv->hub != srv || srv->loops[1])
+        return KRAIT_EINVAL;
+    srv->nloops = n;
+    return KRAIT_OK;
+}
+
+/* ---- loops ----------------------------------------------------------------------------- */
+
+/* Loop i: its own epoll, wake-up eventfd, lists and caches; the hub's configuration (routes,
+ * patterns, MIME types, error pages, limits, listeners) shared read-only. */
+krait_server *krait__server_clone(krait_server *hub, int index)
+{
+    krait_server *lp = calloc(1, sizeof *lp);
+    if (!lp)
+        return NULL;
+    lp->epfd = lp->sig_fd = lp->wake_fd = lp->spare_fd = -1;
+    lp->hub = hub;
+    lp->loop_index = index;
+    lp->nloops = hub->nloops;
+    memcpy(lp->root, hub->root, sizeof lp->root);
+    lp->root_len = hub->root_len;
+    lp->root_fd = hub->root_fd;
+    memcpy(lp->limits, hub->limits, sizeof lp->limits);
+    lp->max_age = hub->max_age;
+    lp->max_age_long = hub->max_age_long;
+    memcpy(lp->server_header, hub->server_header, sizeof lp->server_header);
+    memcpy(lp->listeners, hub->listeners, sizeof lp->listeners);
+    lp->nlisteners = hub->nlisteners;
+    for (int i = 0; i < lp->nlisteners; i++)
+        lp->listeners[i].obj.kind = OBJ_LISTENER;
+    lp->https_redirect_port = hub->https_redirect_port;
+    memcpy(lp->hsts, hub->hsts, sizeof lp->hsts);
+    lp->never_serve = hub->never_serve;
+    lp->n_never_serve = hub->n_never_serve;
+    lp->static_only = hub->static_only;
+    lp->n_static_only = hub->n_static_only;
+    lp->allowed_hosts = hub->allowed_hosts;
+    lp->n_allowed_hosts = hub->n_allowed_hosts;
+    lp->html_templates = hub->html_templates;
+    lp->error_pages = hub->error_pages;  /* read-only while the loops run */
+    lp->mime = hub->mime;
+    lp->cache_rules.max = hub->cache_rules.max;
+    lp->route_cache.max = hub->route_cache.max;
+    lp->dyn_cache.max = hub->dyn_cache.max;
+    lp->resolved.max = hub->resolved.max;
+    lp->routes = hub->routes;
+    lp->nroutes = hub->nroutes;
+    lp->cache_cb = hub->cache_cb;  /* Python takes the GIL: see docs/design.md, "Loops" */
+    lp->cb_ud = hub->cb_ud;
+    lp->log_fd = hub->log_fd;
+    lp->clock_offset_ms = hub->clock_offset_ms;
+    init_loop_lists(lp);
+    lp->epfd = epoll_create1(EPOLL_CLOEXEC);
+    lp->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    lp->wake.kind = OBJ_WAKE;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &lp->wake};
+    if (lp->epfd < 0 || lp->wake_fd < 0 ||
+        epoll_ctl(lp->epfd, EPOLL_CTL_ADD, lp->wake_fd, &ev) < 0) {
+        clone_free(lp);
+        return NULL;
+    }
+    lp->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return lp;
+}
+
+static void *loop_thread(void *arg)
+{
+    krait_server *lp = arg;
+    int rc;
+    while ((rc = krait__loop_turn(lp, -1)) == 0)
+        ;
+    if (rc < 0) {
+        /* Its connections are closed, not left hanging; the other loops go on accepting. */
+        fprintf(stderr, "krait: loop %d stopped: %s\n", lp->loop_index, strerror(errno));
+    }
+    krait__loop_end(lp);
+    krait_server *hub = lp->hub;
+    __atomic_sub_fetch(&hub->loops_live, 1, __ATOMIC_ACQ_REL);
+    uint64_t one = 1;
+    ssize_t r = write(hub->wake_fd, &one, sizeof one);
+    (void)r;
+    return NULL;
+}
+
+/* Start loops 1..n-1 (after the hub's signal mask is set: the threads inherit it). */
+static int start_loops(krait_server *srv)
+{
+    for (int i = 1; i < srv->nloops; i++) {
+        krait_server *lp = srv->loops[i] ? srv->loops[i] : krait__server_clone(srv, i);
+        if (!lp)
+            return KRAIT_ENOMEM;
+        __atomic_store_n(&srv->loops[i], lp, __ATOMIC_RELEASE);
+        if (krait__loop_start(lp, 0) < 0)
+            return KRAIT_ESYS;
+        __atomic_add_fetch(&srv->loops_live, 1, __ATOMIC_ACQ_REL);
+        if (pthread_create(&srv->threads[i], NULL, loop_thread, lp) != 0) {
+            __atomic_sub_fetch(&srv->loops_live, 1, __ATOMIC_ACQ_REL);
+            __atomic_store_n(&srv->loops[i], NULL, __ATOMIC_RELEASE);
+            clone_free(lp);
+            return KRAIT_ESYS;
+        }
+    }
+    return KRAIT_OK;
+}
+
+/* Every loop has stopped: the hub closes what was handed to it meanwhile. */
+static void join_loops(krait_server *srv)
+{
+    for (int i = 1; i < srv->nloops; i++) {
+        krait_server *lp = srv->loops[i];
+        if (!lp || !srv->threads[i])
+            continue;
+        __atomic_store_n(&lp->force_end, 1, __ATOMIC_RELEASE);
+        uint64_t one = 1;
+        ssize_t r = write(lp->wake_fd, &one, sizeof one);
+        (void)r;
+        pthread_join(srv->threads[i], NULL);
+        srv->threads[i] = 0;
+    }
+}
+
+int krait_server_run(krait_server *srv)
+{
+    if (srv->hub != srv)
+        return KRAIT_EINVAL;
+    int rc = krait__loop_start(srv, 1);
+    if (rc < 0)
+        return rc;
+    rc = start_loops(srv);
+    if (rc < 0) {
+        krait_server_stop(srv);  /* the loops that did start drain with the hub */
+    }
+    for (;;) {
+        int r = krait__loop_turn(srv, -1);
+        if (r < 0) {
+            rc = KRAIT_ESYS;
+            break;
+        }
+        if (r > 0)
+            break;
+    }
+    join_loops(srv);
+    krait__loop_end(srv);
+    return rc < 0 ? rc : 0;
 }
 
 const char *krait_strerror(int rc)

@@ -180,7 +180,7 @@ int krait__cache_flags(krait_server *srv, const char *rel, size_t len)
     krait__map_entry *e = krait__map_get(&srv->cache_rules, rel, len);
     if (e)
         return (int)e->num[0];
-    srv->stats[KRAIT_STAT_CACHE_CALLS]++;
+    KRAIT__STAT_ADD(srv, KRAIT_STAT_CACHE_CALLS, 1);
     int flags = srv->cache_cb(srv->cb_ud, rel, len);
     if (flags < 0)
         flags = 0;

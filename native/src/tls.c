@@ -139,9 +139,14 @@ int krait_server_set_tls(krait_server *srv, const char *cert, const char *key,
         memset(pass_copy, 0, strlen(pass_copy));
         free(pass_copy);
     }
-    if (srv->ssl_ctx)
-        SSL_CTX_free(srv->ssl_ctx);  /* live connections hold their own references */
-    srv->ssl_ctx = ctx;
+    /* Other loops start sessions from it: swapped under the lock. Live connections hold
+     * their own references. */
+    pthread_mutex_lock(&srv->hub->ctx_lock);
+    SSL_CTX *old = srv->hub->ssl_ctx;
+    srv->hub->ssl_ctx = ctx;
+    pthread_mutex_unlock(&srv->hub->ctx_lock);
+    if (old)
+        SSL_CTX_free(old);
     return KRAIT_OK;
 fail:
     if (pass_copy) {
@@ -154,9 +159,10 @@ fail:
 
 int krait__tls_start(krait_server *srv, krait__conn *c)
 {
-    if (!srv->ssl_ctx)
-        return -1;
-    c->ssl = SSL_new(srv->ssl_ctx);
+    struct krait_server *hub = srv->hub;
+    pthread_mutex_lock(&hub->ctx_lock);
+    c->ssl = hub->ssl_ctx ? SSL_new(hub->ssl_ctx) : NULL;
+    pthread_mutex_unlock(&hub->ctx_lock);
     if (!c->ssl)
         return -1;
     SSL_set_fd(c->ssl, c->fd);

@@ -249,7 +249,7 @@ void krait__worker_route(struct krait_server *srv, krait__conn *c, int verb, con
     c->route_verb = verb;
     c->frame_len = (size_t)n;
     c->routing = 1;
-    srv->stats[KRAIT_STAT_ROUTE_CALLS]++;
+    KRAIT__STAT_ADD(srv, KRAIT_STAT_ROUTE_CALLS, 1);
     hand_over(srv, c);
 }
 

@@ -22,7 +22,9 @@
  *  11 w r a t      worker w answers its oldest request with a ROUTE_ANSWER (route r - 2,
  *                  allow a, target t % 3: none, "a.txt", "page.py") — right for a route
  *                  question (DELETE/PUT /r... match a regex route), wrong for anything else
- * After each operation the loop runs one turn. A worker that exits is replaced from the event
+ * Clients with an odd k connect to loop 1, the others to loop 0 (the hub, which has the
+ * workers): a request for a worker on loop 1 moves its connection to the hub.
+ * After each operation each loop runs one turn. A worker that exits is replaced from the event
  * callback, as the supervisor does, so a slot is reused while the core still knows the old
  * worker's connections. At the end the driver reads everything, stops the loop and frees the
  * server: AddressSanitizer then reports any use after free, leak or overflow. */
@@ -39,6 +41,7 @@
 #include "core.h"
 #include "krait.h"
 #include "loop.h"
+#include "server.h"
 
 #define MAX_CLIENTS 8
 #define MAX_WORKERS 3
@@ -77,7 +80,18 @@ typedef struct {
     uint32_t ws_id;          /* the last request it accepted as a WebSocket */
 } fake_worker;
 
-static struct krait_server *srv;
+static struct krait_server *srv, *lp;  /* loop 0 (the hub, with the workers) and loop 1 */
+
+/* One turn of each loop, loop 1 first (what it hands to the hub is taken in the same round).
+ * Returns 1 once both have stopped. */
+static int turn_both(int *lp_done, int *hub_done)
+{
+    if (!*lp_done && krait__loop_turn(lp, 0) > 0)
+        *lp_done = 1;
+    if (!*hub_done && krait__loop_turn(srv, 0) > 0)
+        *hub_done = 1;
+    return *lp_done && *hub_done;
+}
 static int clients[MAX_CLIENTS];
 static fake_worker workers[MAX_WORKERS];
 
@@ -345,8 +359,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         clients[i] = -1;
     for (int i = 0; i < MAX_WORKERS; i++)
         workers[i].fd = -1;
-    if (krait__loop_start(srv, 0) < 0)
+    /* Two loops, turned one after the other by this one thread: clients connect to either;
+     * a request for a worker on loop 1 moves its connection to the hub (CS_MOVE). */
+    lp = krait__server_clone(srv, 1);
+    if (!lp)
         abort();
+    srv->nloops = lp->nloops = 2;
+    srv->loops[1] = lp;
+    if (krait__loop_start(srv, 0) < 0 || krait__loop_start(lp, 0) < 0)
+        abort();
+    int lp_done = 0, hub_done = 0;
     start_worker(0);
     start_worker(1);
 
@@ -363,7 +385,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             int sv[2];
             if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
                 abort();
-            if (!krait__loop_adopt(srv, sv[0], 0, "fuzz", 1)) {
+            if (!krait__loop_adopt(k & 1 ? lp : srv, sv[0], 0, "fuzz", 1)) {
                 close(sv[1]);
                 break;
             }
@@ -440,9 +462,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             break;
         }
-        case 8:
-            srv->clock_offset_ms += (int64_t)ARG() * 250;
+        case 8: {
+            int64_t t = (int64_t)ARG() * 250;
+            srv->clock_offset_ms += t;
+            lp->clock_offset_ms += t;
             break;
+        }
         case 9: {
             fake_worker *w = &workers[ARG() % MAX_WORKERS];
             uint8_t m = ARG();
@@ -480,7 +505,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         }
-        if (krait__loop_turn(srv, 0) > 0)
+        if (turn_both(&lp_done, &hub_done))
             stopped = 1;
         for (int w = 0; w < MAX_WORKERS; w++)
             if (workers[w].fd >= 0)
@@ -494,15 +519,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (int w = 0; w < MAX_WORKERS; w++)
             if (workers[w].fd >= 0)
                 worker_answer(&workers[w], 0, 0);
-        if (krait__loop_turn(srv, 0) > 0)
+        if (turn_both(&lp_done, &hub_done))
             stopped = 1;
     }
     krait_server_stop(srv);
     for (int round = 0; round < 8 && !stopped; round++) {
         srv->clock_offset_ms += 1000;
-        if (krait__loop_turn(srv, 0) > 0)
+        lp->clock_offset_ms += 1000;
+        if (turn_both(&lp_done, &hub_done))
             stopped = 1;
     }
+    krait__loop_end(lp);
     krait__loop_end(srv);
     krait_server_free(srv);
     srv = NULL;

@@ -1037,22 +1037,19 @@ def test_wss(tmp_path: Path, krait_server: Callable[..., KraitProcess]) -> None:
 def test_wss_message_completed_from_tls_read_ahead_goes_out_at_once(
         tmp_path: Path, krait_server: Callable[..., KraitProcess]) -> None:
     # A message larger than one turn's reads is completed from what OpenSSL read ahead, after
-    # the event batch; it used to reach the worker only at the next turn of the loop, which
-    # sleeps up to 1 s when nothing else happens (300 KB and 1 MB echoes took 1.05-1.17 s one
-    # time in three). The bound is that sleep, not a performance figure: an echo takes 0.02-0.2 s.
+    # the event batch; it used to reach the worker only at the next turn of the loop. A loop
+    # sleeps until its next timer, here the WebSocket ping 30 s away, so such a message would
+    # wait that long: the receive timeout (TIMEOUT, 10 s) catches it. Not a performance
+    # figure: an echo takes 0.02-0.2 s, up to a second on a loaded machine.
     port, ctx = wss_server(tmp_path, krait_server)
     ws = websocket.create_connection(f"wss://127.0.0.1:{port}/ws/events?id=readahead",
                                      timeout=TIMEOUT, sslopt={"context": ctx})
     try:
         assert ws.recv().startswith("RuntimeError: ")
-        slowest = 0.0
         for i, size in enumerate((100_000, 300_000, 1_000_000) * 5):
             message = f"{i:02d}" + "y" * size
-            t = time.monotonic()
             ws.send(message)
             assert ws.recv().split(" ")[:2] == ["str", message]
-            slowest = max(slowest, time.monotonic() - t)
-        assert slowest < 0.9, f"an echo waited {slowest:.2f} s"
     finally:
         ws.shutdown()
 

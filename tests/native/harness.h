@@ -38,7 +38,7 @@ static int done(void)
 /* A copy of data[0..len) that ends exactly at a PROT_NONE guard page. Free with guarded_free. */
 typedef struct { char *map; size_t map_len; char *data; } guarded;
 
-static guarded guarded_copy(const void *data, size_t len)
+__attribute__((unused)) static guarded guarded_copy(const void *data, size_t len)
 {
     long page = sysconf(_SC_PAGESIZE);
     size_t body = (len + (size_t)page - 1) / (size_t)page * (size_t)page;
@@ -56,7 +56,7 @@ static guarded guarded_copy(const void *data, size_t len)
     return g;
 }
 
-static void guarded_free(guarded g)
+__attribute__((unused)) static void guarded_free(guarded g)
 {
     munmap(g.map, g.map_len);
 }
