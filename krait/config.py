@@ -207,6 +207,10 @@ never_serve: list[str] = ["*~", "#*#", "*.swp", "*.swo", "*.swx", "*.bak", "*.or
 static_only: list[str] = []
 #: Fields at most in a ``application/x-www-form-urlencoded`` body; more answers 413.
 max_form_fields: int = 1000
+#: Bytes of a ``multipart/form-data`` body's plain fields (parts without a file name), all
+#: together, that :meth:`krait.request.Request.get_multipart_form` keeps in memory; more answers
+#: 413. File parts are not counted: past a few dozen KiB they go to temporary files.
+max_form_memory_size: int = 1024 * 1024
 #: Origins (``"https://app.example.com"``) whose pages may open WebSockets here, besides the
 #: site's own (the request's ``Host``); ``["*"]`` allows every origin.
 websocket_origins: list[str] = []

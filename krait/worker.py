@@ -470,7 +470,7 @@ class Worker:
             try:
                 self.respond_wsgi(frame, *self._wsgi[frame.route])
             finally:
-                _drop_body_file(frame)
+                self.finish(frame)
             return
         try:
             response, base = self.handle(frame)
@@ -501,7 +501,15 @@ class Worker:
             self._st.extra_headers = []
             self.send(frame, self.error_page(frame), None)
         finally:
-            _drop_body_file(frame)
+            self.finish(frame)
+
+    def finish(self, frame: protocol.RequestFrame) -> None:
+        """The request is answered: its spooled body file goes (the core removes it too), and
+        the temporary files of its multipart parts."""
+        request = self._st.request
+        if request is not None:
+            request._close()
+        _drop_body_file(frame)
 
     def error_response(self, status: int, message: str | None = None,
                        headers: list[tuple[str, str]] | None = None) -> Response:
