@@ -137,7 +137,7 @@ def _form(request: Any) -> list[tuple[str, Any]]:
                     rows.append((part.name, part.data.decode("utf-8", "replace")))
                 else:
                     rows.append((part.name, f"(file {part.filename!r}, {part.content_type}, "
-                                            f"{len(part.data)} bytes)"))
+                                            f"{part.size} bytes)"))
             return rows
     except Exception as exc:  # noqa: BLE001 - the page must not fail on a bad body
         return [("(unreadable)", f"{type(exc).__name__}: {exc}")]

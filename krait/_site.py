@@ -335,7 +335,8 @@ def validate_hardening() -> None:
         if isinstance(value, str) or not isinstance(value, (list, tuple)) or \
                 not all(isinstance(v, str) and v.strip("/") for v in value):
             raise fail(name, "a list of non-empty strings")
-    for name in ("max_form_fields", "websocket_queue_bytes", "websocket_worker_queue_bytes"):
+    for name in ("max_form_fields", "max_form_memory_size", "websocket_queue_bytes",
+                 "websocket_worker_queue_bytes"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise fail(name, "a positive whole number")

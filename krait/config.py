@@ -54,6 +54,12 @@ class Route:
         (imported in each worker, and once by the master at start-up to check it). A mounted
         application takes every verb unless ``verb`` is given (WebSocket handshakes excepted:
         WSGI cannot accept them). See docs/wsgi.md.
+    :param max_body_size: the largest request body (bytes, after any chunked framing) this
+        route's page, controller or application accepts; a larger one answers 413 before the
+        site's code runs. It can only lower ``krait.config.max_body_size``, which the server
+        enforces as the body arrives: this one is checked once the body has been received
+        (spooled to a temporary file past ``spool_threshold``), so it protects the site's
+        code, not the server's bandwidth or disk. ``None``: only the server's limit.
     """
 
     route_verbs = ("GET", "POST", "PUT", "DELETE", "PATCH", "CONNECT", "OPTIONS", "TRACE",
@@ -62,8 +68,14 @@ class Route:
     def __init__(self, verb: str | None = None, url: str | None = None,
                  regex: str | None = None, target: str | None = None,
                  ctrl_class: Callable[[], Any] | None = None, *, prefix: str | None = None,
-                 wsgi: str | Callable[..., Any] | None = None) -> None:
+                 wsgi: str | Callable[..., Any] | None = None,
+                 max_body_size: int | None = None) -> None:
         self.filename, self.lineno = _caller_location()
+        if max_body_size is not None and (isinstance(max_body_size, bool) or
+                                          not isinstance(max_body_size, int) or
+                                          max_body_size < 0):
+            raise ConfigError(f"route max_body_size {max_body_size!r} must be None or a whole "
+                              "number of bytes, 0 or more", self.filename, self.lineno)
         if (prefix is None) != (wsgi is None):
             raise ConfigError("a route takes prefix= and wsgi= together (a mounted WSGI "
                               "application)", self.filename, self.lineno)
@@ -117,6 +129,8 @@ class Route:
         self.ctrl_class = ctrl_class
         self.prefix = prefix
         self.wsgi = wsgi
+        #: The largest body this route accepts (413 beyond), or ``None``.
+        self.max_body_size = max_body_size
         #: The application itself, once the server has loaded ``wsgi`` (at start-up).
         self.app: Callable[..., Any] | None = wsgi if callable(wsgi) else None
         self.compiled: re.Pattern[str] | None = None
@@ -131,7 +145,7 @@ class Route:
         fields = ", ".join(f"{k}={v!r}" for k, v in (
             ("verb", self.verb), ("url", self.url), ("regex", self.regex),
             ("target", self.target), ("ctrl_class", self.ctrl_class), ("prefix", self.prefix),
-            ("wsgi", self.wsgi)) if v is not None)
+            ("wsgi", self.wsgi), ("max_body_size", self.max_body_size)) if v is not None)
         return f"Route({fields})"
 
     def takes_path(self, path: str) -> bool | None:
@@ -212,6 +226,10 @@ never_serve: list[str] = ["*~", "#*#", "*.swp", "*.swo", "*.swx", "*.bak", "*.or
 static_only: list[str] = []
 #: Fields at most in a ``application/x-www-form-urlencoded`` body; more answers 413.
 max_form_fields: int = 1000
+#: Bytes of a ``multipart/form-data`` body's plain fields (parts without a file name), all
+#: together, that :meth:`krait.request.Request.get_multipart_form` keeps in memory; more answers
+#: 413. File parts are not counted: past a few dozen KiB they go to temporary files.
+max_form_memory_size: int = 1024 * 1024
 #: Origins (``"https://app.example.com"``) whose pages may open WebSockets here, besides the
 #: site's own (the request's ``Host``); ``["*"]`` allows every origin.
 websocket_origins: list[str] = []

@@ -10,8 +10,10 @@ import io
 import json
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO
 from urllib.parse import quote, unquote_plus
 
 import multipart
@@ -23,8 +25,12 @@ __all__ = ["Headers", "MultipartFormData", "Request", "safe_filename"]
 _log = logging.getLogger("krait")
 
 # Multipart parsing reads the body in chunks of this size, so a spooled upload is never loaded
-# whole (only the parts themselves end up in memory, as MultipartFormData.data).
+# whole. Plain fields are kept in memory (config.max_form_memory_size bytes at most, all
+# together); a file part stays in memory up to _FILE_PART_MEMORY bytes while the form's
+# in-memory file parts total at most _FILE_PARTS_MEMORY, else it goes to a temporary file.
 _MULTIPART_CHUNK = 64 * 1024
+_FILE_PART_MEMORY = 64 * 1024
+_FILE_PARTS_MEMORY = 1024 * 1024
 _MULTIPART_MAX_PARTS = 1000
 _MULTIPART_MAX_PART_HEADERS = 16
 _MULTIPART_MAX_HEADER_LINE = 8 * 1024
@@ -124,20 +130,65 @@ class Headers(dict):
         return Headers(self)
 
 
-class MultipartFormData(NamedTuple):
-    """One part of a ``multipart/form-data`` body (see :meth:`Request.get_multipart_form`)."""
+class MultipartFormData:
+    """One part of a ``multipart/form-data`` body (see :meth:`Request.get_multipart_form`).
 
-    #: The part's content (the bytes between its headers and the next boundary).
-    data: bytes
-    #: The form field name, or ``None`` when the part has none.
-    name: str | None
-    #: The uploaded file's name exactly as the client sent it, or ``None`` for a plain field.
-    #: It is the visitor's text, not a safe name: it may be ``../../etc/passwd``, an absolute
-    #: path, ``.htaccess``, ``shell.py`` or hold control characters. Never join it to a
-    #: directory; use :attr:`safe_filename`, or better a name of your own.
-    filename: str | None
-    #: The part's ``Content-Type`` header as sent (``"text/plain"`` when absent).
-    content_type: str
+    It behaves as the four-field named tuple ``(data, name, filename, content_type)`` of
+    Krait's API: it unpacks, indexes and compares like one. A file part (one sent with a
+    file name) is kept in a temporary file once it is larger than a few dozen KiB, so an
+    upload of any size costs the worker little memory: read it through :attr:`file` or
+    :meth:`save` it; :attr:`data` reads all of it into memory.
+
+    :param data: the part's content, for a part held in memory; ``None`` with ``file``.
+    :param name: the form field's name, or ``None``.
+    :param filename: the file name the client sent, or ``None`` for a plain field.
+    :param content_type: the part's ``Content-Type``.
+    :param file: instead of ``data``: a readable, seekable binary file holding the content
+        (the part takes it over: :meth:`close` closes it).
+    """
+
+    __slots__ = ("_data", "content_type", "file", "filename", "name", "size")
+    #: The field names, in the order the part unpacks in (as a named tuple's).
+    _fields = ("data", "name", "filename", "content_type")
+
+    def __init__(self, data: bytes | None, name: str | None, filename: str | None,
+                 content_type: str, *, file: BinaryIO | None = None) -> None:
+        if (data is None) == (file is None):
+            raise TypeError("MultipartFormData takes data or file=, one of them")
+        #: The form field name, or ``None`` when the part has none.
+        self.name = name
+        #: The uploaded file's name exactly as the client sent it, or ``None`` for a plain
+        #: field. It is the visitor's text, not a safe name: it may be ``../../etc/passwd``, an
+        #: absolute path, ``.htaccess``, ``shell.py`` or hold control characters. Never join it
+        #: to a directory; use :attr:`safe_filename`, or better a name of your own.
+        self.filename = filename
+        #: The part's ``Content-Type`` header as sent (``"text/plain"`` when absent).
+        self.content_type = content_type
+        self._data = data
+        if file is None:
+            file = io.BytesIO(data)  # shares data's buffer: no copy
+            size = len(data)  # type: ignore[arg-type]
+        else:
+            size = file.seek(0, io.SEEK_END)
+            file.seek(0)
+        #: The content as a binary file object, at its start when the part is made (it is the
+        #: same object every time: ``seek(0)`` to read it again).
+        self.file: BinaryIO = file
+        #: The content's length in bytes.
+        self.size: int = size
+
+    @property
+    def data(self) -> bytes:
+        """The part's content (the bytes between its headers and the next boundary), read
+        into memory in full; for a large upload prefer :attr:`file` or :meth:`save`."""
+        if self._data is not None:
+            return self._data
+        pos = self.file.tell()
+        try:
+            self.file.seek(0)
+            return self.file.read()
+        finally:
+            self.file.seek(pos)
 
     @property
     def safe_filename(self) -> str | None:
@@ -146,7 +197,7 @@ class MultipartFormData(NamedTuple):
         return None if self.filename is None else safe_filename(self.filename)
 
     def save(self, path: str | os.PathLike[str]) -> str:
-        """Write the part's content to a file (created or replaced).
+        """Write the part's content to a file (created or replaced), copied in chunks.
 
         :param path: the file to write; an existing directory means "in that directory, under
             :attr:`safe_filename`" (``"upload"`` for a part without a file name).
@@ -155,9 +206,50 @@ class MultipartFormData(NamedTuple):
         target = os.fspath(path)
         if os.path.isdir(target):
             target = os.path.join(target, self.safe_filename or "upload")
-        with open(target, "wb") as f:
-            f.write(self.data)
+        pos = self.file.tell()
+        try:
+            self.file.seek(0)
+            with open(target, "wb") as f:
+                shutil.copyfileobj(self.file, f, _MULTIPART_CHUNK)
+        finally:
+            self.file.seek(pos)
         return target
+
+    def close(self) -> None:
+        """Release the part's temporary file (the server does it when the request is
+        answered); :attr:`data` and :attr:`file` are unusable afterwards."""
+        self.file.close()
+
+    def _asdict(self) -> dict[str, Any]:
+        return dict(zip(self._fields, self, strict=True))
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.data, self.name, self.filename, self.content_type))
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: Any) -> Any:
+        return tuple(self)[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, MultipartFormData):
+            if (self.name, self.filename, self.content_type, self.size) != \
+                    (other.name, other.filename, other.content_type, other.size):
+                return False
+            return self.data == other.data
+        if isinstance(other, tuple):
+            return tuple(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.filename, self.content_type, self.size))
+
+    def __repr__(self) -> str:
+        data = repr(self._data) if self._data is not None and self.size <= 64 else \
+            f"<{self.size} bytes>"
+        return (f"MultipartFormData(data={data}, name={self.name!r}, "
+                f"filename={self.filename!r}, content_type={self.content_type!r})")
 
 
 _UNSAFE_NAMES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
@@ -308,6 +400,7 @@ class Request:
         else:
             self._body = bytes(body or b"")
         self._cookies: dict[str, str] | None = None
+        self._parts: list[MultipartFormData] | None = None
 
     @property
     def query(self) -> dict[str, str]:
@@ -431,27 +524,49 @@ class Request:
     def get_multipart_form(self) -> list[MultipartFormData] | None:
         """Parse a ``multipart/form-data`` body (RFC 7578), e.g. a form with file uploads.
 
-        The body is parsed as a stream, in chunks, also when the server spooled it to a file.
-        Quoted names and file names may contain ``;``; the ``Content-Type`` may carry more
-        parameters than ``boundary`` (e.g. ``charset``).
+        The body is parsed as a stream, in chunks, also when the server spooled it to a file:
+        a file part (one sent with a file name) larger than a few dozen KiB goes to a temporary
+        file, never whole into memory (read it through :attr:`MultipartFormData.file` or
+        :meth:`MultipartFormData.save`); plain fields are kept in memory, at most
+        ``krait.config.max_form_memory_size`` bytes of them. Quoted names and file names may
+        contain ``;``; the ``Content-Type`` may carry more parameters than ``boundary`` (e.g.
+        ``charset``). The body is parsed once: later calls return the same parts (their files
+        are removed when the request has been answered).
 
         :return: one :class:`MultipartFormData` per part, in order; ``None`` (and an error in
             the log) when the ``Content-Type`` is not ``multipart/form-data`` with a valid
             boundary.
         :raises krait.errors.BadRequest: when the body is not valid multipart data.
-        :raises krait.errors.PayloadTooLarge: when it has too many parts or too long part
-            headers.
+        :raises krait.errors.PayloadTooLarge: when it has too many parts, too long part
+            headers or more plain-field bytes than ``krait.config.max_form_memory_size``.
         """
+        if self._parts is not None:
+            return list(self._parts)
         boundary = self._multipart_boundary()
         if boundary is None:
             return None
-        with self.open_body() as stream:
-            try:
-                return list(_parse_multipart(stream, boundary))
-            except multipart.ParserLimitReached as e:
+        from krait import config
+
+        parts: list[MultipartFormData] = []
+        try:
+            with self.open_body() as stream:
+                parts.extend(_parse_multipart(stream, boundary,
+                                              field_memory=config.max_form_memory_size))
+        except BaseException as e:
+            for part in parts:
+                part.close()
+            if isinstance(e, multipart.ParserLimitReached):
                 raise PayloadTooLarge(f"multipart body: {e}") from e
-            except multipart.ParserError as e:
+            if isinstance(e, multipart.ParserError):
                 raise BadRequest(f"malformed multipart body: {e}") from e
+            raise
+        self._parts = parts
+        return list(parts)
+
+    def _close(self) -> None:
+        """The request has been answered: the temporary files of its multipart parts go."""
+        for part in self._parts or ():
+            part.close()
 
     def query_list(self, name: str) -> list[str]:
         """Every value of a query parameter, in order: ``?a=1&a=2`` gives ``["1", "2"]`` for
@@ -518,9 +633,63 @@ class Request:
         return f"<Request {self.http_method} {self.url!r}>"
 
 
-def _parse_multipart(stream: BinaryIO, boundary: str,
-                     chunk_size: int = _MULTIPART_CHUNK) -> Iterator[MultipartFormData]:
+class _PartSink:
+    """Collects one part's content: in memory, or for a file part past its share of memory,
+    in an anonymous temporary file (gone when closed, or when the process ends)."""
+
+    def __init__(self, is_file: bool, budget: list[int]) -> None:
+        self.is_file = is_file
+        self.budget = budget  # [in-memory bytes still allowed for file parts, for fields]
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.file: BinaryIO | None = None
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.file is not None:
+            self.file.write(data)
+            return
+        if not self.is_file:
+            self.budget[1] -= len(data)
+            if self.budget[1] < 0:
+                raise multipart.ParserLimitReached(
+                    "the form's plain fields are larger than krait.config.max_form_memory_size")
+            self.chunks.append(data)
+            return
+        if self.size <= min(_FILE_PART_MEMORY, self.budget[0]):
+            self.chunks.append(data)
+            return
+        self.file = tempfile.TemporaryFile(prefix="krait-part-")  # noqa: SIM115 - the part's
+        for chunk in self.chunks:
+            self.file.write(chunk)
+        self.chunks = []
+        self.file.write(data)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def part(self, segment: multipart.MultipartSegment) -> MultipartFormData:
+        name = segment.name
+        if not name:
+            # The parser turns a missing name into ""; Krait's API reports None.
+            _, options = multipart.parse_options_header(segment.header("Content-Disposition"))
+            name = options.get("name")
+        content_type = (segment.header("Content-Type") or "").strip() or "text/plain"
+        if self.file is not None:
+            self.file.flush()
+            return MultipartFormData(None, name, segment.filename, content_type, file=self.file)
+        if self.is_file:
+            self.budget[0] -= self.size
+        return MultipartFormData(b"".join(self.chunks), name, segment.filename, content_type)
+
+
+def _parse_multipart(stream: BinaryIO, boundary: str, chunk_size: int = _MULTIPART_CHUNK,
+                     field_memory: int = 1024 * 1024) -> Iterator[MultipartFormData]:
     """Feed ``stream`` to a push parser chunk by chunk and yield the parts as they complete.
+
+    File parts past a small size go to temporary files (the caller closes the parts); plain
+    fields may hold ``field_memory`` bytes together, more raises ParserLimitReached.
 
     The preamble is skipped here, not by the parser: RFC 2046 §5.1.1 makes the first
     delimiter ``--boundary`` at the very start of the body or right after a CRLF, and the
@@ -560,31 +729,27 @@ def _parse_multipart(stream: BinaryIO, boundary: str,
             break
         # What may still begin a delimiter: CRLF and all of "--boundary" but its last byte.
         pending = pending[-(len(delimiter) + 1):]
-    segment = None
-    chunks: list[bytes] = []
+    budget = [_FILE_PARTS_MEMORY, field_memory]
+    segment: multipart.MultipartSegment | None = None
+    sink: _PartSink | None = None
     data = pending
-    while True:
-        # An empty chunk tells the parser the input ended; it raises if the stream is incomplete.
-        for event in parser.parse(data):
-            if isinstance(event, multipart.MultipartSegment):
-                segment, chunks = event, []
-            elif event is not None:
-                chunks.append(event)
-            else:
-                assert segment is not None
-                yield _form_data(segment, b"".join(chunks))
-                segment, chunks = None, []
-        if not data or parser.closed:
-            break
-        data = stream.read(chunk_size)
+    try:
+        while True:
+            # An empty chunk tells the parser the input ended; it raises if it is incomplete.
+            for event in parser.parse(data):
+                if isinstance(event, multipart.MultipartSegment):
+                    segment, sink = event, _PartSink(event.filename is not None, budget)
+                elif event is not None:
+                    assert sink is not None
+                    sink.write(event)
+                else:
+                    assert segment is not None and sink is not None
+                    part, sink = sink.part(segment), None
+                    yield part
+            if not data or parser.closed:
+                break
+            data = stream.read(chunk_size)
+    finally:
+        if sink is not None:
+            sink.close()  # a part left unfinished by an error
     parser.close()
-
-
-def _form_data(segment: multipart.MultipartSegment, data: bytes) -> MultipartFormData:
-    name = segment.name
-    if not name:
-        # The parser turns a missing name into ""; the original API reports None (§5.1).
-        _, options = multipart.parse_options_header(segment.header("Content-Disposition"))
-        name = options.get("name")
-    content_type = (segment.header("Content-Type") or "").strip() or "text/plain"
-    return MultipartFormData(data, name, segment.filename, content_type)

@@ -30,7 +30,7 @@ from typing import Any
 import krait
 from krait import _errorpages, _mime, _state, config, mvc, protocol, sessions, websockets
 from krait._proxy import TrustedProxies
-from krait.errors import HTTPError
+from krait.errors import HTTPError, PayloadTooLarge
 from krait.paths import PathRefused
 from krait.request import Request
 from krait.response import REASONS, ErrorResponse, FileResponse, Response, ResponseBadRequest
@@ -306,6 +306,8 @@ class Worker:
         if frame.flags & protocol.REQ_WEBSOCKET and not self.same_origin(frame):
             return ErrorResponse(403, "this origin may not open a WebSocket here"), None
         route = self.routes[frame.route] if 0 <= frame.route < len(self.routes) else None
+        if route is not None:
+            _check_body_size(route, frame)
         if route is not None and route.ctrl_class is not None:
             # The URL names no file: its extension says nothing about the answer. The content
             # type comes from the view (or the page), and the cache rules see the route's
@@ -381,6 +383,11 @@ class Worker:
         addr, scheme = request.remote_addr, request.scheme
         self._st = _state.RequestState(request, {}, None, request_id)
         _state.activate(self._st)
+        try:
+            _check_body_size(self.routes[frame.route], frame)
+        except HTTPError as exc:
+            self.send(frame, self.error_response(exc.status, exc.message), None)
+            return
         if body_file:
             body: Any = open(body_file, "rb")  # noqa: SIM115 - closed below
             length = os.fstat(body.fileno()).st_size
@@ -470,7 +477,7 @@ class Worker:
             try:
                 self.respond_wsgi(frame, *self._wsgi[frame.route])
             finally:
-                _drop_body_file(frame)
+                self.finish(frame)
             return
         try:
             response, base = self.handle(frame)
@@ -501,7 +508,15 @@ class Worker:
             self._st.extra_headers = []
             self.send(frame, self.error_page(frame), None)
         finally:
-            _drop_body_file(frame)
+            self.finish(frame)
+
+    def finish(self, frame: protocol.RequestFrame) -> None:
+        """The request is answered: its spooled body file goes (the core removes it too), and
+        the temporary files of its multipart parts."""
+        request = self._st.request
+        if request is not None:
+            request._close()
+        _drop_body_file(frame)
 
     def error_response(self, status: int, message: str | None = None,
                        headers: list[tuple[str, str]] | None = None) -> Response:
@@ -806,6 +821,18 @@ class Worker:
         if self._hub is not None:
             self._hub.close_all()
         os._exit(0)
+
+
+def _check_body_size(route: config.Route, frame: protocol.RequestFrame) -> None:
+    """Raise 413 when the body is larger than the route's ``max_body_size``."""
+    limit = route.max_body_size
+    if limit is None:
+        return
+    body_file = frame.body_file
+    size = os.stat(body_file).st_size if body_file else len(frame.body)
+    if size > limit:
+        raise PayloadTooLarge(f"the body ({size} bytes) is larger than this page accepts "
+                              f"({limit} bytes)")
 
 
 def _drop_body_file(frame: protocol.RequestFrame) -> None:

@@ -23,10 +23,12 @@ if not files:
     raise BadRequest("No file was chosen.")
 
 upload = files[0]
+# A large upload lives in a temporary file: hash it from there, never whole in memory.
+upload.file.seek(0)
 mvc.set_init_ctrl(mvc.SimpleCtrl(".view/upload-result.html", {
     "filename": upload.filename,
-    "size": len(upload.data),
-    "sha256": hashlib.sha256(upload.data).hexdigest(),
+    "size": upload.size,
+    "sha256": hashlib.file_digest(upload.file, "sha256").hexdigest(),
     "content_type": upload.content_type,
     "note": notes[0].data.decode("utf-8", "replace") if notes else "",
 }))

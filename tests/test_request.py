@@ -492,3 +492,67 @@ def test_multipart_result_is_the_same_for_every_read_size():
             (part[:-10], "ParserError")]:
         for size in range(1, len(body) + 2):
             assert parse(body, size) == expected, (body, size)
+
+
+# --- multipart parts: files past a few dozen KiB in temporary files, fields bounded ----------
+
+def test_part_behaves_as_the_four_field_tuple():
+    part = MultipartFormData(b"x", "n", "f.txt", "text/plain")
+    data, name, filename, content_type = part
+    assert (data, name, filename, content_type) == (b"x", "n", "f.txt", "text/plain")
+    assert part[0] == b"x" and part[-1] == "text/plain" and len(part) == 4
+    assert part == (b"x", "n", "f.txt", "text/plain")
+    assert part != (b"y", "n", "f.txt", "text/plain")
+    assert part._asdict() == {"data": b"x", "name": "n", "filename": "f.txt",
+                              "content_type": "text/plain"}
+    assert part.size == 1 and part.file.read() == b"x"
+    with pytest.raises(TypeError):
+        MultipartFormData(None, "n", None, "text/plain")
+
+
+def test_large_file_part_goes_to_a_temporary_file_small_ones_stay_in_memory(tmp_path):
+    big = os.urandom(300 * 1024)
+    small = b"s" * 1000
+    body = multipart_body([('form-data; name="big"; filename="b.bin"', None, big),
+                           ('form-data; name="small"; filename="s.txt"', None, small),
+                           ('form-data; name="field"', None, b"v")])
+    req = multipart_request(body)
+    big_part, small_part, field = req.get_multipart_form()
+    assert big_part._data is None and not isinstance(big_part.file, io.BytesIO)
+    assert big_part.size == len(big) and big_part.data == big
+    assert big_part == MultipartFormData(big, "big", "b.bin", "text/plain")
+    assert small_part._data == small and field._data == b"v"
+    # Reading data leaves the file where it was; save() copies all of it whatever the position.
+    big_part.file.seek(10)
+    assert big_part.data == big and big_part.file.tell() == 10
+    saved = big_part.save(tmp_path)
+    assert saved == str(tmp_path / "b.bin") and (tmp_path / "b.bin").read_bytes() == big
+    # Parsed once: the same parts again; answered, their files are closed.
+    assert req.get_multipart_form()[0] is big_part
+    req._close()
+    assert big_part.file.closed and small_part.file.closed
+
+
+def test_file_parts_in_memory_are_bounded_together():
+    # 40 parts of 60 KiB: each fits the per-part share, but only about 1 MiB of them in all.
+    body = multipart_body([(f'form-data; name="f{i}"; filename="f"', None, b"z" * 60 * 1024)
+                           for i in range(40)])
+    parts = multipart_request(body).get_multipart_form()
+    in_memory = sum(p.size for p in parts if p._data is not None)
+    assert 0 < in_memory <= 1024 * 1024
+    assert all(p.data == b"z" * 60 * 1024 for p in parts)
+
+
+def test_plain_fields_are_bounded_by_max_form_memory_size(monkeypatch):
+    from krait import config
+
+    monkeypatch.setattr(config, "max_form_memory_size", 100)
+    fits = multipart_body([('form-data; name="a"', None, b"x" * 60),
+                           ('form-data; name="b"', None, b"y" * 40),
+                           ('form-data; name="f"; filename="f"', None, b"z" * 5000)])
+    assert [p.size for p in multipart_request(fits).get_multipart_form()] == [60, 40, 5000]
+    too_much = multipart_body([('form-data; name="a"', None, b"x" * 60),
+                               ('form-data; name="b"', None, b"y" * 41)])
+    with pytest.raises(PayloadTooLarge) as info:
+        multipart_request(too_much).get_multipart_form()
+    assert "max_form_memory_size" in info.value.message

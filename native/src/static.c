@@ -406,6 +406,58 @@ static void respond_simple(krait_server *srv, krait__conn *c, krait__request *rq
     krait__log_begin(srv, c, rq, status, 0);
 }
 
+/* Did the path name a directory without its trailing slash, answered by that directory's index
+ * ("docs" → "docs/index.html")? Only for the request's own path (rel is rq->path without its
+ * '/'), never for a route's target: the URL a client asked for is what gets the slash. */
+static int directory_without_slash(const krait__request *rq, const char *rel, size_t rel_len,
+                                   const char *name)
+{
+    return rel == rq->path + 1 && rel_len && rel[rel_len - 1] != '/' &&
+           strlen(name) > rel_len && name[rel_len] == '/' && memcmp(name, rel, rel_len) == 0;
+}
+
+/* 301 to the same path with a trailing '/', the query kept (as nginx and Apache do), so that
+ * the index page's relative links resolve inside the directory. The Location is a path-absolute
+ * reference: the decoded path percent-encoded again (only RFC 3986 pchar and '/' kept as they
+ * are, so no control byte, space, '?' or '#' can reach the header), then "/?" and the raw
+ * query, which the request line parser has already checked. */
+static void redirect_to_directory(krait_server *srv, krait__conn *c, krait__request *rq)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t from = c->out_len;
+    krait__resp_start(srv, c, 301);
+    krait__out_str(c, "Location: ");
+    char buf[256];
+    size_t n = 0;
+    for (size_t i = 0; i < rq->path_len; i++) {
+        unsigned char ch = (unsigned char)rq->path[i];
+        if (n + 3 > sizeof buf) {
+            krait__out_add(c, buf, n);
+            n = 0;
+        }
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            (ch && strchr("-._~!$&'()*+,;=:@/", ch))) {
+            buf[n++] = (char)ch;
+        } else {
+            buf[n++] = '%';
+            buf[n++] = hex[ch >> 4];
+            buf[n++] = hex[ch & 15];
+        }
+    }
+    krait__out_add(c, buf, n);
+    krait__out_add(c, "/", 1);
+    if (rq->query) {
+        krait__out_add(c, "?", 1);
+        krait__out_add(c, rq->query, rq->query_len);
+    }
+    krait__out_str(c, "\r\n");
+    if (rq->has_body)
+        c->keep_alive = 0;  /* the body is not read */
+    krait__resp_end_headers(srv, c, 0);
+    krait__seg_mem(c, from);
+    krait__log_begin(srv, c, rq, 301, 0);
+}
+
 /* The head of one multipart/byteranges part (RFC 9110 §14.6). */
 static int part_head(char *out, size_t cap, const char *boundary, const char *ctype,
                      const krait__range *r, uint64_t size)
@@ -437,6 +489,13 @@ int krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq,
     }
     if (fd == -1) {
         krait__error(srv, c, rq, 404, rq->has_body);
+        return KRAIT__STATIC_ANSWERED;
+    }
+    if (rq->verb == KRAIT_VERB_GET && !rq->info.upgrade_websocket &&
+        directory_without_slash(rq, rel, rel_len, name)) {
+        if (fd >= 0)
+            close(fd);
+        redirect_to_directory(srv, c, rq);
         return KRAIT__STATIC_ANSWERED;
     }
     size_t name_len = strlen(name);

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_site
+from tests.conftest import HttpReader, write_site
 from tests.integration.test_hostile import (
     ECHO_INIT,
     HOME,
@@ -241,3 +241,109 @@ def test_header_fields_at_the_cap(tmp_path, krait_server):
                           "--max-header-fields", "1000")
     exchange(server, head_with_fields(1000), 200, ROBOTS)
     exchange(server, head_with_fields(1001), 431)
+
+
+# --- a per-route body limit: Route(..., max_body_size=N) -------------------------------------
+
+ROUTE_LIMIT_INIT = '''\
+from krait import config
+from krait.mvc import SimpleCtrl
+
+
+class Ctrl(SimpleCtrl):
+    def __init__(self):
+        import os
+        import krait
+        open(os.path.join(krait.site_root, "ran"), "a").write("ctrl\\n")
+        super().__init__(".view/ctrl.html", {})
+
+
+def app(environ, start_response):
+    import os
+    import krait
+    open(os.path.join(krait.site_root, "ran"), "a").write("wsgi\\n")
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"wsgi %d" % len(body)]
+
+
+config.spool_threshold = 1024
+config.routes = [
+    config.Route("POST", url="/small", target="echo.py", max_body_size=100),
+    config.Route("POST", url="/zero", target="echo.py", max_body_size=0),
+    config.Route("POST", url="/spooled", target="echo.py", max_body_size=4096),
+    config.Route("POST", url="/ctrl", ctrl_class=Ctrl, max_body_size=10),
+    config.Route("POST", url="/big", target="echo.py"),
+    config.Route(prefix="/app", wsgi=app, max_body_size=10),
+    config.Route(),
+]
+'''
+
+ROUTE_LIMIT_ECHO = '''\
+import os
+import krait
+open(os.path.join(krait.site_root, "ran"), "a").write("echo\\n")
+with krait.request.open_body() as f:
+    n = len(f.read())
+krait.response = krait.Response(body=f"got {n} spooled={krait.request.body_file is not None}")
+'''
+
+
+def route_limit_site(root: Path) -> Path:
+    return write_site(root, {".py/init.py": ROUTE_LIMIT_INIT, "echo.py": ROUTE_LIMIT_ECHO,
+                             ".view/ctrl.html": "ctrl ok", "index.html": HOME})
+
+
+def post_to(path: str, body: bytes, chunked: bool = False) -> bytes:
+    if chunked:
+        return (b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                % path.encode() + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+    return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            % (path.encode(), len(body)) + body)
+
+
+def test_route_body_limit(tmp_path, krait_server):
+    site = route_limit_site(tmp_path / "site")
+    server = krait_server(site, "--workers", "1")
+    ran = site / "ran"
+
+    def ask(path: str, body: bytes, chunked: bool = False) -> tuple[int, bytes]:
+        # One connection for all: a 413 of the route's limit leaves it usable.
+        conn.sendall(post_to(path, body, chunked))
+        status, _, text = reader.read()
+        return status, text
+
+    with server.connect() as conn:
+        reader = HttpReader(conn, timeout=15)
+        assert ask("/small", b"a" * 100) == (200, b"got 100 spooled=False")
+        assert ran.read_text() == "echo\n"
+        status, text = ask("/small", b"a" * 101)
+        assert status == 413 and b"100 bytes" in text
+        status, _ = ask("/small", b"a" * 101, chunked=True)
+        assert status == 413
+        assert ask("/zero", b"") == (200, b"got 0 spooled=False")
+        assert ask("/zero", b"x")[0] == 413
+        # A body spooled to a file (over spool_threshold) is measured by its file.
+        assert ask("/spooled", b"s" * 4096) == (200, b"got 4096 spooled=True")
+        assert ask("/spooled", b"s" * 4097)[0] == 413
+        assert ask("/spooled", b"s" * 4097, chunked=True)[0] == 413
+        # Without a limit of its own a route takes what the server takes.
+        assert ask("/big", b"b" * 5000) == (200, b"got 5000 spooled=True")
+        assert ask("/ctrl", b"c" * 10) == (200, b"ctrl ok")
+        assert ask("/ctrl", b"c" * 11)[0] == 413
+        assert ask("/app/x", b"w" * 10) == (200, b"wsgi 10")
+        assert ask("/app/x", b"w" * 11)[0] == 413
+        assert ask("/big", b"ok") == (200, b"got 2 spooled=False")
+    # Refused bodies never reached the site's code.
+    assert ran.read_text().splitlines() == ["echo", "echo", "echo", "echo", "ctrl", "wsgi",
+                                            "echo"]
+
+
+@pytest.mark.parametrize("value", ["-1", "'1 MiB'", "True", "1.5"])
+def test_bad_route_body_limit_names_file_and_line(tmp_path, value):
+    site = write_site(tmp_path / "site", {
+        ".py/init.py": "from krait import config\n"
+                       f"config.routes = [config.Route('POST', url='/x', max_body_size={value})]\n",
+        "index.html": HOME})
+    out = start_fails(site)
+    assert "init.py:2" in out and "max_body_size" in out

@@ -70,7 +70,7 @@ def test_index_and_headers(server):
     ("/about.htm", "<p>about</p>\n"),
     ("/about.html", "<p>about</p>\n"),       # .html ↔ .htm twin
     ("/page", "<p>plain pyml</p>\n"),
-    ("/docs", "<p>docs</p>\n"),              # directory → index, no redirect
+    ("/docs", "<p>docs</p>\n"),              # directory → 301 to /docs/ → index
     ("/docs/", "<p>docs</p>\n"),
     ("/./docs/./index", "<p>docs</p>\n"),
     ("//docs//index.html", "<p>docs</p>\n"),
@@ -415,3 +415,61 @@ def test_sigterm_finishes_in_flight_and_exits_0(site, krait_server):
     assert got["r"][0] == 200 and len(got["r"][2]) == 100000
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", server.port), timeout=1)
+
+
+DIR_INIT = """\
+from krait import config
+config.routes = [config.Route("GET", url="/manual", target="docs"),
+                 config.Route("POST", url="/docs"), config.Route()]
+"""
+
+
+def test_directory_without_trailing_slash_redirects(tmp_path, krait_server):
+    site = write_site(tmp_path / "site", {
+        ".py/init.py": DIR_INIT,
+        "docs/index.html": '<a href="page.html">page</a>\n',
+        "docs/page.html": "<p>page</p>\n",
+        "app/index.py": "import krait\nkrait.response = krait.Response(body='app')\n",
+        "a b/café/index.htm": "<p>deep</p>\n",
+        "noindex/file.txt": "x",
+        "docs.txt": "not the directory",
+    })
+    server = krait_server(site, "--workers", "1")
+
+    def get(url: str, method: str = "GET") -> requests.Response:
+        return requests.request(method, server.url + url, allow_redirects=False, timeout=10)
+
+    for url, location in [
+            ("/docs", "/docs/"),
+            ("/docs", "/docs/"),                  # again: the resolution is remembered
+            ("/docs?a=1&b=x%20y", "/docs/?a=1&b=x%20y"),
+            ("/./docs", "/docs/"),                # the normalised path
+            ("/app", "/app/"),                    # an index a worker answers
+            ("/a%20b/caf%C3%A9", "/a%20b/caf%C3%A9/"),  # encoded again from the decoded path
+            ("/a%20b/caf%c3%a9", "/a%20b/caf%C3%A9/")]:
+        r = get(url)
+        assert r.status_code == 301, url
+        assert r.headers["Location"] == location, url
+        assert r.headers["Content-Length"] == "0"
+    r = get("/docs", "HEAD")
+    assert r.status_code == 301 and r.headers["Location"] == "/docs/"
+    # Followed, the index's relative links resolve inside the directory.
+    r = requests.get(server.url + "/docs", timeout=10)
+    assert r.status_code == 200 and r.url == server.url + "/docs/"
+    assert requests.get(r.url + "page.html", timeout=10).text == "<p>page</p>\n"
+    # No redirect: with the slash, a file, a directory without an index, a route's target
+    # (the URL asked for is not a directory), another method (a 301 would turn it into a GET).
+    assert get("/docs/").text == '<a href="page.html">page</a>\n'
+    assert get("/app/").text == "app"
+    assert get("/docs/page").status_code == 200
+    assert get("/noindex").status_code == 404
+    assert get("/manual").status_code == 200
+    assert get("/docs", "POST").status_code == 405
+    # On a kept-alive connection the next request is answered as usual.
+    with server.connect() as s:
+        s.sendall(b"GET /docs HTTP/1.1\r\nHost: x\r\n\r\nGET /docs/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        reader = HttpReader(s)
+        status, headers, body = reader.read()
+        assert (status, headers["location"], body) == (301, "/docs/", b"")
+        status, _, body = reader.read()
+        assert (status, body) == (200, b'<a href="page.html">page</a>\n')
