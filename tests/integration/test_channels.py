@@ -456,3 +456,39 @@ def test_channels_across_machines_through_redis(tmp_path: Path, krait_server,  #
     finally:
         for ws in on_a + on_b:
             ws.close()
+
+
+def test_pubsub_flag_sets_the_redis_of_master_and_workers(tmp_path: Path, krait_server,  # noqa: ANN001
+                                                          redis_server: RedisServer) -> None:
+    # a's init.py names a Redis that is not there; --pubsub wins over it, in the master (which
+    # relays what comes from Redis) and in the workers (which publish to it). b has no
+    # config.pubsub at all: the flag alone turns the relay on.
+    nowhere = INIT + "config.pubsub = 'redis://127.0.0.1:1/0'\n"
+    a = krait_server(write_site(tmp_path / "a", {**FILES, ".py/init.py": nowhere}),
+                     "--workers", "1", "--pubsub", redis_server.url)
+    b = krait_server(write_site(tmp_path / "b", FILES), "--workers", "1",
+                     "--pubsub", redis_server.url)
+    wait_log(a, f"pubsub: subscribed to {redis_server.url}")
+    wait_log(b, f"pubsub: subscribed to {redis_server.url}")
+    on_a, on_b = join(a, "room"), join(b, "room")
+    try:
+        publish(a, "room", "from a")
+        assert on_b.recv() == "from a" and on_a.recv() == "from a"
+        publish(b, "room", "from b")
+        assert on_a.recv() == "from b" and on_b.recv() == "from b"
+        assert nothing_more(on_a) and nothing_more(on_b)
+        assert "cannot publish" not in a.log() + b.log()
+    finally:
+        on_a.close()
+        on_b.close()
+
+
+def test_pubsub_flag_needs_a_redis_url(tmp_path: Path) -> None:
+    import sys
+
+    site = write_site(tmp_path / "site", FILES)
+    done = subprocess.run([sys.executable, "-m", "krait", str(site), "--port", "0",
+                           "--pubsub", "localhost:6379"], capture_output=True, text=True,
+                          timeout=30, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert "--pubsub 'localhost:6379': give a Redis URL" in done.stderr
