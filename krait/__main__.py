@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR",
                    help="a reverse proxy (address or network) whose X-Forwarded-For and "
                         "X-Forwarded-Proto are believed; repeatable (default: none)")
+    p.add_argument("--pubsub", default=None, metavar="URL",
+                   help="relay WebSocket channels between the site's machines through this "
+                        "Redis, e.g. redis://10.0.0.5:6379/0 (default: krait.config.pubsub, "
+                        "none)")
     for flag, (name, kind, text) in _LIMIT_FLAGS.items():
         default = getattr(config, name)
         p.add_argument(f"--{flag}", type=kind, default=None,
@@ -143,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= args.https_port <= 65535:
             parser.error(f"invalid port '{args.https_port}' for --https-port")
         https_port = args.https_port
+    from krait._pubsub import URL_SCHEMES
+
+    if args.pubsub is not None and not args.pubsub.startswith(URL_SCHEMES):
+        parser.error(f"--pubsub {args.pubsub!r}: give a Redis URL, e.g. redis://host:6379/0")
     from krait._proxy import parse_proxy
 
     for spec in args.trusted_proxy:
@@ -153,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(site_root=site_root or "", host=args.host, port=http_port,
                    https_port=https_port, workers=args.workers, loops=args.loops,
                    access_log=args.access_log, debug=args.debug, reload=args.reload,
-                   limits=limits, trusted_proxies=list(args.trusted_proxy))
+                   limits=limits, trusted_proxies=list(args.trusted_proxy),
+                   pubsub=args.pubsub)
     if args.wsgi is None:
         return Supervisor(opts).run()
     opts.site_root = wsgi_site(args.wsgi, os.getcwd())

@@ -25,6 +25,8 @@ import time
 from typing import Any
 
 PREFIX = b"krait:"
+#: What ``config.pubsub`` and ``--pubsub`` may start with.
+URL_SCHEMES = ("redis://", "rediss://", "unix://")
 #: The node id travels with each message: 16 random bytes per krait (master and its workers).
 NODE_ID_BYTES = 16
 _TEXT, _BINARY = 1, 2

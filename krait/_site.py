@@ -344,9 +344,10 @@ def validate_hardening() -> None:
     if header is not None and (not isinstance(header, str) or
                                any(c < " " and c != "\t" or c == "\x7f" for c in header)):
         raise fail("server_header", "None or a header value without control characters")
+    from krait._pubsub import URL_SCHEMES
+
     if config.pubsub is not None and (not isinstance(config.pubsub, str) or
-                                      not config.pubsub.startswith(("redis://", "rediss://",
-                                                                    "unix://"))):
+                                      not config.pubsub.startswith(URL_SCHEMES)):
         raise fail("pubsub", "None or a Redis URL (redis://host:6379/0)")
     if config.pubsub:
         try:

@@ -174,10 +174,19 @@ class Options:
     reload: bool = False
     limits: dict[str, float] = field(default_factory=dict)
     trusted_proxies: list[str] = field(default_factory=list)
+    #: ``--pubsub URL``: relay channels through this Redis, over ``config.pubsub``.
+    pubsub: str | None = None
     #: ``--wsgi``: the application served alone (``site_root`` is then a temporary folder).
     wsgi: str | None = None
     #: More folders whose ``.py`` files ``--reload`` watches (``--wsgi``: the application's).
     watch_dirs: list[str] = field(default_factory=list)
+
+    def config_overrides(self) -> dict[str, Any]:
+        """The ``krait.config`` values the command line sets over init.py's, by name."""
+        overrides: dict[str, Any] = dict(self.limits)
+        if self.pubsub is not None:
+            overrides["pubsub"] = self.pubsub
+        return overrides
 
 
 #: Signals the C loop takes through its signalfd. They are blocked in every thread of the
@@ -292,7 +301,7 @@ class Supervisor:
 
     def configure(self) -> Server:
         opts = self.opts
-        site = load(opts.site_root, opts.limits)
+        site = load(opts.site_root, opts.config_overrides())
         routes = site.routes
         for warning in site.warnings:
             log(warning)
@@ -371,8 +380,8 @@ class Supervisor:
         for proxy in self.opts.trusted_proxies:
             cmd += ["--trusted-proxy", proxy]
         env = dict(os.environ)
-        for name, value in self.opts.limits.items():
-            env[f"KRAIT_CONFIG_{name}"] = repr(value)
+        for name, value in self.opts.config_overrides().items():
+            env[f"KRAIT_CONFIG_{name}"] = repr(value)  # read back with ast.literal_eval
         env["KRAIT_NODE_ID"] = self.node_id  # channels across machines tag messages with it
         try:
             proc = subprocess.Popen(cmd, pass_fds=(child.fileno(), ready_w),

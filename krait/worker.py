@@ -199,8 +199,7 @@ class Worker:
         overrides: dict[str, Any] = {}
         for key, value in os.environ.items():
             if key.startswith("KRAIT_CONFIG_"):
-                overrides[key[len("KRAIT_CONFIG_"):]] = float(value) if "." in value \
-                    else int(value)
+                overrides[key[len("KRAIT_CONFIG_"):]] = ast.literal_eval(value)
         site = load(self.site_root, overrides)
         self.site_globals = site.globals
         self.routes = site.routes

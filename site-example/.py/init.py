@@ -12,8 +12,8 @@ from krait import config, mvc
 
 site_name = "krait example"
 
-# The guestbook and the chat live in one SQLite file in .private/, which is never served
-# (any path component starting with "." answers 404).
+# The guestbook, the chat and the counter live in one SQLite file in .private/, which is never
+# served (any path component starting with "." answers 404).
 storage.open_database(krait.site_root)
 
 # Controllers declare their own routes with @mvc.route_ctrl_decorator; importing the package
@@ -29,6 +29,10 @@ config.routes.extend([
     config.Route("POST", url="/upload", target="upload.py"),
     # The chat page is /chat; its WebSocket is /chat/socket.
     config.Route("WEBSOCKET", url="/chat/socket", target="chat-socket.py"),
+    # The live counter: /counter is the page, a POST to it adds one, /counter/socket is the
+    # WebSocket that hears every new value.
+    config.Route("POST", url="/counter", target="counter-post.py"),
+    config.Route("WEBSOCKET", url="/counter/socket", target="counter-socket.py"),
     # krait's documentation, built into docs/ (see docs.py): /docs and /docs/ answer its index
     # page (or say how to build it), /docs/<page>.md (the Markdown sources' names) redirects
     # to the page. Every other /docs/... URL is a file of docs/, served by the catch-all.

@@ -1,4 +1,5 @@
-"""The site's data: a guestbook and a chat log in one SQLite database, .private/site.db.
+"""The site's data: a guestbook, a chat log and counters in one SQLite database,
+.private/site.db.
 
 Every worker is a separate process, so nothing is shared through Python variables: each call
 opens its own connection (cheap with SQLite) and the database does the locking. On several
@@ -34,6 +35,10 @@ CREATE TABLE IF NOT EXISTS chat (
     name    TEXT NOT NULL,
     text    TEXT NOT NULL,
     created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counter (
+    name    TEXT PRIMARY KEY,
+    value   INTEGER NOT NULL
 );
 """
 
@@ -92,22 +97,15 @@ def count(table: str) -> int:
 
 # -- chat ---------------------------------------------------------------------------------------
 
-def add_chat(name: str, text: str) -> int:
-    """Store a chat line (and forget old ones); returns its id."""
+def add_chat(name: str, text: str) -> dict[str, Any]:
+    """Store a chat line (and forget old ones); returns it as chat_recent() would."""
+    created = time.time()
     with closing(connect()) as db, db:
         cur = db.execute("INSERT INTO chat (name, text, created) VALUES (?, ?, ?)",
-                         (name, text, time.time()))
+                         (name, text, created))
         new_id = int(cur.lastrowid or 0)
         db.execute("DELETE FROM chat WHERE id <= ?", (new_id - CHAT_KEEP,))
-        return new_id
-
-
-def chat_after(last_id: int) -> list[dict[str, Any]]:
-    """Chat lines newer than ``last_id``, oldest first."""
-    with closing(connect()) as db:
-        rows = db.execute("SELECT id, name, text, created FROM chat WHERE id > ? ORDER BY id",
-                          (last_id,)).fetchall()
-    return [dict(row) for row in rows]
+    return {"id": new_id, "name": name, "text": text, "created": created}
 
 
 def chat_recent(limit: int) -> list[dict[str, Any]]:
@@ -116,3 +114,21 @@ def chat_recent(limit: int) -> list[dict[str, Any]]:
         rows = db.execute("SELECT id, name, text, created FROM chat ORDER BY id DESC LIMIT ?",
                           (limit,)).fetchall()
     return [dict(row) for row in reversed(rows)]
+
+
+# -- counters -----------------------------------------------------------------------------------
+
+def increment(name: str) -> int:
+    """Add one to the counter ``name`` (from 0) and return its new value; the database makes
+    concurrent increments from several workers add up."""
+    with closing(connect()) as db, db:
+        return int(db.execute("INSERT INTO counter (name, value) VALUES (?, 1) "
+                              "ON CONFLICT (name) DO UPDATE SET value = value + 1 "
+                              "RETURNING value", (name,)).fetchone()[0])
+
+
+def counter(name: str) -> int:
+    """The value of the counter ``name`` (0 before the first increment)."""
+    with closing(connect()) as db:
+        row = db.execute("SELECT value FROM counter WHERE name = ?", (name,)).fetchone()
+    return int(row[0]) if row else 0

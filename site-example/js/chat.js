@@ -11,7 +11,9 @@
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   let socket = null;
   let retry = 1000;
-  let lastId = 0;  // after a reconnection the server sends its history again: skip what we have
+  // Lines already shown, by id: the history sent on (re)connection and the live lines may
+  // overlap, and a live line may arrive before the history around it.
+  const seen = new Set();
 
   nameInput.value = localStorage.getItem("chat-name") || "";
 
@@ -28,7 +30,14 @@
     who.textContent = message.name + ":";
     text.textContent = message.text;
     item.append(time, " ", who, " ", text);
-    log.append(item);
+    item.dataset.id = message.id;
+    // In id order: after the last line with a smaller id.
+    let before = null;
+    for (let other = log.lastElementChild; other && Number(other.dataset.id) > message.id;
+         other = other.previousElementSibling) {
+      before = other;
+    }
+    log.insertBefore(item, before);
     log.scrollTop = log.scrollHeight;
   }
 
@@ -40,8 +49,8 @@
     });
     socket.addEventListener("message", function (event) {
       const message = JSON.parse(event.data);
-      if (message.type === "message" && message.id > lastId) {
-        lastId = message.id;
+      if (message.type === "message" && !seen.has(message.id)) {
+        seen.add(message.id);
         show(message);
       } else if (message.type === "error") {
         status.textContent = message.text;

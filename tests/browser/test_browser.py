@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 import websocket
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
@@ -44,6 +45,7 @@ PAGES = [
     ("/guestbook", "Guestbook"),
     ("/upload", "Upload a file"),
     ("/chat", "Chat"),
+    ("/counter", "Live counter"),
     ("/hello/world", "Hello, world!"),
     ("/stats", "Stats"),
     ("/about", "About this site"),
@@ -59,6 +61,7 @@ RENDERED = {
     "/guestbook": ["You have opened this page 1 time (a cookie counts them).", "0 messages"],
     "/upload": ["Choose a file (up to 8 MiB): the server reads it,"],
     "/chat": ["Open this page in two windows: a message sent in one appears"],
+    "/counter": ["0 clicks so far.", "Open this page in two windows and click in one"],
     "/hello/world": ["Hello, world!", "the regex /hello/(?P<name>[^/]{1,40})",
                      "like every @expression@ in a template"],
     "/hello/%3Cem%3Ehi": ["Hello, <em>hi!"],
@@ -155,7 +158,7 @@ def test_every_page_in_chromium(site_server: KraitProcess, browser: WebDriver,
     # Every link of the navigation leads to a page of the site (no 404 among them).
     browser.get(url + "/")
     links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "nav a")]
-    assert len(links) == 8
+    assert len(links) == 9
     for link in links:
         browser.get(link)
         assert "404" not in browser.title, link
@@ -318,6 +321,37 @@ def test_chat_between_two_tabs_and_a_peer(site_server: KraitProcess, browser: We
         shots.take(browser, "chat-tab-two")
     finally:
         peer.close()
+    assert console_errors(browser) == []
+
+
+def test_counter_between_two_tabs_and_a_post(site_server: KraitProcess, browser: WebDriver,
+                                            tmp_path: Path) -> None:
+    shots = Shots(tmp_path / "screenshots")
+    url = site_server.url + "/counter"
+
+    def live(d: WebDriver) -> bool:
+        return d.find_element(By.ID, "counter-status").text == "Live."
+
+    def count_is(n: int):  # type: ignore[no-untyped-def]
+        return lambda d: d.find_element(By.ID, "count").text == str(n)
+
+    browser.get(url)
+    first = browser.current_window_handle
+    wait_for(browser, "the WebSocket", live)
+    before = int(browser.find_element(By.ID, "count").text)
+    browser.switch_to.new_window("tab")
+    browser.get(url)
+    wait_for(browser, "the WebSocket (second tab)", live)
+    # A click in the second tab (the script posts; the page does not reload) shows in both.
+    browser.find_element(By.CSS_SELECTOR, "#counter-form button").click()
+    wait_for(browser, "the second tab's own click", count_is(before + 1))
+    browser.switch_to.window(first)
+    wait_for(browser, "the click of the other tab", count_is(before + 1))
+    # A POST from outside the browser reaches both tabs too.
+    assert requests.post(url, headers={"Accept": "application/json"},
+                         timeout=WAIT).json() == {"count": before + 2}
+    wait_for(browser, "the outside POST", count_is(before + 2))
+    shots.take(browser, "counter")
     assert console_errors(browser) == []
 
 

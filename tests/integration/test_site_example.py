@@ -1,7 +1,8 @@
 """site-example/ through a real krait process (issue 7): every page over HTTP, the guestbook
 (POST, redirect, escaping, the cookie counter), the upload, the JSON API, the regex route, the
-decorated controller, the cache rules of its CSS and JS, and the WebSocket chat with two
-clients. The site is copied to a temporary folder first, so its SQLite database lands there."""
+decorated controller, the cache rules of its CSS and JS, the WebSocket chat with two
+clients, and the live counter (a POST publishes to the channel its WebSockets are on). The
+site is copied to a temporary folder first, so its SQLite database lands there."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ PAGES = {
     "/guestbook": "Sign the guestbook",
     "/upload": "Upload a file",
     "/chat": "/chat/socket",
+    "/counter": "clicks so far",
     "/hello/world": "Hello, world!",
     "/hello": "Hello!",
     "/stats": "StatsCtrl",
@@ -327,3 +329,32 @@ def test_chat_socket_refuses_plain_requests(server: KraitProcess) -> None:
     # The script by its own URL without an Upgrade: refused.
     assert requests.get(server.url + "/chat-socket.py", timeout=10).status_code == 400
     assert requests.get(server.url + "/chat/socket", timeout=10).status_code in (404, 405)
+
+
+def test_counter_page_websocket_hears_a_post(server: KraitProcess) -> None:
+    page = requests.get(server.url + "/counter", timeout=10)
+    assert '<output id="count">0</output>' in page.text
+    # Several pages open at once, in both workers: each is told the value it starts from.
+    sockets = [websocket.create_connection(f"ws://127.0.0.1:{server.port}/counter/socket",
+                                           timeout=10) for _ in range(6)]
+    try:
+        for ws in sockets:
+            assert json.loads(ws.recv()) == {"count": 0}
+        # The page's script posts and reads JSON back; every open page hears the new value.
+        r = requests.post(server.url + "/counter", headers={"Accept": "application/json"},
+                          timeout=10)
+        assert r.status_code == 200 and r.json() == {"count": 1}
+        for ws in sockets:
+            assert json.loads(ws.recv()) == {"count": 1}
+        # A plain form post (no script) is redirected back to the page, which shows the value.
+        r = requests.post(server.url + "/counter", timeout=10)
+        assert r.history[0].status_code == 302 and r.url == server.url + "/counter"
+        assert '<output id="count">2</output>' in r.text
+        for ws in sockets:
+            assert json.loads(ws.recv()) == {"count": 2}
+    finally:
+        for ws in sockets:
+            ws.close()
+    # The handler and the socket script refuse what they are not for.
+    assert requests.get(server.url + "/counter-post.py", timeout=10).status_code == 405
+    assert requests.get(server.url + "/counter-socket.py", timeout=10).status_code == 400
