@@ -54,6 +54,14 @@ _LIMIT_FLAGS = {
     "max-connections": ("max_connections", int, "open connections"),
 }
 
+# Settings of whole numbers where 0 is meaningful (off).
+_COUNT_FLAGS = {
+    "max-requests": ("max_requests", "requests a worker answers before a fresh one replaces "
+                     "it; 0: never"),
+    "max-requests-jitter": ("max_requests_jitter", "up to this many requests more, drawn per "
+                            "worker, so workers are not all replaced at once"),
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``krait`` command line; ``--help`` shows every option with its default."""
@@ -92,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR",
                    help="a reverse proxy (address or network) whose X-Forwarded-For and "
                         "X-Forwarded-Proto are believed; repeatable (default: none)")
+    for flag, (name, text) in _COUNT_FLAGS.items():
+        p.add_argument(f"--{flag}", type=int, default=None, metavar="N",
+                       help=f"{text} (default: krait.config.{name}, {getattr(config, name)})")
     for flag, (name, kind, text) in _LIMIT_FLAGS.items():
         default = getattr(config, name)
         p.add_argument(f"--{flag}", type=kind, default=None,
@@ -130,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"--{flag} must be a positive number, not {value:g}")
             if flag == "max-header-fields" and value > 1000:
                 parser.error("--max-header-fields may be at most 1000")
+            limits[name] = value
+    for flag, (name, _) in _COUNT_FLAGS.items():
+        value = getattr(args, flag.replace("-", "_"))
+        if value is not None:
+            if value < 0:
+                parser.error(f"--{flag} must be 0 or more, not {value}")
             limits[name] = value
     if args.https_port is not None:
         if not 0 <= args.https_port <= 65535:

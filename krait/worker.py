@@ -3,7 +3,7 @@ original Krait API reads (``krait.request``, ``krait.response``, ...; see :mod:`
 current, runs the ``.py`` script,
 template or controller, and writes the response frame(s) back. One request at a time
 (invariant 2). Started by the supervisor as
-``python -m krait.worker <site> --fd N [--ready-fd M] [--debug]``.
+``python -m krait.worker <site> --fd N [--ready-fd M] [--notify-fd K] [--debug]``.
 
 The loop is the hot path of every dynamic request: everything that can be decided once (the
 routes, the cache rules, the base name of a target file, the compiled script) is decided once
@@ -188,6 +188,14 @@ class Worker:
         self._batch_thread = 0
         # Route index → (prefix, application) of the routes that mount a WSGI application.
         self._wsgi: dict[int, tuple[str, Any]] = {}
+        # Worker recycling (config.max_requests): requests answered (route questions aside),
+        # the count at which the master is next asked for a replacement (0: never), and the
+        # pipe that asks it (see ask_recycling).
+        self.served = 0
+        self._recycle_at = 0
+        self._recycle_every = 0
+        self._notify_fd: int | None = None
+        self._master = os.getppid()
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -230,6 +238,42 @@ class Worker:
                                  "each worker compiles them in memory (set "
                                  "KRAIT_TEMPLATE_CACHE to a writable directory)\n")
         return self._templates
+
+    def recycle_after(self, notify_fd: int | None) -> None:
+        """Ask the master for a replacement (on ``notify_fd``) once ``config.max_requests``
+        requests, plus a random jitter of up to ``config.max_requests_jitter``, are answered,
+        and again every as many after that while it has not come."""
+        self._notify_fd = notify_fd
+        limit = int(config.max_requests)
+        if notify_fd is None or limit <= 0:
+            return
+        import random
+
+        self._recycle_every = limit + random.randint(0, int(config.max_requests_jitter))
+        self._recycle_at = self._recycle_every
+
+    def ask_recycling(self) -> None:
+        """Tell the master this worker is due for recycling: a line with the requests it has
+        answered on the notice pipe, and SIGCHLD to wake its loop (the master reads every
+        worker's pipe on SIGCHLD). The master starts a replacement, then retires this worker:
+        the core hands it nothing more, and closes its socket once every request it was handed
+        is answered; :meth:`serve` then returns, and the process exits with status 0. Until
+        then this worker serves as before: nothing it was handed is lost."""
+        self._recycle_at += self._recycle_every
+        if self._notify_fd is None or os.getppid() != self._master:
+            return  # the master is gone: nobody would read it
+        try:
+            os.write(self._notify_fd, b"%d\n" % self.served)
+            os.kill(self._master, signal.SIGCHLD)
+        except OSError:
+            pass  # a full pipe already asks; a master that is gone stops this worker anyway
+
+    def count(self, frame: Any) -> None:
+        """One more request answered (a route question is part of a request, not one)."""
+        if not frame.flags & protocol.REQ_ROUTE:
+            self.served += 1
+            if self.served == self._recycle_at:
+                self.ask_recycling()
 
     # -- running one request ------------------------------------------------------------------
 
@@ -758,7 +802,7 @@ class Worker:
         socket itself (no hand-off on the hot path); from then on a reader thread does, so
         controllers get their messages while the main thread runs a request."""
         reader = protocol.FrameReader(self.sock)
-        respond = self.respond
+        respond, count = self.respond, self.count
         websockets._publish_write = self.write  # krait.websockets.publish from any code
         if config.pubsub:
             from krait import _pubsub
@@ -775,6 +819,7 @@ class Worker:
                 except EOFError:
                     return
                 respond(frame)  # type: ignore[arg-type]
+                count(frame)
                 if self._hub is not None and len(self._hub):
                     self._requests = queue.SimpleQueue()
                     threading.Thread(target=self._read_loop, args=(reader,), daemon=True,
@@ -784,6 +829,7 @@ class Worker:
                 if frame is None:
                     return
                 respond(frame)
+                count(frame)
         finally:
             if self._hub is not None:
                 self._hub.close_all()
@@ -868,6 +914,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-fd", type=int, default=None)
     parser.add_argument("--debug", action="store_true")
     parser.add_argument("--trusted-proxy", action="append", default=[])
+    parser.add_argument("--notify-fd", type=int, default=None)
     args = parser.parse_args(argv)
     # The master blocks these for its signalfd; a forked+exec'd child inherits the mask.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
@@ -887,6 +934,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"krait worker {os.getpid()}: cannot load the site: {text}\n")
         return 3
     signal.signal(signal.SIGTERM, worker.terminate)
+    worker.recycle_after(args.notify_fd)
     _tell_ready(args.ready_fd, "ok")
     worker.serve()
     return 0
