@@ -56,10 +56,14 @@ _LIMIT_FLAGS = {
 
 # Settings of whole numbers where 0 is meaningful (off).
 _COUNT_FLAGS = {
-    "max-requests": ("max_requests", "requests a worker answers before a fresh one replaces "
-                     "it; 0: never"),
-    "max-requests-jitter": ("max_requests_jitter", "up to this many requests more, drawn per "
-                            "worker, so workers are not all replaced at once"),
+    "max-requests": ("max_requests", "N",
+                     "requests a worker answers before a fresh one replaces it; 0: never"),
+    "max-requests-jitter": ("max_requests_jitter", "N",
+                            "up to this many requests more, drawn per worker, so workers are "
+                            "not all replaced at once"),
+    "max-worker-memory": ("max_worker_memory", "MiB",
+                          "resident memory above which a worker is replaced after its "
+                          "request; 0: no limit"),
 }
 
 
@@ -100,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR",
                    help="a reverse proxy (address or network) whose X-Forwarded-For and "
                         "X-Forwarded-Proto are believed; repeatable (default: none)")
-    for flag, (name, text) in _COUNT_FLAGS.items():
-        p.add_argument(f"--{flag}", type=int, default=None, metavar="N",
+    for flag, (name, metavar, text) in _COUNT_FLAGS.items():
+        p.add_argument(f"--{flag}", type=int, default=None, metavar=metavar,
                        help=f"{text} (default: krait.config.{name}, {getattr(config, name)})")
     for flag, (name, kind, text) in _LIMIT_FLAGS.items():
         default = getattr(config, name)
@@ -142,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             if flag == "max-header-fields" and value > 1000:
                 parser.error("--max-header-fields may be at most 1000")
             limits[name] = value
-    for flag, (name, _) in _COUNT_FLAGS.items():
+    for flag, (name, _, _) in _COUNT_FLAGS.items():
         value = getattr(args, flag.replace("-", "_"))
         if value is not None:
             if value < 0:

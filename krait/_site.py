@@ -471,7 +471,7 @@ def validate_settings() -> None:
         raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.worker_pipeline "
                            f"must be a whole number from 1 to {MAX_WORKER_PIPELINE}, not "
                            f"{config.worker_pipeline!r}")
-    for name in ("max_requests", "max_requests_jitter"):
+    for name in ("max_requests", "max_requests_jitter", "max_worker_memory"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             set_at = config.where(name)

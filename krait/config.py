@@ -200,6 +200,9 @@ max_requests: int = 0
 #: Up to this many requests more, drawn at random per worker, so that workers started
 #: together are not all replaced together.
 max_requests_jitter: int = 0
+#: Worker recycling by memory: a worker whose resident memory (RSS) is above this many MiB
+#: after a request is replaced the same way. 0: no limit.
+max_worker_memory: int = 0
 
 #: Hidden directories (relative to the site root) that controller views, ``@import`` and
 #: :func:`krait.get_full_path` may read from. Nothing else whose path has a segment starting

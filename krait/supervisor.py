@@ -195,7 +195,7 @@ class WorkerProc:
         self.started = time.monotonic()
         self.slot: int | None = None
         self.replacement: WorkerProc | None = None  # starting, to recycle this one
-        self.served = 0  # requests answered when it asked to be recycled
+        self.recycle_reason = ""  # why it asked to be recycled, for the log
 
     def close_ready(self) -> None:
         if self.ready_fd is not None:
@@ -207,9 +207,9 @@ class WorkerProc:
             os.close(self.notify_fd)
             self.notify_fd = None
 
-    def recycling_asked(self) -> int | None:
-        """The requests answered, when the worker asked to be recycled since the last call
-        (``config.max_requests``); else None."""
+    def recycling_asked(self) -> str | None:
+        """Why the worker asked to be recycled (``config.max_requests``,
+        ``config.max_worker_memory``), when it asked since the last call; else None."""
         if self.notify_fd is None:
             return None
         try:
@@ -218,14 +218,12 @@ class WorkerProc:
             return None
         except OSError:
             data = b""
-        lines = data.split()
+        lines = data.splitlines()
         if not lines:
             self.close_notify()  # end-of-file: the worker has ended
             return None
-        try:
-            return int(lines[-1])
-        except ValueError:
-            return 0
+        text = lines[-1].decode("ascii", "replace")[:200]
+        return "".join(c if c.isprintable() else "?" for c in text)
 
     def discard(self) -> None:
         """Kill a worker that never reached the core."""
@@ -451,9 +449,9 @@ class Supervisor:
             if w.proc.poll() is not None:
                 self.exiting.remove(w)
         for w in list(self.workers.values()):
-            served = w.recycling_asked()
-            if served is not None:
-                self.recycle(w, served)
+            reason = w.recycling_asked()
+            if reason is not None:
+                self.recycle(w, reason)
         with self._lock:
             loaded, self._loaded = self._loaded, []
         for old, new, errors in loaded:
@@ -461,8 +459,9 @@ class Supervisor:
 
     # -- recycling (config.max_requests) ------------------------------------------------------
 
-    def recycle(self, w: WorkerProc, served: int) -> None:
-        """A worker has answered its ``config.max_requests``: start its replacement. It keeps
+    def recycle(self, w: WorkerProc, reason: str) -> None:
+        """A worker has answered its ``config.max_requests`` or grown past
+        ``config.max_worker_memory`` (``reason`` says which): start its replacement. It keeps
         serving until the replacement has loaded the site (:meth:`replace_recycled`)."""
         if self.stopping or w.replacement is not None or w.slot is None or \
                 self.workers.get(w.slot) is not w or w.slot in self.retired:
@@ -474,7 +473,7 @@ class Supervisor:
                 f"({exc}); it goes on serving")
             return
         w.replacement = new
-        w.served = served
+        w.recycle_reason = reason
         t = threading.Thread(target=self._await_replacement, args=(w, new), daemon=True,
                              name="krait-recycle")
         self._threads.append(t)
@@ -510,8 +509,7 @@ class Supervisor:
         self.retired.add(old.slot)
         assert self.server is not None
         self.server.retire_worker(old.slot)
-        log(f"worker {old.pid} recycled: it reached max_requests ({old.served} requests "
-            f"answered); worker {new.pid} replaces it")
+        log(f"worker {old.pid} recycled: {old.recycle_reason}; worker {new.pid} replaces it")
 
     def on_event(self, kind: int, a: int, b: int) -> None:
         if kind == lib.KRAIT_EVENT_CHILD:

@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from typing import Any
 
@@ -51,6 +52,7 @@ _PENDING_MAX = 4 * 1024 * 1024
 # An X-Request-ID a trusted proxy sends is taken when it is 1-128 of these characters (a UUID,
 # hex, base64); anything else is replaced by one of ours.
 _encode_id = protocol.header_encoder("X-Request-ID")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 _REQUEST_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
                               "0123456789-_.:+/=")
 
@@ -188,12 +190,16 @@ class Worker:
         self._batch_thread = 0
         # Route index → (prefix, application) of the routes that mount a WSGI application.
         self._wsgi: dict[int, tuple[str, Any]] = {}
-        # Worker recycling (config.max_requests): requests answered (route questions aside),
-        # the count at which the master is next asked for a replacement (0: never), and the
-        # pipe that asks it (see ask_recycling).
+        # Worker recycling (config.max_requests, config.max_worker_memory): requests answered
+        # (route questions aside), the count at which the master is next asked for a
+        # replacement (0: never), the memory limit in bytes (0: none) with the time of its
+        # next check and /proc/self/statm kept open, and the pipe that asks (ask_recycling).
         self.served = 0
         self._recycle_at = 0
         self._recycle_every = 0
+        self._memory_limit = 0
+        self._memory_next = 0.0
+        self._statm: int | None = None
         self._notify_fd: int | None = None
         self._master = os.getppid()
 
@@ -241,29 +247,38 @@ class Worker:
 
     def recycle_after(self, notify_fd: int | None) -> None:
         """Ask the master for a replacement (on ``notify_fd``) once ``config.max_requests``
-        requests, plus a random jitter of up to ``config.max_requests_jitter``, are answered,
-        and again every as many after that while it has not come."""
+        requests, plus a random jitter of up to ``config.max_requests_jitter``, are answered
+        (and again every as many after that while it has not come), or once the worker's
+        resident memory is above ``config.max_worker_memory`` MiB after a request."""
         self._notify_fd = notify_fd
-        limit = int(config.max_requests)
-        if notify_fd is None or limit <= 0:
+        if notify_fd is None:
             return
-        import random
+        limit = int(config.max_requests)
+        if limit > 0:
+            import random
 
-        self._recycle_every = limit + random.randint(0, int(config.max_requests_jitter))
-        self._recycle_at = self._recycle_every
+            self._recycle_every = limit + random.randint(0, int(config.max_requests_jitter))
+            self._recycle_at = self._recycle_every
+        if config.max_worker_memory > 0:
+            try:
+                self._statm = os.open("/proc/self/statm", os.O_RDONLY)
+            except OSError:
+                sys.stderr.write("krait: /proc/self/statm cannot be read: "
+                                 "max_worker_memory is not enforced\n")
+                return
+            self._memory_limit = int(config.max_worker_memory) << 20
 
-    def ask_recycling(self) -> None:
-        """Tell the master this worker is due for recycling: a line with the requests it has
-        answered on the notice pipe, and SIGCHLD to wake its loop (the master reads every
-        worker's pipe on SIGCHLD). The master starts a replacement, then retires this worker:
-        the core hands it nothing more, and closes its socket once every request it was handed
-        is answered; :meth:`serve` then returns, and the process exits with status 0. Until
-        then this worker serves as before: nothing it was handed is lost."""
-        self._recycle_at += self._recycle_every
+    def ask_recycling(self, reason: str) -> None:
+        """Tell the master this worker is due for recycling: ``reason`` (a line for the error
+        log) on the notice pipe, and SIGCHLD to wake its loop (the master reads every worker's
+        pipe on SIGCHLD). The master starts a replacement, then retires this worker: the core
+        hands it nothing more, and closes its socket once every request it was handed is
+        answered; :meth:`serve` then returns, and the process exits with status 0. Until then
+        this worker serves as before: nothing it was handed is lost."""
         if self._notify_fd is None or os.getppid() != self._master:
             return  # the master is gone: nobody would read it
         try:
-            os.write(self._notify_fd, b"%d\n" % self.served)
+            os.write(self._notify_fd, reason.encode("ascii", "replace") + b"\n")
             os.kill(self._master, signal.SIGCHLD)
         except OSError:
             pass  # a full pipe already asks; a master that is gone stops this worker anyway
@@ -273,7 +288,22 @@ class Worker:
         if not frame.flags & protocol.REQ_ROUTE:
             self.served += 1
             if self.served == self._recycle_at:
-                self.ask_recycling()
+                self._recycle_at += self._recycle_every
+                self.ask_recycling(f"it reached max_requests ({self.served} requests answered)")
+            if self._memory_limit and time.monotonic() >= self._memory_next:
+                self.check_memory()
+
+    def check_memory(self) -> None:
+        """Resident memory above ``config.max_worker_memory``: ask to be recycled. Read at most
+        every 0.1 s (a read of /proc/self/statm costs a few µs), and after asking not again
+        for 5 s (the replacement is loading)."""
+        assert self._statm is not None
+        rss = int(os.pread(self._statm, 128, 0).split()[1]) * _PAGE
+        self._memory_next = time.monotonic() + 0.1
+        if rss > self._memory_limit:
+            self._memory_next += 5.0
+            self.ask_recycling(f"its memory ({rss >> 20} MiB) is above max_worker_memory "
+                               f"({self._memory_limit >> 20} MiB) after {self.served} requests")
 
     # -- running one request ------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import threading
+import time
 from pathlib import Path
 
 import requests
@@ -29,11 +30,25 @@ krait.response = krait.Response(body=str(os.getpid()))
 
 RECYCLED = re.compile(r"worker (\d+) recycled: it reached max_requests \((\d+) requests "
                       r"answered\); worker (\d+) replaces it")
+OVER_MEMORY = re.compile(r"worker (\d+) recycled: its memory \((\d+) MiB\) is above "
+                         r"max_worker_memory \(80 MiB\) after (\d+) requests; worker (\d+) "
+                         r"replaces it")
 CRASH = "ended unexpectedly"
 
 
+# Each request keeps 30 MiB more (written, so resident) in a module that stays loaded.
+GROW = '''\
+import os
+import krait
+import store
+store.kept.append(b"x" * (30 << 20))
+krait.response = krait.Response(body=str(os.getpid()))
+'''
+
+
 def make_site(root: Path, init: str = "from krait import config\n") -> Path:
-    return write_site(root, {".py/init.py": init, "pid.py": PID})
+    return write_site(root, {".py/init.py": init, ".py/store.py": "kept = []\n", "pid.py": PID,
+                             "grow.py": GROW})
 
 
 def workers_of(server: KraitProcess) -> set[int]:
@@ -161,6 +176,32 @@ def test_without_max_requests_the_workers_stay(tmp_path, krait_server):
     assert pids <= first
     assert workers_of(server) == first
     assert not recycled(server)
+
+
+def test_a_worker_above_max_worker_memory_is_recycled(tmp_path, krait_server):
+    server = krait_server(make_site(tmp_path / "site"), "--workers", "1",
+                          "--max-worker-memory", "80")
+    (first,) = workers_of(server)
+    pids = []
+    with requests.Session() as http:
+        # 30 MiB more each: above 80 MiB after the second or third; the worker serves on
+        # until its replacement has loaded, and pid.py requests meanwhile are answered too.
+        for _ in range(40):
+            for path in ("/grow", "/pid", "/pid"):
+                r = http.get(f"{server.url}{path}", timeout=15)
+                assert r.status_code == 200, r.text
+                pids.append(int(r.text))
+            if pids[-1] != first:
+                break
+            time.sleep(0.2)
+    assert pids[-1] != first, server.log()
+    (old, rss, served, new), = OVER_MEMORY.findall(server.log())
+    assert int(old) == first and int(new) == pids[-1]
+    assert int(rss) > 80 and 2 <= int(served) <= 3 * 40
+    wait_for(lambda: gone(first), what="the recycled worker to exit")
+    assert workers_of(server) == {pids[-1]}
+    assert_clean(server)
+    assert server.stop() == 0
 
 
 def test_a_worker_that_dies_is_logged_as_a_crash(tmp_path, krait_server):

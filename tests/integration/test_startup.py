@@ -143,6 +143,7 @@ def test_failure_only_in_the_workers(tmp_path):
     (["SITE", "--worker-pipeline", "9"], "worker_pipeline must be a whole number from 1 to 8"),
     (["SITE", "--max-requests", "-1"], "--max-requests must be 0 or more, not -1"),
     (["SITE", "--max-requests-jitter", "-3"], "--max-requests-jitter must be 0 or more, not -3"),
+    (["SITE", "--max-worker-memory", "-1"], "--max-worker-memory must be 0 or more, not -1"),
     ([], "the site root is required"),
 ])
 def test_bad_arguments_one_line(tmp_path, args, needle):
