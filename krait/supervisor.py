@@ -303,6 +303,7 @@ class Supervisor:
         # Recycling: (old worker, its replacement, loading errors) once the replacement has
         # loaded the site, for the loop thread to install.
         self._loaded: list[tuple[WorkerProc, WorkerProc, list[str]]] = []
+        self._replacing: list[WorkerProc] = []  # replacements started, not yet handled
         self._watch_requested = False
         self._stop_threads = threading.Event()
         self.node_id = _pubsub.new_node_id()
@@ -474,8 +475,10 @@ class Supervisor:
             return
         w.replacement = new
         w.recycle_reason = reason
+        self._replacing.append(new)
         t = threading.Thread(target=self._await_replacement, args=(w, new), daemon=True,
                              name="krait-recycle")
+        self._threads = [t for t in self._threads if t.is_alive()]  # one per recycle
         self._threads.append(t)
         t.start()
 
@@ -492,6 +495,8 @@ class Supervisor:
         exits by itself). An old worker that died or was retired by a reload meanwhile has
         been replaced already: the replacement goes."""
         old.replacement = None
+        if new in self._replacing:
+            self._replacing.remove(new)
         if self.stopping or errors or old.slot is None or self.workers.get(old.slot) is not old \
                 or old.slot in self.retired:
             new.discard()
@@ -681,17 +686,20 @@ class Supervisor:
     def stop_workers(self) -> None:
         with self._lock:
             pending = list(self._generation or []) + list(self._ready[0] if self._ready else [])
-            pending += [new for _, new, _ in self._loaded]
-            self._generation, self._ready, self._loaded = None, None, []
-        for w in self.workers.values():
-            if w.replacement is not None:
-                # Still loading: its helper thread reads its readiness pipe; killed, it ends.
-                w.replacement.proc.kill()
-                w.replacement.proc.wait()
-                if w.replacement.sock is not None:
-                    w.replacement.sock.close()
-                    w.replacement.sock = None
-                w.replacement.close_notify()
+            pending_loaded, self._loaded = self._loaded, []
+            pending += [new for _, new, _ in pending_loaded]
+            self._generation, self._ready = None, None
+        for new in self._replacing:
+            if any(new is n for _, n, _ in pending_loaded):
+                continue
+            # Still loading: its helper thread reads its readiness pipe; killed, it ends.
+            new.proc.kill()
+            new.proc.wait()
+            if new.sock is not None:
+                new.sock.close()
+                new.sock = None
+            new.close_notify()
+        self._replacing.clear()
         procs = [w.proc for w in [*self.workers.values(), *self.exiting]]
         self.workers.clear()
         self.exiting.clear()

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.conftest import KraitProcess, write_site
@@ -213,3 +214,99 @@ def test_a_worker_that_dies_is_logged_as_a_crash(tmp_path, krait_server):
     assert re.search(rf"worker {pid} ended unexpectedly \((killed by SIGKILL|still running "
                      r"when the core let it go: killed)\); starting a new one", server.log())
     assert requests.get(f"{server.url}/pid", timeout=15).status_code == 200
+
+
+# init.py as a replacement worker loads it once the test has written the marker file.
+SLOW_OR_BROKEN_INIT = '''\
+import os, sys, time
+from krait import config
+config.max_requests = 3
+marker = os.path.join(os.path.dirname(__file__), "marker")
+if "--fd" in sys.argv and os.path.exists(marker):
+    how = open(marker).read()
+    if how.startswith("slow"):
+        open(marker + ".read", "w").close()
+        time.sleep(float(how[5:] or 30))
+    else:
+        raise RuntimeError("the replacement cannot load")
+'''
+
+
+def site_processes(site: Path) -> set[int]:
+    """Every process whose command line names the site (workers, replacements)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if str(site).encode() in f.read():
+                        found.add(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def test_a_replacement_that_cannot_load_leaves_the_old_worker_serving(tmp_path, krait_server):
+    site = make_site(tmp_path / "site", SLOW_OR_BROKEN_INIT)
+    server = krait_server(site, "--workers", "1")
+    (first,) = workers_of(server)
+    (site / ".py" / "marker").write_text("broken")
+    with requests.Session() as http:
+        for _ in range(3):
+            assert http.get(f"{server.url}/pid", timeout=15).text == str(first)
+        wait_for(lambda: "could not load the site" in server.log(), timeout=30,
+                 what="the failed replacement")
+        # It asks again after as many requests more; still the same worker, still 200.
+        for _ in range(10):
+            r = http.get(f"{server.url}/pid", timeout=15)
+            assert r.status_code == 200 and r.text == str(first)
+    log = server.log()
+    assert f"worker {first} is due for recycling, but its replacement could not load the " \
+           "site; it goes on serving" in log and "RuntimeError: the replacement cannot load" in log
+    assert not recycled(server) and CRASH not in log
+    assert server.stop() == 0
+
+
+def test_stopping_while_a_replacement_loads_leaves_no_process(tmp_path, krait_server):
+    site = make_site(tmp_path / "site", SLOW_OR_BROKEN_INIT)
+    server = krait_server(site, "--workers", "1")
+    (first,) = workers_of(server)
+    (site / ".py" / "marker").write_text("slow")
+    with requests.Session() as http:
+        for _ in range(3):
+            assert http.get(f"{server.url}/pid", timeout=15).status_code == 200
+    wait_for(lambda: len(workers_of(server)) == 2, what="the replacement to start")
+    assert server.stop() == 0
+    wait_for(lambda: not site_processes(site), timeout=10,
+             what="no worker or replacement left")
+
+
+@pytest.mark.parametrize("first_ready", ["replacement", "reload"])
+def test_a_reload_while_a_replacement_loads_leaves_one_generation(tmp_path, krait_server,
+                                                                   first_ready):
+    site = make_site(tmp_path / "site", SLOW_OR_BROKEN_INIT)
+    server = krait_server(site, "--workers", "1")
+    (first,) = workers_of(server)
+    marker = site / ".py" / "marker"
+    marker.write_text("slow:3")
+    with requests.Session() as http:
+        for _ in range(3):
+            assert http.get(f"{server.url}/pid", timeout=15).status_code == 200
+        wait_for(lambda: len(workers_of(server)) == 2, what="the replacement to start")
+        wait_for((site / ".py" / "marker.read").exists, what="the replacement to read it")
+        if first_ready == "reload":
+            marker.write_text("slow:0")  # the reload's worker loads at once
+        server.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded: 1 new worker" in server.log(), timeout=30,
+                 what="the reload")
+        # Whichever finished loading first, one worker is left: the reload's. A replacement
+        # ready after the reload retired its worker is discarded, not installed.
+        settle(server, 1)
+        assert bool(recycled(server)) == (first_ready == "replacement"), server.log()
+        (last,) = workers_of(server)
+        assert last != first
+        for _ in range(5):
+            r = http.get(f"{server.url}/pid", timeout=15)
+            assert r.status_code == 200 and r.text == str(last)
+    assert_clean(server)
+    assert server.stop() == 0
