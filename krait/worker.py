@@ -49,10 +49,11 @@ _RUN_MAX = 64
 _WS_FRAMES = (protocol.WS_MESSAGE, protocol.WS_CLOSE)
 # Bytes other threads' frames may queue while one thread writes; past it they wait.
 _PENDING_MAX = 4 * 1024 * 1024
+# The unit of /proc/self/statm (config.max_worker_memory).
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 # An X-Request-ID a trusted proxy sends is taken when it is 1-128 of these characters (a UUID,
 # hex, base64); anything else is replaced by one of ours.
 _encode_id = protocol.header_encoder("X-Request-ID")
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 _REQUEST_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
                               "0123456789-_.:+/=")
 
