@@ -57,6 +57,18 @@ _LIMIT_FLAGS = {
     "max-connections": ("max_connections", int, "open connections"),
 }
 
+# Settings of whole numbers where 0 is meaningful (off).
+_COUNT_FLAGS = {
+    "max-requests": ("max_requests", "N",
+                     "requests a worker answers before a fresh one replaces it; 0: never"),
+    "max-requests-jitter": ("max_requests_jitter", "N",
+                            "up to this many requests more, drawn per worker, so workers are "
+                            "not all replaced at once"),
+    "max-worker-memory": ("max_worker_memory", "MiB",
+                          "resident memory above which a worker is replaced after its "
+                          "request; 0: no limit"),
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``krait`` command line; ``--help`` shows every option with its default."""
@@ -102,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="relay WebSocket channels between the site's machines through this "
                         "Redis, e.g. redis://10.0.0.5:6379/0 (default: krait.config.pubsub, "
                         "none)")
+    for flag, (name, metavar, text) in _COUNT_FLAGS.items():
+        p.add_argument(f"--{flag}", type=int, default=None, metavar=metavar,
+                       help=f"{text} (default: krait.config.{name}, {getattr(config, name)})")
     for flag, (name, kind, text) in _LIMIT_FLAGS.items():
         default = getattr(config, name)
         p.add_argument(f"--{flag}", type=kind, default=None,
@@ -142,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"--{flag} must be a positive number, not {value:g}")
             if flag == "max-header-fields" and value > 1000:
                 parser.error("--max-header-fields may be at most 1000")
+            limits[name] = value
+    for flag, (name, _, _) in _COUNT_FLAGS.items():
+        value = getattr(args, flag.replace("-", "_"))
+        if value is not None:
+            if value < 0:
+                parser.error(f"--{flag} must be 0 or more, not {value}")
             limits[name] = value
     if args.https_port is not None:
         if not 0 <= args.https_port <= 65535:

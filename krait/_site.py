@@ -473,6 +473,12 @@ def validate_settings() -> None:
         raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.worker_pipeline "
                            f"must be a whole number from 1 to {MAX_WORKER_PIPELINE}, not "
                            f"{config.worker_pipeline!r}")
+    for name in ("max_requests", "max_requests_jitter", "max_worker_memory"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            set_at = config.where(name)
+            raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.{name} must "
+                               f"be a whole number, 0 or more, not {value!r}")
     if not isinstance(config.html_templates, bool):
         set_at = config.where("html_templates")
         raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.html_templates "

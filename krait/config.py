@@ -212,6 +212,16 @@ loops: int | None = None
 #: Requests handed to one worker at once: it runs one, the next waits in its socket so the
 #: worker goes straight on to it. 1 sends a request only to an idle worker.
 worker_pipeline: int = 4
+#: Worker recycling: a worker that has answered this many requests is replaced by a fresh one
+#: (it answers every request it was handed first; none fails). 0: workers live until they
+#: die or the site is reloaded. Bounds what a slowly leaking site (or library) costs.
+max_requests: int = 0
+#: Up to this many requests more, drawn at random per worker, so that workers started
+#: together are not all replaced together.
+max_requests_jitter: int = 0
+#: Worker recycling by memory: a worker whose resident memory (RSS) is above this many MiB
+#: after a request is replaced the same way. 0: no limit.
+max_worker_memory: int = 0
 
 #: Hidden directories (relative to the site root) that controller views, ``@import`` and
 #: :func:`krait.get_full_path` may read from. Nothing else whose path has a segment starting

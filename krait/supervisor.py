@@ -91,6 +91,18 @@ def loop_count(requested: int | None) -> int:
     return int(n)
 
 
+def _end_cause(status: int | None) -> str:
+    """How a worker ended, from its exit status (``Popen.returncode``), for the error log."""
+    if status is None:
+        return "still running when the core let it go: killed"
+    if status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return f"exit status {status}"
+
+
 def log(message: str) -> None:
     """One line to the error log (stderr)."""
     sys.stderr.write(f"krait: {message}\n")
@@ -203,22 +215,50 @@ class WorkerProc:
     """A worker process and the master's ends of its sockets."""
 
     def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket | None,
-                 ready_fd: int | None) -> None:
+                 ready_fd: int | None, notify_fd: int | None = None) -> None:
         self.proc = proc
         self.pid = proc.pid
         self.sock = sock  # the core's end, until it is handed to the core
         self.ready_fd = ready_fd  # read end of the readiness pipe, until it is read
+        # Read end (non-blocking) of the pipe on which the worker asks to be recycled.
+        self.notify_fd = notify_fd
         self.started = time.monotonic()
         self.slot: int | None = None
+        self.replacement: WorkerProc | None = None  # starting, to recycle this one
+        self.recycle_reason = ""  # why it asked to be recycled, for the log
 
     def close_ready(self) -> None:
         if self.ready_fd is not None:
             os.close(self.ready_fd)
             self.ready_fd = None
 
+    def close_notify(self) -> None:
+        if self.notify_fd is not None:
+            os.close(self.notify_fd)
+            self.notify_fd = None
+
+    def recycling_asked(self) -> str | None:
+        """Why the worker asked to be recycled (``config.max_requests``,
+        ``config.max_worker_memory``), when it asked since the last call; else None."""
+        if self.notify_fd is None:
+            return None
+        try:
+            data = os.read(self.notify_fd, 4096)
+        except BlockingIOError:
+            return None
+        except OSError:
+            data = b""
+        lines = data.splitlines()
+        if not lines:
+            self.close_notify()  # end-of-file: the worker has ended
+            return None
+        text = lines[-1].decode("ascii", "replace")[:200]
+        return "".join(c if c.isprintable() else "?" for c in text)
+
     def discard(self) -> None:
         """Kill a worker that never reached the core."""
         self.close_ready()
+        self.close_notify()
         if self.sock is not None:
             self.sock.close()
             self.sock = None
@@ -291,6 +331,10 @@ class Supervisor:
         self._generation: list[WorkerProc] | None = None  # starting
         self._ready: tuple[list[WorkerProc], list[str]] | None = None  # started, to install
         self._again = False  # another reload was asked for while one was starting
+        # Recycling: (old worker, its replacement, loading errors) once the replacement has
+        # loaded the site, for the loop thread to install.
+        self._loaded: list[tuple[WorkerProc, WorkerProc, list[str]]] = []
+        self._replacing: list[WorkerProc] = []  # replacements started, not yet handled
         self._watch_requested = False
         self._stop_threads = threading.Event()
         self.node_id = _pubsub.new_node_id()
@@ -371,10 +415,13 @@ class Supervisor:
         its readiness pipe to learn when it has loaded the site."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ready_r, ready_w = os.pipe()
+        # Every worker gets a notice pipe: whether it asks to be recycled is for the site it
+        # loads to say (config.max_requests), which a reload may change.
+        notify_r, notify_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # -P: the current directory must not shadow the installed krait (a checkout has a
         # krait/ folder without the compiled core).
         cmd = [sys.executable, "-P", "-m", "krait.worker", self.opts.site_root, "--fd",
-               str(child.fileno()), "--ready-fd", str(ready_w)]
+               str(child.fileno()), "--ready-fd", str(ready_w), "--notify-fd", str(notify_w)]
         if self.opts.debug:
             cmd.append("--debug")
         for proxy in self.opts.trusted_proxies:
@@ -384,20 +431,22 @@ class Supervisor:
             env[f"KRAIT_CONFIG_{name}"] = repr(value)  # read back with ast.literal_eval
         env["KRAIT_NODE_ID"] = self.node_id  # channels across machines tag messages with it
         try:
-            proc = subprocess.Popen(cmd, pass_fds=(child.fileno(), ready_w),
+            proc = subprocess.Popen(cmd, pass_fds=(child.fileno(), ready_w, notify_w),
                                     start_new_session=True, stdin=subprocess.DEVNULL,
                                     stdout=sys.stderr.fileno(), env=env)
         except BaseException:
             parent.close()
             os.close(ready_r)
+            os.close(notify_r)
             raise
         finally:
             child.close()
             os.close(ready_w)
+            os.close(notify_w)
         if not wait_ready:
             os.close(ready_r)
             ready_r = None
-        return WorkerProc(proc, parent, ready_r)
+        return WorkerProc(proc, parent, ready_r, notify_r)
 
     def install(self, w: WorkerProc) -> None:
         """Hand a started worker to the core (which owns its socket from then on)."""
@@ -425,11 +474,80 @@ class Supervisor:
         self.install(self.start_worker(wait_ready=False))
 
     def reap(self) -> None:
+        """SIGCHLD: reap ended workers; then the workers that asked to be recycled (they
+        send SIGCHLD too), and the replacements that finished loading (so does their
+        helper thread)."""
         for w in list(self.workers.values()):
             w.proc.poll()
         for w in list(self.exiting):
             if w.proc.poll() is not None:
                 self.exiting.remove(w)
+        for w in list(self.workers.values()):
+            reason = w.recycling_asked()
+            if reason is not None:
+                self.recycle(w, reason)
+        with self._lock:
+            loaded, self._loaded = self._loaded, []
+        for old, new, errors in loaded:
+            self.replace_recycled(old, new, errors)
+
+    # -- recycling (config.max_requests) ------------------------------------------------------
+
+    def recycle(self, w: WorkerProc, reason: str) -> None:
+        """A worker has answered its ``config.max_requests`` or grown past
+        ``config.max_worker_memory`` (``reason`` says which): start its replacement. It keeps
+        serving until the replacement has loaded the site (:meth:`replace_recycled`)."""
+        if self.stopping or w.replacement is not None or w.slot is None or \
+                self.workers.get(w.slot) is not w or w.slot in self.retired:
+            return
+        try:
+            new = self.start_worker(wait_ready=True)
+        except OSError as exc:
+            log(f"worker {w.pid} is due for recycling, but a replacement cannot start "
+                f"({exc}); it goes on serving")
+            return
+        w.replacement = new
+        w.recycle_reason = reason
+        self._replacing.append(new)
+        t = threading.Thread(target=self._await_replacement, args=(w, new), daemon=True,
+                             name="krait-recycle")
+        self._threads = [t for t in self._threads if t.is_alive()]  # one per recycle
+        self._threads.append(t)
+        t.start()
+
+    def _await_replacement(self, old: WorkerProc, new: WorkerProc) -> None:
+        errors = wait_ready([new], READY_TIMEOUT)
+        with self._lock:
+            self._loaded.append((old, new, errors))
+        if not self._stop_threads.is_set():
+            os.kill(os.getpid(), signal.SIGCHLD)  # the loop thread installs it (reap)
+
+    def replace_recycled(self, old: WorkerProc, new: WorkerProc, errors: list[str]) -> None:
+        """In the loop thread: hand the loaded replacement to the core and retire the old
+        worker (the core lets it go once it has answered everything it was handed; it then
+        exits by itself). An old worker that died or was retired by a reload meanwhile has
+        been replaced already: the replacement goes."""
+        old.replacement = None
+        if new in self._replacing:
+            self._replacing.remove(new)
+        if self.stopping or errors or old.slot is None or self.workers.get(old.slot) is not old \
+                or old.slot in self.retired:
+            new.discard()
+            if errors and not self.stopping:
+                log(f"worker {old.pid} is due for recycling, but its replacement could not "
+                    f"load the site; it goes on serving: {errors[0]}")
+            return
+        try:
+            self.install(new)
+        except OSError as exc:
+            new.discard()
+            log(f"worker {old.pid} is due for recycling, but its replacement cannot be "
+                f"installed ({exc}); it goes on serving")
+            return
+        self.retired.add(old.slot)
+        assert self.server is not None
+        self.server.retire_worker(old.slot)
+        log(f"worker {old.pid} recycled: {old.recycle_reason}; worker {new.pid} replaces it")
 
     def on_event(self, kind: int, a: int, b: int) -> None:
         if kind == lib.KRAIT_EVENT_CHILD:
@@ -445,17 +563,20 @@ class Supervisor:
         w = self.workers.pop(slot, None)
         if w is None:
             return
+        w.close_notify()
         self.exiting.append(w)
         if slot in self.retired:
             self.retired.discard(slot)
             return
-        if w.proc.poll() is None:
+        status = w.proc.poll()
+        if status is None:
             try:
                 w.proc.kill()  # it stopped answering the core: it must not linger
             except ProcessLookupError:
                 pass
         if self.stopping or self.server is None:
             return
+        log(f"worker {w.pid} ended unexpectedly ({_end_cause(status)}); starting a new one")
         if time.monotonic() - w.started < 1.0:
             self.quick_deaths += 1
         else:
@@ -598,7 +719,20 @@ class Supervisor:
     def stop_workers(self) -> None:
         with self._lock:
             pending = list(self._generation or []) + list(self._ready[0] if self._ready else [])
+            pending_loaded, self._loaded = self._loaded, []
+            pending += [new for _, new, _ in pending_loaded]
             self._generation, self._ready = None, None
+        for new in self._replacing:
+            if any(new is n for _, n, _ in pending_loaded):
+                continue
+            # Still loading: its helper thread reads its readiness pipe; killed, it ends.
+            new.proc.kill()
+            new.proc.wait()
+            if new.sock is not None:
+                new.sock.close()
+                new.sock = None
+            new.close_notify()
+        self._replacing.clear()
         procs = [w.proc for w in [*self.workers.values(), *self.exiting]]
         self.workers.clear()
         self.exiting.clear()

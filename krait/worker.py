@@ -3,7 +3,7 @@ original Krait API reads (``krait.request``, ``krait.response``, ...; see :mod:`
 current, runs the ``.py`` script,
 template or controller, and writes the response frame(s) back. One request at a time
 (invariant 2). Started by the supervisor as
-``python -m krait.worker <site> --fd N [--ready-fd M] [--debug]``.
+``python -m krait.worker <site> --fd N [--ready-fd M] [--notify-fd K] [--debug]``.
 
 The loop is the hot path of every dynamic request: everything that can be decided once (the
 routes, the cache rules, the base name of a target file, the compiled script) is decided once
@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from typing import Any
 
@@ -48,6 +49,8 @@ _RUN_MAX = 64
 _WS_FRAMES = (protocol.WS_MESSAGE, protocol.WS_CLOSE)
 # Bytes other threads' frames may queue while one thread writes; past it they wait.
 _PENDING_MAX = 4 * 1024 * 1024
+# The unit of /proc/self/statm (config.max_worker_memory).
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 # An X-Request-ID a trusted proxy sends is taken when it is 1-128 of these characters (a UUID,
 # hex, base64); anything else is replaced by one of ours.
 _encode_id = protocol.header_encoder("X-Request-ID")
@@ -188,6 +191,18 @@ class Worker:
         self._batch_thread = 0
         # Route index → (prefix, application) of the routes that mount a WSGI application.
         self._wsgi: dict[int, tuple[str, Any]] = {}
+        # Worker recycling (config.max_requests, config.max_worker_memory): requests answered
+        # (route questions aside), the count at which the master is next asked for a
+        # replacement (0: never), the memory limit in bytes (0: none) with the time of its
+        # next check and /proc/self/statm kept open, and the pipe that asks (ask_recycling).
+        self.served = 0
+        self._recycle_at = 0
+        self._recycle_every = 0
+        self._memory_limit = 0
+        self._memory_next = 0.0
+        self._statm: int | None = None
+        self._notify_fd: int | None = None
+        self._master = os.getppid()
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -229,6 +244,66 @@ class Worker:
                                  "each worker compiles them in memory (set "
                                  "KRAIT_TEMPLATE_CACHE to a writable directory)\n")
         return self._templates
+
+    def recycle_after(self, notify_fd: int | None) -> None:
+        """Ask the master for a replacement (on ``notify_fd``) once ``config.max_requests``
+        requests, plus a random jitter of up to ``config.max_requests_jitter``, are answered
+        (and again every as many after that while it has not come), or once the worker's
+        resident memory is above ``config.max_worker_memory`` MiB after a request."""
+        self._notify_fd = notify_fd
+        if notify_fd is None:
+            return
+        limit = int(config.max_requests)
+        if limit > 0:
+            import random
+
+            self._recycle_every = limit + random.randint(0, int(config.max_requests_jitter))
+            self._recycle_at = self._recycle_every
+        if config.max_worker_memory > 0:
+            try:
+                self._statm = os.open("/proc/self/statm", os.O_RDONLY)
+            except OSError:
+                sys.stderr.write("krait: /proc/self/statm cannot be read: "
+                                 "max_worker_memory is not enforced\n")
+                return
+            self._memory_limit = int(config.max_worker_memory) << 20
+
+    def ask_recycling(self, reason: str) -> None:
+        """Tell the master this worker is due for recycling: ``reason`` (a line for the error
+        log) on the notice pipe, and SIGCHLD to wake its loop (the master reads every worker's
+        pipe on SIGCHLD). The master starts a replacement, then retires this worker: the core
+        hands it nothing more, and closes its socket once every request it was handed is
+        answered; :meth:`serve` then returns, and the process exits with status 0. Until then
+        this worker serves as before: nothing it was handed is lost."""
+        if self._notify_fd is None or os.getppid() != self._master:
+            return  # the master is gone: nobody would read it
+        try:
+            os.write(self._notify_fd, reason.encode("ascii", "replace") + b"\n")
+            os.kill(self._master, signal.SIGCHLD)
+        except OSError:
+            pass  # a full pipe already asks; a master that is gone stops this worker anyway
+
+    def count(self, frame: Any) -> None:
+        """One more request answered (a route question is part of a request, not one)."""
+        if not frame.flags & protocol.REQ_ROUTE:
+            self.served += 1
+            if self.served == self._recycle_at:
+                self._recycle_at += self._recycle_every
+                self.ask_recycling(f"it reached max_requests ({self.served} requests answered)")
+            if self._memory_limit and time.monotonic() >= self._memory_next:
+                self.check_memory()
+
+    def check_memory(self) -> None:
+        """Resident memory above ``config.max_worker_memory``: ask to be recycled. Read at most
+        every 0.1 s (a read of /proc/self/statm costs a few µs), and after asking not again
+        for 5 s (the replacement is loading)."""
+        assert self._statm is not None
+        rss = int(os.pread(self._statm, 128, 0).split()[1]) * _PAGE
+        self._memory_next = time.monotonic() + 0.1
+        if rss > self._memory_limit:
+            self._memory_next += 5.0
+            self.ask_recycling(f"its memory ({rss >> 20} MiB) is above max_worker_memory "
+                               f"({self._memory_limit >> 20} MiB) after {self.served} requests")
 
     # -- running one request ------------------------------------------------------------------
 
@@ -772,7 +847,7 @@ class Worker:
         socket itself (no hand-off on the hot path); from then on a reader thread does, so
         controllers get their messages while the main thread runs a request."""
         reader = protocol.FrameReader(self.sock)
-        respond = self.respond
+        respond, count = self.respond, self.count
         websockets._publish_write = self.write  # krait.websockets.publish from any code
         if config.pubsub:
             from krait import _pubsub
@@ -789,6 +864,7 @@ class Worker:
                 except EOFError:
                     return
                 respond(frame)  # type: ignore[arg-type]
+                count(frame)
                 if self._hub is not None and len(self._hub):
                     self._requests = queue.SimpleQueue()
                     threading.Thread(target=self._read_loop, args=(reader,), daemon=True,
@@ -798,6 +874,7 @@ class Worker:
                 if frame is None:
                     return
                 respond(frame)
+                count(frame)
         finally:
             if self._hub is not None:
                 self._hub.close_all()
@@ -894,6 +971,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-fd", type=int, default=None)
     parser.add_argument("--debug", action="store_true")
     parser.add_argument("--trusted-proxy", action="append", default=[])
+    parser.add_argument("--notify-fd", type=int, default=None)
     args = parser.parse_args(argv)
     # The master blocks these for its signalfd; a forked+exec'd child inherits the mask.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
@@ -913,6 +991,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"krait worker {os.getpid()}: cannot load the site: {text}\n")
         return 3
     signal.signal(signal.SIGTERM, worker.terminate)
+    worker.recycle_after(args.notify_fd)
     _tell_ready(args.ready_fd, "ok")
     worker.serve()
     return 0

@@ -104,6 +104,10 @@ def test_route_errors(tmp_path, init, message):
      "init.py:2: krait.config.worker_pipeline must be a whole number from 1 to 8, not 1.5"),
     ("config.cache_max_age_default = -5\n",
      "init.py:2: krait.config.cache_max_age_default must be a number of seconds"),
+    ("config.max_requests = -1\n",
+     "init.py:2: krait.config.max_requests must be a whole number, 0 or more, not -1"),
+    ("config.max_requests_jitter = 2.5\n",
+     "init.py:2: krait.config.max_requests_jitter must be a whole number, 0 or more"),
 ])
 def test_config_errors(tmp_path, init, message):
     assert_failed(start_site(tmp_path, "from krait import config\n" + init), message)
@@ -137,6 +141,9 @@ def test_failure_only_in_the_workers(tmp_path):
     (["SITE", "--max-queue", "many"], "invalid int value: 'many'"),
     (["SITE", "--worker-pipeline", "0"], "--worker-pipeline must be a positive number"),
     (["SITE", "--worker-pipeline", "9"], "worker_pipeline must be a whole number from 1 to 8"),
+    (["SITE", "--max-requests", "-1"], "--max-requests must be 0 or more, not -1"),
+    (["SITE", "--max-requests-jitter", "-3"], "--max-requests-jitter must be 0 or more, not -3"),
+    (["SITE", "--max-worker-memory", "-1"], "--max-worker-memory must be 0 or more, not -1"),
     ([], "the site root is required"),
 ])
 def test_bad_arguments_one_line(tmp_path, args, needle):
