@@ -178,6 +178,9 @@ struct krait__conn {
     int route_verb;           /* the question: (verb, path) */
     char *route_path;
     int http10;               /* the request was HTTP/1.0 */
+    int home;                 /* the loop that accepted it (docs/design.md, "Loops") */
+    int go_home;              /* on loop 0, its last request needed no worker: once idle, it
+                                 goes back to its home loop */
     int streaming;            /* chunked response in progress */
 
     /* Request body (body.c). */
@@ -354,9 +357,10 @@ struct krait_server {
     int loops_live;               /* hub: threads still running (atomic) */
     int64_t total_conns;          /* hub: open connections of every loop (atomic) */
     int force_end;                /* stop now, whatever is open (atomic; set by the hub) */
-    pthread_mutex_t move_lock;    /* hub: guards moved */
-    krait__link moved;            /* hub: connections other loops handed over */
-    int moved_count;              /* hub: their number (atomic, read without the lock) */
+    pthread_mutex_t move_lock;    /* guards moved and ended */
+    krait__link moved;            /* connections another loop handed over */
+    int moved_count;              /* their number (atomic, read without the lock) */
+    int ended;                    /* this loop takes no more connections (under move_lock) */
     pthread_mutex_t ctx_lock;     /* hub: guards ssl_ctx (a reload swaps it) */
     pthread_mutex_t log_lock;     /* hub: one access-log write at a time */
     int locks_ready;

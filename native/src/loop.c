@@ -126,6 +126,7 @@ static krait__conn *adopt(struct krait_server *srv, int fd, int tls, const char 
     c->worker = -1;
     c->state = CS_HEAD;
     c->id = ++srv->next_conn_id;
+    c->home = srv->loop_index;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     c->peer_port = peer_port;
     c->events = EPOLLIN | EPOLLRDHUP;
@@ -157,11 +158,29 @@ krait__conn *krait__loop_adopt(struct krait_server *srv, int fd, int tls, const 
     return adopt(srv, fd, tls, peer, peer_port, 0);
 }
 
-static void accept_ready(struct krait_server *srv, int lfd, int tls)
+static int accept_some(struct krait_server *srv, int lfd, int tls, int batch);
+
+/* With several loops, a loop takes a few connections a wake-up and leaves the rest to the
+ * others, then moves its registration to the back of the listener's queue: EPOLLEXCLUSIVE
+ * wakes the first idle loop in that queue, so without this every connection of a quiet
+ * server would land on loop 0; with it, idle loops take turns. */
+static void accept_ready(struct krait_server *srv, int k)
 {
-    /* With several loops, a loop takes a few connections a wake-up and leaves the rest to
-     * the others (a burst of connects would otherwise all land on the first loop awake). */
-    int batch = srv->nloops > 1 ? ACCEPT_BATCH_SHARED : ACCEPT_BATCH;
+    int lfd = srv->listeners[k].fd, tls = srv->listeners[k].tls;
+    int accepted = accept_some(srv, lfd, tls, srv->nloops > 1 ? ACCEPT_BATCH_SHARED
+                                                              : ACCEPT_BATCH);
+    if (srv->nloops > 1 && accepted && !srv->accept_paused) {
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
+                                 .data.ptr = &srv->listeners[k].obj};
+        epoll_ctl(srv->epfd, EPOLL_CTL_DEL, lfd, NULL);
+        epoll_ctl(srv->epfd, EPOLL_CTL_ADD, lfd, &ev);
+    }
+}
+
+/* Accept up to batch connections; returns how many. */
+static int accept_some(struct krait_server *srv, int lfd, int tls, int batch)
+{
+    int accepted = 0;
     for (int i = 0; i < batch; i++) {
         /* A place under the cap is reserved before accepting, so that loops accepting at
          * once never pass it together. */
@@ -169,7 +188,7 @@ static void accept_ready(struct krait_server *srv, int lfd, int tls)
             srv->limits[KRAIT_LIMIT_MAX_CONNS]) {
             __atomic_sub_fetch(&srv->hub->total_conns, 1, __ATOMIC_RELAXED);
             pause_accepting(srv, 0);  /* the rest wait in the backlog */
-            return;
+            return accepted;
         }
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
@@ -190,7 +209,7 @@ static void accept_ready(struct krait_server *srv, int lfd, int tls)
                 }
                 pause_accepting(srv, srv->now_ms + ACCEPT_RETRY_MS);
             }
-            return;
+            return accepted;
         }
         char peer[48] = "-";
         int port = 0;
@@ -205,8 +224,10 @@ static void accept_ready(struct krait_server *srv, int lfd, int tls)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        adopt(srv, fd, tls, peer, port, 1);
+        if (adopt(srv, fd, tls, peer, port, 1))
+            accepted++;
     }
+    return accepted;
 }
 
 /* ---- input -------------------------------------------------------------------------------- */
@@ -351,13 +372,16 @@ static void wake(struct krait_server *srv)
     (void)r;
 }
 
-/* A request that needs a worker (a script, a template, a controller, a regex route's
- * question, a WebSocket) arrived on another loop: the connection leaves this loop whole,
- * its request unconsumed in c->in, and the hub takes it from the start. Nothing of this
- * loop points to it afterwards: no list, no timer, no epoll registration. */
-static void move_to_hub(struct krait_server *srv, krait__conn *c)
+/* Hand c to loop dst: it leaves this loop whole (no list, no timer, no epoll registration
+ * of this loop points to it afterwards), its unconsumed input with it, and dst takes it at
+ * its next turn. Returns 0 if dst has ended (c stays here). */
+static int move_conn(struct krait_server *srv, krait__conn *c, struct krait_server *dst)
 {
-    struct krait_server *hub = srv->hub;
+    pthread_mutex_lock(&dst->move_lock);
+    if (dst->ended) {
+        pthread_mutex_unlock(&dst->move_lock);
+        return 0;
+    }
     krait__timer_set(srv, c, -1);
     krait__link_remove(&c->ready);
     krait__link_remove(&c->tls_later);
@@ -366,14 +390,36 @@ static void move_to_hub(struct krait_server *srv, krait__conn *c)
     srv->nconns--;
     c->state = CS_HEAD;
     memset(&c->hrs, 0, sizeof c->hrs);
-    pthread_mutex_lock(&hub->move_lock);
-    krait__link_append(&hub->moved, &c->all);
-    __atomic_add_fetch(&hub->moved_count, 1, __ATOMIC_RELEASE);
-    pthread_mutex_unlock(&hub->move_lock);
-    wake(hub);
+    krait__link_append(&dst->moved, &c->all);
+    __atomic_add_fetch(&dst->moved_count, 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&dst->move_lock);
+    wake(dst);
+    return 1;
 }
 
-/* The hub: take the connections other loops handed over. */
+/* A request that needs a worker (a script, a template, a controller, a regex route's
+ * question, a WebSocket) arrived on another loop: the connection moves to the hub, which
+ * takes the request again from the start (it was never consumed). The hub never ends
+ * before the other loops. */
+static void move_to_hub(struct krait_server *srv, krait__conn *c)
+{
+    if (!move_conn(srv, c, srv->hub))
+        krait__conn_close(srv, c);  /* never: the hub outlives every loop */
+}
+
+/* On the hub: a connection from another loop whose last request needed no worker goes back
+ * to its own loop once idle, so that its static requests are served where it was accepted
+ * (one that keeps asking for Python pages stays: no hand-over per request). */
+static int maybe_go_home(struct krait_server *srv, krait__conn *c)
+{
+    if (srv->hub != srv || !c->home || !c->go_home || c->closed || c->state != CS_HEAD ||
+        c->in_len || srv->draining || krait__conn_pending(c))
+        return 0;
+    struct krait_server *home = __atomic_load_n(&srv->loops[c->home], __ATOMIC_ACQUIRE);
+    return home && move_conn(srv, c, home);
+}
+
+/* Take the connections other loops handed over. */
 static int adopt_moved(struct krait_server *srv)
 {
     if (!__atomic_load_n(&srv->moved_count, __ATOMIC_ACQUIRE))
@@ -394,16 +440,28 @@ static int adopt_moved(struct krait_server *srv)
         krait__link_append(&srv->conns, &c->all);
         srv->nconns++;
         c->id = ++srv->next_conn_id;  /* the ids workers know are the hub's */
+        c->go_home = 0;
         c->events = EPOLLIN | EPOLLRDHUP;
         struct epoll_event ev = {.events = c->events, .data.ptr = c};
         if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
             krait__conn_close(srv, c);
             continue;
         }
-        krait__timer_set(srv, c, TL_HEAD);
-        krait__conn_post(srv, c);  /* the driver takes its request */
+        /* A request to take (from the start), or an idle keep-alive connection back home. */
+        krait__timer_set(srv, c, c->in_len ? TL_HEAD : TL_IDLE);
+        krait__conn_post(srv, c);
     }
     return 1;
+}
+
+/* This loop takes no more connections; what was handed to it meanwhile is adopted (and then
+ * closed with the rest by krait__loop_end). */
+static void end_moves(struct krait_server *srv)
+{
+    pthread_mutex_lock(&srv->move_lock);
+    srv->ended = 1;
+    pthread_mutex_unlock(&srv->move_lock);
+    adopt_moved(srv);
 }
 
 /* ---- the driver --------------------------------------------------------------------------- */
@@ -449,6 +507,8 @@ static void step_conn(struct krait_server *srv, krait__conn *c)
             if (c->streaming)
                 return;  /* the worker sends more */
             krait__request_finish(srv, c);
+            if (maybe_go_home(srv, c))
+                return;
             continue;
         }
         if (state != CS_HEAD || !c->in_len)
@@ -741,7 +801,7 @@ int krait__loop_turn(struct krait_server *srv, int timeout_ms)
         case OBJ_LISTENER:
             for (int k = 0; k < srv->nlisteners; k++)
                 if (&srv->listeners[k].obj == o && !srv->accept_paused && !srv->draining)
-                    accept_ready(srv, srv->listeners[k].fd, srv->listeners[k].tls);
+                    accept_ready(srv, k);
             break;
         case OBJ_SIGNAL:
             signal_ready(srv);
@@ -769,9 +829,8 @@ int krait__loop_turn(struct krait_server *srv, int timeout_ms)
 void krait__loop_end(struct krait_server *srv)
 {
     /* Graceful stop bound reached or everything answered: close what is left (with what
-     * other loops handed over, once they have all stopped). */
-    if (srv->hub == srv)
-        adopt_moved(srv);
+     * other loops handed over). */
+    end_moves(srv);
     while (!krait__list_empty(&srv->conns))
         krait__conn_close(srv, KRAIT__CONTAINER(srv->conns.next, krait__conn, all));
     tell_gone(srv);

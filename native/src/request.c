@@ -284,8 +284,10 @@ static int prefers_json(const krait__header *h)
  * turn and the hub takes the request again from the start (and counts it). */
 static int for_hub(struct krait_server *srv, krait__conn *c)
 {
-    if (srv->hub == srv)
+    if (srv->hub == srv) {
+        c->go_home = 0;  /* a worker answers: it stays on the hub */
         return 0;
+    }
     KRAIT__STAT_ADD(srv, KRAIT_STAT_REQUESTS, -1);
     c->consume = 0;
     c->route_asked = 0;
@@ -297,6 +299,7 @@ static int for_hub(struct krait_server *srv, krait__conn *c)
 static void handle_request(struct krait_server *srv, krait__conn *c, krait__request *rq)
 {
     KRAIT__STAT_ADD(srv, KRAIT_STAT_REQUESTS, 1);
+    c->go_home = 1;  /* unless a worker answers it (for_hub) */
     /* Only a request handed to a worker has its body read (worker.c re-enables keep-alive
      * there); any other answer to a request with a body closes the connection, so the unread
      * body can never be taken for the next request. */

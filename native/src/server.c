@@ -191,6 +191,8 @@ static void clone_free(krait_server *lp)
         close(lp->spare_fd);
     free(lp->logbuf);
     free(lp->events);
+    if (lp->locks_ready)
+        pthread_mutex_destroy(&lp->move_lock);
     free(lp);
 }
 
@@ -432,6 +434,11 @@ krait_server *krait__server_clone(krait_server *hub, int index)
         return NULL;
     }
     lp->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (pthread_mutex_init(&lp->move_lock, NULL) != 0) {
+        clone_free(lp);
+        return NULL;
+    }
+    lp->locks_ready = 1;
     return lp;
 }
 

@@ -101,6 +101,29 @@ def test_worker_requests_move_to_loop_zero_in_order(tmp_path: Path, krait_server
     assert sum(r for r, _ in loops) == 60 * 4  # a moved request is counted once
 
 
+def test_connections_go_home_after_python(tmp_path: Path, krait_server) -> None:  # noqa: ANN001
+    """One connection after another (a quiet server): the loops take turns accepting. Each
+    connection asks for a Python page (its connection moves to loop 0, which has the
+    workers), then for 20 static files: the first is answered on loop 0, which then sends
+    the idle connection back to the loop that accepted it, where the other 19 are served."""
+    server = krait_server(_site(tmp_path), "--loops", "3", "--workers", "1")
+    conns, statics = 30, 20
+    for k in range(conns):
+        with server.connect() as s:
+            r = HttpReader(s)
+            s.sendall(f"GET /page?n={k} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+            assert r.read()[2] == f"python {k}".encode()
+            for _ in range(statics):
+                s.sendall(b"GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+                assert r.read()[2] == b"static a\n"
+    assert server.stop() == 0
+    loops = _loop_line(server.log())
+    assert all(c > 0 for _, c in loops), f"a loop accepted no connection: {loops}"
+    for r, c in loops[1:]:
+        assert r == (statics - 1) * c, loops
+    assert loops[0][0] == (statics + 1) * loops[0][1] + 2 * sum(c for _, c in loops[1:])
+
+
 def test_access_log_lines_are_whole(tmp_path: Path, krait_server) -> None:  # noqa: ANN001
     server = krait_server(_site(tmp_path), "--loops", "3", "--workers", "1")
     n_threads, n_each = 30, 40
