@@ -458,6 +458,22 @@ def report(payload: dict, args: argparse.Namespace) -> str:
 
 # --------------------------------------------------------------------------- main
 
+def make_payload(info: dict[str, str], argv: list[str], args: argparse.Namespace,
+                 servers: list[Server], static_runs: list[StaticRun],
+                 tls_results: list[TlsResult], splits: dict) -> dict:
+    return {
+        "machine": info,
+        "command": " ".join(["python", "bench/loops.py", *argv]),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("report", "json")},
+        "servers": [{"name": s.name, "cmd": s.cmd, "version": s.version, "notes": s.notes,
+                     "keepalive": s.keepalive} for s in servers],
+        "static": [{"result": dict(r.result.__dict__, rps=r.result.rps, mib_s=r.result.mib_s),
+                    "threads": r.threads} for r in static_runs],
+        "tls": [dict(r.__dict__, rate=r.rate, cpu_us=r.cpu_us) for r in tls_results],
+        **splits,
+    }
+
+
 def main(argv: list[str]) -> int:
     p = common.driver_parser(__doc__)
     p.add_argument("--parts", default=",".join(PARTS), help="static,tls (both)")
@@ -536,6 +552,9 @@ def main(argv: list[str]) -> int:
                 static_runs = static_part(servers, args, quiet)
                 for server, offset in zip(servers, offsets, strict=True):
                     stop_and_split(server, splits, "static", offset)
+            # Saved now: a failure in the TLS part must not lose them.
+            common.write_json(args.json, make_payload(info, argv, args, all_servers,
+                                                      static_runs, [], splits))
         if "tls" in parts:
             log("new TLS connections")
             tlsload = build_tlsload(tmp)
@@ -570,17 +589,7 @@ def main(argv: list[str]) -> int:
     common.runs_done(info, started)
     info["krait source after"] = krait_source()
 
-    payload = {
-        "machine": info,
-        "command": " ".join(["python", "bench/loops.py", *argv]),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("report", "json")},
-        "servers": [{"name": s.name, "cmd": s.cmd, "version": s.version, "notes": s.notes,
-                     "keepalive": s.keepalive} for s in all_servers],
-        "static": [{"result": dict(r.result.__dict__, rps=r.result.rps, mib_s=r.result.mib_s),
-                    "threads": r.threads} for r in static_runs],
-        "tls": [dict(r.__dict__, rate=r.rate, cpu_us=r.cpu_us) for r in tls_results],
-        **splits,
-    }
+    payload = make_payload(info, argv, args, all_servers, static_runs, tls_results, splits)
     common.write_json(args.json, payload)
     common.print_machine({k: v for k, v in info.items()
                           if k in ("krait source", "cpu", "nproc", "date", "certificate")})
