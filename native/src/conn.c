@@ -140,6 +140,34 @@ uint64_t krait__conn_unsent(const krait__conn *c)
     return c->seg_i < c->nseg ? n - c->seg_done : 0;
 }
 
+void krait__out_compact(krait__conn *c)
+{
+    if (c->seg_i >= c->nseg) {
+        krait__out_reset(c);
+        return;
+    }
+    for (int i = c->seg_i; i < c->nseg; i++)
+        if (c->segs[i].is_file)
+            return;
+    uint64_t start = c->segs[c->seg_i].off + c->seg_done;
+    /* Only once the sent part is at least as large as the rest: each byte is moved at most
+     * once on average, whatever the pace of the reader. */
+    if (!start || start < c->out_len - start)
+        return;
+    memmove(c->out, c->out + start, c->out_len - start);
+    c->out_len -= start;
+    int k = 0;
+    for (int i = c->seg_i; i < c->nseg; i++, k++) {
+        c->segs[k] = c->segs[i];
+        c->segs[k].off -= start;
+    }
+    c->segs[0].off = 0;
+    c->segs[0].len -= c->seg_done;
+    c->nseg = k;
+    c->seg_i = 0;
+    c->seg_done = 0;
+}
+
 void krait__out_reset(krait__conn *c)
 {
     c->out_len = 0;

@@ -20,6 +20,10 @@ void krait__seg_advance(krait__conn *c, uint64_t n);
 uint64_t krait__conn_unsent(const krait__conn *c);
 /* Drop the pending output (an answer replaced by an error page). */
 void krait__out_reset(krait__conn *c);
+/* Drop what was already sent from the front of the out buffer (memory segments only; amortised:
+ * only when that part is at least half of it). A connection that keeps receiving (a
+ * WebSocket) never needs to drain completely for its buffer to shrink. */
+void krait__out_compact(krait__conn *c);
 
 /* The driver has work for c (output to send, a request to parse, a state to leave). */
 void krait__conn_post(struct krait_server *srv, krait__conn *c);

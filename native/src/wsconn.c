@@ -837,15 +837,13 @@ void krait__ws_append_frame(krait_server *srv, krait__conn *c, const uint8_t *fr
 {
     if (c->closed || c->ws_close_sent || (c->state != CS_WS && !c->ws_pending))
         return;
-    if ((int64_t)c->out_len > 2 * srv->limits[KRAIT_LIMIT_WS_MESSAGE]) {
+    /* What it has not taken yet, not what was queued since its buffer last drained: a reader
+     * that is always a little behind is not a subscriber that does not read. */
+    if ((int64_t)krait__conn_unsent(c) > 2 * srv->limits[KRAIT_LIMIT_WS_MESSAGE]) {
         krait__ws_close(srv, c, 1008, 1008);  /* a subscriber that does not read */
         return;
     }
-    if (c->seg_i >= c->nseg) {
-        c->out_len = 0;
-        c->nseg = c->seg_i = 0;
-        c->seg_done = 0;
-    }
+    krait__out_compact(c);
     size_t from = c->out_len;
     krait__out_add(c, (const char *)frame, n);
     krait__seg_mem(c, from);
