@@ -84,8 +84,9 @@ def loop_count(requested: int | None) -> int:
             except ValueError:
                 raise StartupError(f"KRAIT_LOOPS={env!r} is not a number") from None
     if n is None:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
             os.cpu_count() or 1)
+        n = min(cpus, 64)  # a bigger machine gets the most the core runs
     if not 1 <= int(n) <= 64:
         raise StartupError(f"loops must be from 1 to 64, not {n}")
     return int(n)

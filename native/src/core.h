@@ -363,6 +363,8 @@ struct krait_server {
     int ended;                    /* this loop takes no more connections (under move_lock) */
     pthread_mutex_t ctx_lock;     /* hub: guards ssl_ctx (a reload swaps it) */
     pthread_mutex_t log_lock;     /* hub: one access-log write at a time */
+    pthread_mutex_t route_lock;   /* hub: guards route_cache (workers' answers), which
+                                     other loops copy from (tables.c) */
     int locks_ready;
 
     int stop_requested;           /* krait_server_stop, from any thread (atomic) */

@@ -143,6 +143,10 @@ const char *krait__mime_lookup(krait_server *srv, const char *name, size_t len)
     return e ? e->val : NULL;
 }
 
+static int put_route(krait_server *srv, const char *key, size_t klen, int route, int allow,
+                     const char *target, size_t target_len, const char *params,
+                     size_t params_len);
+
 int krait__route_store(krait_server *srv, int verb, const char *path, size_t len, int route,
                        int allow, const char *target, size_t target_len, const char *params,
                        size_t params_len)
@@ -155,7 +159,22 @@ int krait__route_store(krait_server *srv, int verb, const char *path, size_t len
         return -1;
     memcpy(keybuf, &verb, sizeof verb);
     memcpy(keybuf + sizeof verb, path, len);
-    krait__map_entry *e = krait__map_put(&srv->route_cache, keybuf, sizeof verb + len);
+    /* Other loops copy from the hub's cache: it changes under the lock. */
+    int shared = srv->hub == srv && srv->nloops > 1;
+    if (shared)
+        pthread_mutex_lock(&srv->route_lock);
+    int rc = put_route(srv, keybuf, sizeof verb + len, route, allow, target, target_len,
+                       params, params_len);
+    if (shared)
+        pthread_mutex_unlock(&srv->route_lock);
+    return rc;
+}
+
+static int put_route(krait_server *srv, const char *key, size_t klen, int route, int allow,
+                     const char *target, size_t target_len, const char *params,
+                     size_t params_len)
+{
+    krait__map_entry *e = krait__map_put(&srv->route_cache, key, klen);
     if (!e)
         return -1;
     free(e->val);
@@ -248,6 +267,18 @@ ask_worker:;
     memcpy(keybuf + sizeof verb, path, len);
     size_t klen = sizeof verb + len;
     krait__map_entry *e = krait__map_get(&srv->route_cache, keybuf, klen);
+    if (!e && srv->hub != srv) {
+        /* Another loop: only the hub asks workers; it may know the answer already. Copied,
+         * so this loop asks nobody for it again. */
+        struct krait_server *hub = srv->hub;
+        pthread_mutex_lock(&hub->route_lock);
+        krait__map_entry *h = krait__map_get(&hub->route_cache, keybuf, klen);
+        if (h)
+            put_route(srv, keybuf, klen, (int)h->num[0], (int)h->num[1], h->val, h->val_len,
+                      h->val + h->val_len + 1, (size_t)h->num[2]);
+        pthread_mutex_unlock(&hub->route_lock);
+        e = krait__map_get(&srv->route_cache, keybuf, klen);
+    }
     if (!e)
         return KRAIT__ROUTE_ASK;  /* a worker matches the site's regexes, never this loop */
     ans->route = (int)e->num[0];

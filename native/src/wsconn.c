@@ -275,11 +275,7 @@ static void ws_send(krait_server *srv, krait__conn *c, int opcode, const char *d
         return;
     uint8_t head[10];
     if (c->ws_deflate && opcode < 8 && len >= DEFLATE_MIN && len <= UINT32_MAX) {
-        if (c->seg_i >= c->nseg) {
-            c->out_len = 0;
-            c->nseg = c->seg_i = 0;
-            c->seg_done = 0;
-        }
+        krait__out_compact(c);
         size_t from = c->out_len;
         long n = deflate_into(c, data, len, from + 10);
         if (n >= 0) {
@@ -294,12 +290,8 @@ static void ws_send(krait_server *srv, krait__conn *c, int opcode, const char *d
     }
     size_t hn = krait__ws_write_header(head, 1, 0, opcode, len);
     /* Drop what was already sent from the buffer before appending, so it never grows with
-     * the connection's whole history. */
-    if (c->seg_i >= c->nseg) {
-        c->out_len = 0;
-        c->nseg = c->seg_i = 0;
-        c->seg_done = 0;
-    }
+     * the connection's whole history (also while it never drains completely). */
+    krait__out_compact(c);
     size_t from = c->out_len;
     krait__out_add(c, (const char *)head, hn);
     krait__out_add(c, data, len);
@@ -762,9 +754,8 @@ void krait__ws_from_worker(krait_server *srv, const void *frame, int slot, uint3
         return;
     }
     /* Never let one slow client hold unbounded output: beyond twice the message limit
-     * queued, the connection is closed (1008, policy). */
-    size_t queued = c->out_len;
-    if ((int64_t)queued > 2 * srv->limits[KRAIT_LIMIT_WS_MESSAGE]) {
+     * not yet taken, the connection is closed (1008, policy). */
+    if ((int64_t)krait__conn_unsent(c) > 2 * srv->limits[KRAIT_LIMIT_WS_MESSAGE]) {
         krait__ws_close(srv, c, 1008, 1008);
         return;
     }
