@@ -41,6 +41,18 @@ def _port_spec(value: str) -> tuple[int | None, int | None]:
     return port, None
 
 
+def _mode(value: str) -> int:
+    """Permission bits in octal: ``660``, ``0o600``, ``0600``."""
+    text = value[2:] if value.lower().startswith("0o") else value
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid mode {value!r} (octal, e.g. 660)") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"invalid mode {value!r} (from 0 to 777)")
+    return mode
+
+
 #: The core runs at most this many event loops.
 MAX_LOOPS = 64
 
@@ -88,11 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address to listen on: 127.0.0.1 is this machine only, 0.0.0.0 every "
                         "IPv4 interface, :: every interface (IPv6 and IPv4) "
                         f"(default: {DEFAULT_HOST})")
-    p.add_argument("-p", "--port", type=_port_spec, default=(8080, None), metavar="PORT",
-                   help="port, or HTTP/HTTPS like 8080/8443; 0 picks a free one "
-                        "(default: 8080)")
+    p.add_argument("-p", "--port", type=_port_spec, default=None, metavar="PORT",
+                   help="port, or HTTP/HTTPS like 8080/8443; 0 picks a free one; none when "
+                        "--unix is given without it (default: 8080)")
     p.add_argument("--https-port", type=int, default=None, metavar="PORT",
                    help="HTTPS port (default: none)")
+    p.add_argument("--unix", default=None, metavar="PATH",
+                   help="also (or, without --port, only) listen on this Unix socket, for a "
+                        "proxy on this machine (default: krait.config.unix_socket, none)")
+    p.add_argument("--unix-mode", type=_mode, default=None, metavar="MODE",
+                   help="the Unix socket's permissions, octal (default: "
+                        "krait.config.unix_socket_mode, 660)")
     p.add_argument("-w", "--workers", type=int, default=cpus, metavar="N",
                    help=f"Python worker processes (default: the number of CPUs, {cpus} here)")
     p.add_argument("--loops", type=int, default=None, metavar="N",
@@ -108,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restart workers when a .py file under the site changes "
                         "(default: off)")
     p.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR",
-                   help="a reverse proxy (address or network) whose X-Forwarded-For and "
+                   help="a reverse proxy (address or network, or 'unix' for clients of the "
+                        "Unix socket) whose X-Forwarded-For and "
                         "X-Forwarded-Proto are believed; repeatable (default: none)")
     p.add_argument("--pubsub", default=None, metavar="URL",
                    help="relay WebSocket channels between the site's machines through this "
@@ -148,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                      "interface) or :: (every interface)")
     from krait.supervisor import Options, Supervisor
 
-    http_port, https_port = args.port
+    http_port, https_port = args.port if args.port is not None else (8080, None)
+    if args.unix is not None and not args.unix.strip():
+        parser.error("--unix needs a path")
     limits = {}
     for flag, (name, _, _) in _LIMIT_FLAGS.items():
         value = getattr(args, flag.replace("-", "_"))
@@ -183,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                    https_port=https_port, workers=args.workers, loops=args.loops,
                    access_log=args.access_log, debug=args.debug, reload=args.reload,
                    limits=limits, trusted_proxies=list(args.trusted_proxy),
-                   pubsub=args.pubsub)
+                   pubsub=args.pubsub, port_given=args.port is not None, unix=args.unix,
+                   unix_mode=args.unix_mode)
     if args.wsgi is None:
         return Supervisor(opts).run()
     opts.site_root = wsgi_site(args.wsgi, os.getcwd())

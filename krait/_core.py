@@ -86,6 +86,11 @@ class Server:
     def set_access_log(self, fd: int) -> None:
         check(lib.krait_server_set_access_log(self.ptr, fd))
 
+    def swap_access_log(self, fd: int) -> int:
+        """Every loop writes to ``fd`` from now on; returns the old descriptor (the caller's
+        to close: no loop writes to it after this returns)."""
+        return check(lib.krait_server_swap_access_log(self.ptr, fd))
+
     def set_version(self, version: str) -> None:
         check(lib.krait_server_set_version(self.ptr, version.encode()))
 
@@ -118,6 +123,16 @@ class Server:
         err = ffi.new("char[512]")
         return check(lib.krait_server_listen(self.ptr, host.encode(), port, int(tls), err, 512),
                      err)
+
+    def listen_unix(self, path: str, mode: int) -> None:
+        err = ffi.new("char[512]")
+        check(lib.krait_server_listen_unix(self.ptr, os.fsencode(path), mode, err, 512), err)
+
+    def listen_fd(self, fd: int, tls: bool = False) -> int:
+        """Serve on an inherited listening socket (socket activation); the core owns ``fd``
+        from now on. Returns its port (0 for a Unix socket)."""
+        err = ffi.new("char[512]")
+        return check(lib.krait_server_listen_fd(self.ptr, fd, int(tls), err, 512), err)
 
     def set_tls(self, cert: str, key: str, passphrase: str | None) -> None:
         """Load the certificate chain and key; raises NativeError naming the bad file."""

@@ -11,8 +11,16 @@ from collections.abc import Iterable
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def parse_proxy(spec: str) -> Network:
-    """An address or a network (``10.0.0.5``, ``10.0.0.0/8``, ``::1``); ValueError otherwise."""
+#: ``--trusted-proxy unix``: trust whoever connects through krait's Unix socket (``--unix``),
+#: whose peer address is this word.
+UNIX = "unix"
+
+
+def parse_proxy(spec: str) -> Network | None:
+    """An address or a network (``10.0.0.5``, ``10.0.0.0/8``, ``::1``), or None for ``unix``
+    (peers on the Unix socket); ValueError otherwise."""
+    if spec.strip().lower() == UNIX:
+        return None
     return ipaddress.ip_network(spec.strip(), strict=False)
 
 
@@ -38,12 +46,23 @@ class TrustedProxies:
     """
 
     def __init__(self, specs: Iterable[str] = ()) -> None:
-        self.networks: list[Network] = [parse_proxy(s) for s in specs]
+        parsed = [parse_proxy(s) for s in specs]
+        self.networks: list[Network] = [n for n in parsed if n is not None]
+        #: Peers on the Unix socket are trusted (``--trusted-proxy unix``).
+        self.unix = any(n is None for n in parsed)
 
     def __bool__(self) -> bool:
-        return bool(self.networks)
+        return bool(self.networks) or self.unix
 
     def trusts(self, addr: str) -> bool:
+        """Is this peer (the socket's address) a trusted proxy?"""
+        if addr == UNIX:
+            return self.unix
+        return self._trusts_ip(addr)
+
+    def _trusts_ip(self, addr: str) -> bool:
+        """Is this address (of a socket, or a hop of ``X-Forwarded-For``) trusted? The word
+        ``unix`` in a header is never an address."""
         ip = parse_address(addr)
         if ip is None:
             return False
@@ -59,14 +78,14 @@ class TrustedProxies:
         untrusted address is the client (an address a client wrote itself further left is never
         believed). ``X-Forwarded-Proto`` counts only its last value, the nearest proxy's.
         """
-        if not self.networks or not self.trusts(peer):
+        if not self.trusts(peer):
             return peer, scheme
         addr = peer
         if forwarded_for:
             hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
             for hop in reversed(hops):
                 addr = hop
-                if not self.trusts(hop):
+                if not self._trusts_ip(hop):
                     break
             ip = parse_address(addr)
             # Garbage in the header (a zone id, a port, text): keep what the socket says.

@@ -489,6 +489,16 @@ def validate_settings() -> None:
             set_at = config.where(name)
             raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.{name} must "
                                f"be a number of seconds, not {value!r}")
+    if config.unix_socket is not None and (not isinstance(config.unix_socket, str) or
+                                           not config.unix_socket):
+        set_at = config.where("unix_socket")
+        raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.unix_socket must "
+                           f"be None or a path, not {config.unix_socket!r}")
+    mode = config.unix_socket_mode
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+        set_at = config.where("unix_socket_mode")
+        raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.unix_socket_mode "
+                           f"must be permission bits from 0 to 0o777, not {mode!r}")
     validate_hardening()
 
 

@@ -209,6 +209,14 @@ websocket_ping_interval: float = 30.0
 #: holds the workers. ``None``: the ``KRAIT_LOOPS`` environment variable if set, else the
 #: number of CPUs krait may run on. ``--loops`` on the command line wins over both.
 loops: int | None = None
+#: A Unix socket to listen on (plain HTTP), e.g. ``"/run/krait/site.sock"``, for a proxy on
+#: the same machine. Alone, it replaces the TCP port (``--port`` given too: both).
+#: ``--unix`` on the command line wins. A stale socket file at the path is replaced; anything
+#: else there stops start-up.
+unix_socket: str | None = None
+#: The Unix socket's permission bits (``--unix-mode``): 0o660 lets its owner and group (the
+#: proxy's user should be in it) connect.
+unix_socket_mode: int = 0o660
 #: Requests handed to one worker at once: it runs one, the next waits in its socket so the
 #: worker goes straight on to it. 1 sends a request only to an idle worker.
 worker_pipeline: int = 4

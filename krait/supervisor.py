@@ -62,6 +62,46 @@ def _bound_address(host: str, port: int) -> str:
     return f"[{addr}]" if ":" in addr else addr
 
 
+#: The variables of systemd's socket activation (sd_listen_fds(3)).
+LISTEN_VARS = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+#: The first inherited descriptor (SD_LISTEN_FDS_START).
+LISTEN_FDS_START = 3
+
+
+def inherited_sockets(environ: dict[str, str] | Any = os.environ) -> list[tuple[int, str]]:
+    """The listening sockets systemd (or any launcher speaking its protocol) handed over, as
+    ``(fd, name)``: descriptors 3, 4, ... when ``LISTEN_PID`` is this process's pid and
+    ``LISTEN_FDS`` says how many; names from ``LISTEN_FDNAMES`` (``FileDescriptorName=``),
+    ``""`` without. The variables are then removed, so the workers never see them. Empty when
+    the variables are absent or meant for another process.
+
+    :raises StartupError: when they are ours but make no sense.
+    """
+    pid = environ.get("LISTEN_PID")
+    if pid is None or pid.strip() != str(os.getpid()):
+        return []
+    count = environ.get("LISTEN_FDS", "")
+    names = environ.get("LISTEN_FDNAMES")
+    for name in LISTEN_VARS:
+        environ.pop(name, None)
+    if not count.isdigit() or int(count) < 1:
+        raise StartupError(f"socket activation: LISTEN_FDS={count!r} is not a count of sockets")
+    n = int(count)
+    name_list = names.split(":") if names is not None else []
+    return [(LISTEN_FDS_START + i, name_list[i] if i < len(name_list) else "")
+            for i in range(n)]
+
+
+def _socket_url(fd: int, tls: bool) -> str:
+    """How the banner shows a listening socket: ``http://127.0.0.1:8080/``, ``unix:/path``."""
+    with socket.socket(fileno=os.dup(fd)) as s:
+        addr = s.getsockname()
+        if s.family == socket.AF_UNIX:
+            return f"unix:{addr if isinstance(addr, str) else addr.decode(errors='replace')}"
+        host = f"[{addr[0]}]" if s.family == socket.AF_INET6 else addr[0]
+        return f"{'https' if tls else 'http'}://{host}:{addr[1]}/"
+
+
 def _is_loopback(host: str) -> bool:
     """Does ``--host`` listen on the loopback interface only? (``""`` means every one.)"""
     if host == "localhost":
@@ -189,6 +229,12 @@ class Options:
     trusted_proxies: list[str] = field(default_factory=list)
     #: ``--pubsub URL``: relay channels through this Redis, over ``config.pubsub``.
     pubsub: str | None = None
+    #: ``--port`` was given: a Unix socket (``--unix``, ``config.unix_socket``) is then served
+    #: besides the port, not instead of it.
+    port_given: bool = True
+    #: ``--unix PATH`` and ``--unix-mode``, over ``config.unix_socket(_mode)``.
+    unix: str | None = None
+    unix_mode: int | None = None
     #: ``--wsgi``: the application served alone (``site_root`` is then a temporary folder).
     wsgi: str | None = None
     #: More folders whose ``.py`` files ``--reload`` watches (``--wsgi``: the application's).
@@ -199,13 +245,17 @@ class Options:
         overrides: dict[str, Any] = dict(self.limits)
         if self.pubsub is not None:
             overrides["pubsub"] = self.pubsub
+        if self.unix is not None:
+            overrides["unix_socket"] = self.unix
+        if self.unix_mode is not None:
+            overrides["unix_socket_mode"] = self.unix_mode
         return overrides
 
 
 #: Signals the C loop takes through its signalfd. They are blocked in every thread of the
 #: master (helper threads included), or the kernel could deliver one to a thread that would
 #: die of it (SIGHUP's default action is to terminate the process).
-LOOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+LOOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1}
 #: Seconds a new worker may take to load the site before start-up or a reload gives up.
 READY_TIMEOUT = 60.0
 #: Seconds between two scans of the site for changed .py files (``--reload``).
@@ -324,6 +374,8 @@ class Supervisor:
         self.server: Server | None = None
         self.rules = Rules(routes=[])
         self.log_file: Any = None
+        self.log_path = ""
+        self.tls = False  # an HTTPS listener: SIGHUP reloads the certificate
         self.count = 1
         self.loops = 1
         # Reloads: a generation of new workers starts in a helper thread; the loop thread
@@ -384,9 +436,56 @@ class Supervisor:
         if opts.access_log in ("", "-"):
             server.set_access_log(1)
         elif opts.access_log.lower() not in ("off", "none"):
-            self.log_file = open(opts.access_log, "ab", buffering=0)  # noqa: SIM115
+            # By its absolute name: SIGUSR1 opens it again (reopen_logs).
+            self.log_path = os.path.abspath(opts.access_log)
+            self.log_file = open(self.log_path, "ab", buffering=0)  # noqa: SIM115
             server.set_access_log(self.log_file.fileno())
         return server
+
+    def listen(self, server: Server) -> list[str]:
+        """Bind what the command line and init.py ask for; returns the banner's addresses."""
+        opts = self.opts
+        urls = []
+        host = opts.host
+        unix = config.unix_socket
+        # A Unix socket alone replaces the default port; with --port krait listens on both.
+        if opts.port is not None and (unix is None or opts.port_given):
+            port = server.listen(host, opts.port)
+            urls.append(f"http://{_bound_address(host, port)}:{port}/")
+        if opts.https_port is not None:
+            self.load_certificate()
+            self.tls = True
+            https = server.listen(host, opts.https_port, tls=True)
+            urls.append(f"https://{_bound_address(host, https)}:{https}/")
+            server.set_https(https if config.https_redirect else 0, config.hsts or "")
+        if unix is not None:
+            path = os.path.abspath(unix)
+            server.listen_unix(path, config.unix_socket_mode)
+            urls.append(f"unix:{path}")
+        return urls
+
+    def listen_inherited(self, server: Server, sockets: list[tuple[int, str]]) -> list[str]:
+        """Socket activation: serve on the sockets systemd handed over instead of binding
+        any (``--host``, ``--port``, ``--https-port`` and ``--unix`` are then unused). A socket
+        named ``https`` (``FileDescriptorName=https``) speaks TLS; every other one plain
+        HTTP."""
+        urls = []
+        https_port = 0
+        for fd, name in sockets:
+            tls = name.lower() == "https"
+            if tls and not self.tls:
+                self.load_certificate()
+                self.tls = True
+            url = _socket_url(fd, tls)
+            port = server.listen_fd(fd, tls)
+            if tls and port and not https_port:
+                https_port = port
+            urls.append(url)
+        if self.tls:
+            server.set_https(https_port if config.https_redirect else 0, config.hsts or "")
+        log(f"socket activation: {len(sockets)} inherited socket"
+            f"{'s' if len(sockets) != 1 else ''}")
+        return urls
 
     def load_certificate(self) -> None:
         """(Re)load the TLS certificate and key named by krait.config."""
@@ -557,6 +656,25 @@ class Supervisor:
             self.worker_exit(a)
         elif kind == lib.KRAIT_EVENT_RELOAD:
             self.on_reload_signal()
+        elif kind == lib.KRAIT_EVENT_REOPEN_LOGS:
+            self.reopen_logs()
+
+    def reopen_logs(self) -> None:
+        """SIGUSR1 (logrotate): open the access log again by its name, hand the new file to
+        the core, which swaps it for every loop at once, then close the old one. Errors go to
+        standard error, which has no name to reopen (a terminal, a pipe, the journal)."""
+        if self.log_file is None or self.server is None:
+            log("SIGUSR1: the access log is not a file, nothing to reopen")
+            return
+        try:
+            new = open(self.log_path, "ab", buffering=0)  # noqa: SIM115
+        except OSError as exc:
+            log(f"cannot reopen the access log, lines go on to the old file: {exc}")
+            return
+        old, self.log_file = self.log_file, new
+        self.server.swap_access_log(new.fileno())
+        old.close()  # after the swap: no loop writes to it any more
+        log(f"reopened the access log {self.log_path}")
 
     def worker_exit(self, slot: int) -> None:
         """The core let go of a worker: retired (it exits by itself on end-of-file), or dead,
@@ -602,7 +720,7 @@ class Supervisor:
         if ready is not None:
             self.install_generation(*ready)
         if ready is None or requested:
-            if self.opts.https_port is not None:
+            if self.tls:
                 try:
                     self.load_certificate()
                     log("reloaded the TLS certificate")
@@ -757,16 +875,9 @@ class Supervisor:
         _raise_fd_limit()
         try:
             server = self.configure()
-            urls = []
-            host = opts.host
-            if opts.port is not None:
-                port = server.listen(host, opts.port)
-                urls.append(f"http://{_bound_address(host, port)}:{port}/")
-            if opts.https_port is not None:
-                self.load_certificate()
-                https = server.listen(host, opts.https_port, tls=True)
-                urls.append(f"https://{_bound_address(host, https)}:{https}/")
-                server.set_https(https if config.https_redirect else 0, config.hsts or "")
+            inherited = inherited_sockets()
+            urls = (self.listen_inherited(server, inherited) if inherited
+                    else self.listen(server))
         except StartupError as exc:
             log(str(exc))
             return 1

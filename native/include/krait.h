@@ -72,6 +72,7 @@ typedef int (*krait_cache_fn)(void *ud, const char *relpath, size_t len);
 #define KRAIT_EVENT_RELOAD 1        /* SIGHUP */
 #define KRAIT_EVENT_WORKER_EXIT 2   /* a = worker slot, b = pid */
 #define KRAIT_EVENT_CHILD 3         /* SIGCHLD: reap children */
+#define KRAIT_EVENT_REOPEN_LOGS 4   /* SIGUSR1: reopen the log files (logrotate) */
 typedef void (*krait_event_fn)(void *ud, int kind, int a, int b);
 
 /* Create a server for the site root (an existing directory). Returns NULL and fills err. */
@@ -94,8 +95,14 @@ int krait_server_set_callbacks(krait_server *srv, krait_cache_fn cache,
 /* Append a route that takes every path at or below prefix ("/app": "/app", "/app/",
  * "/app/x", never "/apple"), answered by a worker (a mounted WSGI application). */
 int krait_server_add_prefix_route(krait_server *srv, int verbs, const char *prefix);
-/* Access log destination (an fd the caller keeps open), or -1 for none. */
+/* Access log destination (an fd the caller keeps open), or -1 for none; before
+ * krait_server_run. */
 int krait_server_set_access_log(krait_server *srv, int fd);
+/* Reopen (SIGUSR1, logrotate): from now on every loop writes its lines to fd (>= 0; the log
+ * must be on). The swap is made under the lock the loops write under, so no line is split
+ * between the two and none goes to the old descriptor after this returns. Returns the old
+ * descriptor, which the caller still owns and may close now. Thread-safe. */
+int krait_server_swap_access_log(krait_server *srv, int fd);
 /* Include the server version in the Server header. */
 int krait_server_set_version(krait_server *srv, const char *version);
 
@@ -104,6 +111,19 @@ int krait_server_set_version(krait_server *srv, const char *version);
  * KRAIT_E* with err filled. */
 int krait_server_listen(krait_server *srv, const char *host, int port, int tls, char *err,
                         size_t errlen);
+
+/* Listen on a Unix socket at path (plain HTTP), its mode set to mode (e.g. 0660) before
+ * anyone can connect. A stale socket at path (nothing accepts on it) is removed; a live one,
+ * or anything that is not a socket, is refused (EINVAL, err says why). The socket file is
+ * removed by krait_server_free if the path still names it. Peers are "unix" in the access
+ * log and to workers. Returns 0 or a negative KRAIT_E*. */
+int krait_server_listen_unix(krait_server *srv, const char *path, int mode, char *err,
+                             size_t errlen);
+/* Serve on a socket the caller already listens on (systemd socket activation: LISTEN_FDS);
+ * the core owns fd from now on (made non-blocking and close-on-exec). tls as for
+ * krait_server_listen. Returns its port (0 for a Unix socket) or a negative KRAIT_E*:
+ * EINVAL when fd is not a listening stream socket. */
+int krait_server_listen_fd(krait_server *srv, int fd, int tls, char *err, size_t errlen);
 
 /* Load (or, on reload, replace) the TLS certificate chain and key (PEM files); passphrase may
  * be NULL. New connections use the new context; established ones keep theirs. Fails with a

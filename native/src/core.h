@@ -275,7 +275,15 @@ struct krait_server {
     int sig_fd;
     krait__obj wake;          /* eventfd for krait_server_stop */
     int wake_fd;
-    struct { krait__obj obj; int fd; int tls; } listeners[8];
+    /* unix_path: a Unix socket this server bound (the hub's copy; unlinked at
+     * krait_server_free if the path still names that socket), else NULL. */
+    struct {
+        krait__obj obj;
+        int fd;
+        int tls;
+        char *unix_path;
+        uint64_t unix_dev, unix_ino;
+    } listeners[8];
     int nlisteners;
     int accept_paused;        /* listeners out of epoll: at the connection cap, or no fds */
     int64_t accept_resume_ms; /* out of descriptors: try again at this time (0: at the cap) */
@@ -321,6 +329,10 @@ struct krait_server {
     char date[KRAIT__DATE_LEN + 1];
     char log_date[32];
 
+    /* The access log: log_on (every loop's copy) says whether lines are made; the one
+     * descriptor they go to is the hub's log_fd, read and swapped (SIGUSR1: logrotate) only
+     * under the hub's log_lock. */
+    int log_on;
     int log_fd;
     char *logbuf; size_t log_len, log_cap;
 

@@ -221,9 +221,12 @@ static int accept_some(struct krait_server *srv, int lfd, int tls, int batch)
             struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
             inet_ntop(AF_INET6, &a->sin6_addr, peer, sizeof peer);
             port = ntohs(a->sin6_port);
+        } else if (ss.ss_family == AF_UNIX) {
+            snprintf(peer, sizeof peer, "unix");
         }
         int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (ss.ss_family != AF_UNIX)
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         if (adopt(srv, fd, tls, peer, port, 1))
             accepted++;
     }
@@ -684,6 +687,8 @@ static void signal_ready(struct krait_server *srv)
             krait__event_push(srv, KRAIT_EVENT_RELOAD, 0, 0);
         else if (si.ssi_signo == SIGCHLD)
             krait__event_push(srv, KRAIT_EVENT_CHILD, 0, 0);
+        else if (si.ssi_signo == SIGUSR1)
+            krait__event_push(srv, KRAIT_EVENT_REOPEN_LOGS, 0, 0);
     }
 }
 
@@ -695,6 +700,7 @@ static int setup_signals(struct krait_server *srv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGUSR1);
     if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
         return -1;
     if (srv->sig_fd < 0) {

@@ -225,7 +225,7 @@ void krait__log_begin(struct krait_server *srv, krait__conn *c, krait__request *
                       uint64_t bytes)
 {
     c->log_len = 0;
-    if (srv->log_fd < 0)
+    if (!srv->log_on)
         return;
     if (!c->log && !(c->log = malloc(KRAIT__LOG_LINE)))
         return;
@@ -281,7 +281,7 @@ void krait__log_status(krait__conn *c, int status, uint64_t bytes)
 
 void krait__log_finish(struct krait_server *srv, krait__conn *c)
 {
-    if (!c->log_len || srv->log_fd < 0 || !c->log) {
+    if (!c->log_len || !srv->log_on || !c->log) {
         c->log_len = 0;
         return;
     }
@@ -307,20 +307,22 @@ void krait__log_finish(struct krait_server *srv, krait__conn *c)
 
 void krait__log_flush(struct krait_server *srv)
 {
-    /* Loops write whole lines, one loop at a time: lines never interleave. */
-    int shared = srv->nloops > 1;
-    if (shared)
-        pthread_mutex_lock(&srv->hub->log_lock);
+    /* Loops write whole lines, one loop at a time: lines never interleave. The descriptor is
+     * read under the lock, so a reopen (krait_server_swap_access_log) takes effect for every
+     * loop at once and the old one is never written after the swap. Uncontended with one
+     * loop, and taken once a turn, not once a request. */
+    struct krait_server *hub = srv->hub;
+    pthread_mutex_lock(&hub->log_lock);
+    int fd = hub->log_fd;
     size_t off = 0;
-    while (off < srv->log_len) {
-        ssize_t n = write(srv->log_fd, srv->logbuf + off, srv->log_len - off);
+    while (fd >= 0 && off < srv->log_len) {
+        ssize_t n = write(fd, srv->logbuf + off, srv->log_len - off);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
             break;  /* a full or broken log must not stall the server */
         off += (size_t)n;
     }
-    if (shared)
-        pthread_mutex_unlock(&srv->hub->log_lock);
+    pthread_mutex_unlock(&hub->log_lock);
     srv->log_len = 0;
 }

@@ -13,6 +13,8 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "channels.h"
@@ -205,8 +207,17 @@ void krait_server_free(krait_server *srv)
         if (srv->loops[i])
             clone_free(srv->loops[i]);
     free_conns(srv);
-    for (int i = 0; i < srv->nlisteners; i++)
+    for (int i = 0; i < srv->nlisteners; i++) {
         close(srv->listeners[i].fd);
+        /* Our socket file goes with us, unless something else took the path since. */
+        struct stat st;
+        const char *path = srv->listeners[i].unix_path;
+        if (path && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+            (uint64_t)st.st_dev == srv->listeners[i].unix_dev &&
+            (uint64_t)st.st_ino == srv->listeners[i].unix_ino)
+            unlink(path);
+        free(srv->listeners[i].unix_path);
+    }
     for (int i = 0; i < KRAIT__MAX_WORKERS; i++) {
         krait__worker *w = &srv->workers[i];
         if (w->fd >= 0)
@@ -337,8 +348,22 @@ int krait_server_set_callbacks(krait_server *srv, krait_cache_fn cache, krait_ev
 
 int krait_server_set_access_log(krait_server *srv, int fd)
 {
+    if (srv->hub != srv || srv->loops[1])
+        return KRAIT_EINVAL;  /* the loops' log_on copies are made when they start */
     srv->log_fd = fd;
+    srv->log_on = fd >= 0;
     return KRAIT_OK;
+}
+
+int krait_server_swap_access_log(krait_server *srv, int fd)
+{
+    if (fd < 0 || srv->hub != srv || !srv->log_on)
+        return KRAIT_EINVAL;
+    pthread_mutex_lock(&srv->log_lock);
+    int old = srv->log_fd;
+    srv->log_fd = fd;
+    pthread_mutex_unlock(&srv->log_lock);
+    return old;
 }
 
 int krait_server_set_version(krait_server *srv, const char *version)
@@ -423,7 +448,8 @@ krait_server *krait__server_clone(krait_server *hub, int index)
     lp->nroutes = hub->nroutes;
     lp->cache_cb = hub->cache_cb;  /* Python takes the GIL: see docs/design.md, "Loops" */
     lp->cb_ud = hub->cb_ud;
-    lp->log_fd = hub->log_fd;
+    lp->log_on = hub->log_on;
+    lp->log_fd = -1;  /* the hub's, read under its log_lock */
     lp->clock_offset_ms = hub->clock_offset_ms;
     init_loop_lists(lp);
     lp->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -549,6 +575,26 @@ int krait_server_set_https(krait_server *srv, int https_port, const char *hsts)
     return KRAIT_OK;
 }
 
+/* Where a listener is free for one more (the table has 8 places). */
+static int listener_room(krait_server *srv, char *err, size_t errlen)
+{
+    if (srv->nlisteners < (int)(sizeof srv->listeners / sizeof srv->listeners[0]))
+        return KRAIT_OK;
+    if (err && errlen)
+        snprintf(err, errlen, "too many listening sockets (at most 8)");
+    return KRAIT_ELIMIT;
+}
+
+static int add_listener(krait_server *srv, int fd, int tls)
+{
+    int i = srv->nlisteners++;
+    srv->listeners[i].obj.kind = OBJ_LISTENER;
+    srv->listeners[i].fd = fd;
+    srv->listeners[i].tls = tls;
+    srv->listeners[i].unix_path = NULL;
+    return i;
+}
+
 int krait_server_listen(krait_server *srv, const char *host, int port, int tls, char *err,
                         size_t errlen)
 {
@@ -557,8 +603,9 @@ int krait_server_listen(krait_server *srv, const char *host, int port, int tls, 
             snprintf(err, errlen, "HTTPS needs a certificate and key (krait.config)");
         return KRAIT_EINVAL;
     }
-    if (srv->nlisteners >= (int)(sizeof srv->listeners / sizeof srv->listeners[0]))
-        return KRAIT_ELIMIT;
+    int room = listener_room(srv, err, errlen);
+    if (room < 0)
+        return room;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
@@ -599,11 +646,140 @@ int krait_server_listen(krait_server *srv, const char *host, int port, int tls, 
     getsockname(fd, (struct sockaddr *)&ss, &sl);
     int bound = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                : ((struct sockaddr_in *)&ss)->sin_port);
-    int i = srv->nlisteners++;
-    srv->listeners[i].obj.kind = OBJ_LISTENER;
-    srv->listeners[i].fd = fd;
-    srv->listeners[i].tls = tls;
+    add_listener(srv, fd, tls);
     return bound;
+}
+
+/* A socket at path: a live one (something accepts on it) is refused, a stale one (nothing
+ * does: a server that ended without removing it) removed. Anything else at path is never
+ * touched. Returns 0 when path is free now. */
+static int clear_unix_path(const char *path, const struct sockaddr_un *sa, char *err,
+                           size_t errlen)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0) {
+        if (errno == ENOENT)
+            return 0;
+        set_err(err, errlen, path, errno);
+        return KRAIT_ESYS;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s exists and is not a socket: not removed, not listened on",
+                     path);
+        return KRAIT_EINVAL;
+    }
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (probe < 0) {
+        set_err(err, errlen, "socket", errno);
+        return KRAIT_ESYS;
+    }
+    int r;
+    do
+        r = connect(probe, (const struct sockaddr *)sa, sizeof *sa);
+    while (r < 0 && errno == EINTR);
+    int e = errno;
+    close(probe);
+    if (r == 0 || e != ECONNREFUSED) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s: %s", path,
+                     r == 0 ? "another server is listening on this socket" : strerror(e));
+        return r == 0 ? KRAIT_EINVAL : KRAIT_ESYS;
+    }
+    if (unlink(path) < 0 && errno != ENOENT) {
+        set_err(err, errlen, path, errno);
+        return KRAIT_ESYS;
+    }
+    return 0;
+}
+
+int krait_server_listen_unix(krait_server *srv, const char *path, int mode, char *err,
+                             size_t errlen)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t n = path ? strlen(path) : 0;
+    if (!n || n >= sizeof sa.sun_path || mode < 0 || mode > 0777) {
+        if (err && errlen)
+            snprintf(err, errlen, n >= sizeof sa.sun_path
+                                      ? "%s: a Unix socket path has at most 107 bytes"
+                                      : "%s: a Unix socket needs a path and a mode (0-0777)",
+                     path ? path : "");
+        return KRAIT_EINVAL;
+    }
+    int rc = listener_room(srv, err, errlen);
+    if (rc < 0)
+        return rc;
+    memcpy(sa.sun_path, path, n + 1);
+    rc = clear_unix_path(path, &sa, err, errlen);
+    if (rc < 0)
+        return rc;
+    char *copy = strdup(path);
+    int fd = copy ? socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) : -1;
+    if (fd < 0) {
+        set_err(err, errlen, copy ? "socket" : "allocating", copy ? errno : ENOMEM);
+        free(copy);
+        return copy ? KRAIT_ESYS : KRAIT_ENOMEM;
+    }
+    /* The mode is set between bind and listen: nobody can connect before listen, so no
+     * client ever reaches the socket under the umask's wider mode. */
+    struct stat st;
+    const char *what = "bind";
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+        (what = "chmod", chmod(path, (mode_t)mode) < 0) ||
+        (what = "stat", stat(path, &st) < 0) || (what = "listen", listen(fd, 4096) < 0)) {
+        char text[300];
+        snprintf(text, sizeof text, "listening on %s (%s)", path, what);
+        set_err(err, errlen, text, errno);
+        if (strcmp(what, "bind") != 0)
+            unlink(path);
+        close(fd);
+        free(copy);
+        return KRAIT_ESYS;
+    }
+    int i = add_listener(srv, fd, 0);
+    srv->listeners[i].unix_path = copy;
+    srv->listeners[i].unix_dev = (uint64_t)st.st_dev;
+    srv->listeners[i].unix_ino = (uint64_t)st.st_ino;
+    return 0;
+}
+
+int krait_server_listen_fd(krait_server *srv, int fd, int tls, char *err, size_t errlen)
+{
+    if (tls && !srv->ssl_ctx) {
+        if (err && errlen)
+            snprintf(err, errlen, "HTTPS needs a certificate and key (krait.config)");
+        return KRAIT_EINVAL;
+    }
+    int rc = listener_room(srv, err, errlen);
+    if (rc < 0)
+        return rc;
+    int type = 0, accepting = 0;
+    socklen_t sl = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &sl) < 0 || type != SOCK_STREAM ||
+        (sl = sizeof accepting, getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &sl)) < 0 ||
+        !accepting) {
+        if (err && errlen)
+            snprintf(err, errlen, "descriptor %d is not a listening stream socket", fd);
+        return KRAIT_EINVAL;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+        fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+        set_err(err, errlen, "fcntl", errno);
+        return KRAIT_ESYS;
+    }
+    struct sockaddr_storage ss;
+    sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
+        set_err(err, errlen, "getsockname", errno);
+        return KRAIT_ESYS;
+    }
+    add_listener(srv, fd, tls);
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return 0;
 }
 
 static int has_ctl(const char *s)
