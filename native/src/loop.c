@@ -173,7 +173,12 @@ static void accept_ready(struct krait_server *srv, int k)
         struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
                                  .data.ptr = &srv->listeners[k].obj};
         epoll_ctl(srv->epfd, EPOLL_CTL_DEL, lfd, NULL);
-        epoll_ctl(srv->epfd, EPOLL_CTL_ADD, lfd, &ev);
+        if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, lfd, &ev) < 0) {
+            /* Out of epoll watches, say: this loop tries again later rather than never. */
+            listeners_watch(srv, 0);
+            srv->accept_paused = 1;
+            srv->accept_resume_ms = srv->now_ms + ACCEPT_RETRY_MS;
+        }
     }
 }
 
