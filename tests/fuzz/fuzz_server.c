@@ -352,7 +352,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     krait_server_add_route(srv, KRAIT_VERB_GET, "/ctrl", 0, NULL, 1);
     krait_server_add_route(srv, KRAIT_VERB_DELETE | KRAIT_VERB_PUT, NULL, 1, NULL, 0);
     krait_server_add_route(srv, KRAIT_VERB_ANY, NULL, 0, NULL, 0);
-    krait_server_set_callbacks(srv, NULL, on_event, NULL);
+    krait_server_set_callbacks(srv, on_event, NULL);
     int logfd = open("/dev/null", O_WRONLY | O_CLOEXEC);
     krait_server_set_access_log(srv, logfd);
     for (int i = 0; i < MAX_CLIENTS; i++)
