@@ -426,7 +426,7 @@ def static_only_dirs() -> tuple[str, ...]:
 
 @dataclass
 class Rules:
-    """Routes and cache rules, as the core's callbacks ask about them."""
+    """Routes and cache rules, as the core's questions to workers ask about them."""
 
     routes: list[config.Route]
     no_store: list[re.Pattern[str]] = field(default_factory=list)
