@@ -80,8 +80,16 @@ class Server:
 
     def set_callbacks(self, owner: Any) -> None:
         self._handle = ffi.new_handle(owner)
-        check(lib.krait_server_set_callbacks(self.ptr, lib.krait_py_cache, lib.krait_py_event,
-                                             self._handle))
+        check(lib.krait_server_set_callbacks(self.ptr, lib.krait_py_event, self._handle))
+
+    def add_cache_rule(self, flag: int, before: str, after: str | None) -> None:
+        """A cache rule the core evaluates: ``before`` exactly, or ``before.*after``."""
+        check(lib.krait_server_add_cache_rule(
+            self.ptr, flag, before.encode(), ffi.NULL if after is None else after.encode()))
+
+    def set_cache_questions(self, on: bool) -> None:
+        """A cache rule is a regex the core does not evaluate: workers decide each file."""
+        check(lib.krait_server_set_cache_questions(self.ptr, int(on)))
 
     def set_access_log(self, fd: int) -> None:
         check(lib.krait_server_set_access_log(self.ptr, fd))

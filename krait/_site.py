@@ -314,13 +314,51 @@ def compile_cache_rules(name: str) -> list[re.Pattern[str]]:
             raise StartupError(f"{prefix}krait.config.{name}: invalid regex {rx!r}: {exc}"
                                ) from None
         if _NESTED_QUANTIFIER.search(rx):
-            # The core asks these of Python once per file path (files that exist: a client
-            # cannot invent them), in its loop: a pattern that backtracks would stall it.
+            # A worker runs it once per file path (files that exist: a client cannot invent
+            # them), under worker_timeout: a pattern that backtracks costs that worker, and
+            # the file's request gets 504 each time it is asked.
             sys.stderr.write(f"krait: {prefix}warning: krait.config.{name} regex {rx!r} "
                              "repeats a group that itself repeats: on a long file name it can "
-                             "take exponential time, in the server's loop; write it without "
-                             "the nesting\n")
+                             "take exponential time (a worker then overruns worker_timeout "
+                             "for that file); write it without the nesting\n")
     return out
+
+
+#: Characters a regex takes literally (ASCII, printable, none of re's special characters).
+_PLAIN = frozenset(chr(c) for c in range(0x20, 0x7F)) - frozenset(".^$*+?{}[]\\|()")
+#: Characters a backslash makes literal (re: any ASCII punctuation; not letters or digits).
+_ESCAPABLE = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ ")
+
+
+def core_cache_rule(pattern: object) -> tuple[str, str | None] | None:
+    """The form the core evaluates a cache-rule regex in, if it has one: ``(text, None)`` for
+    a regex that only matches ``text`` (``robots\\.txt``), ``(before, after)`` for one that
+    matches ``before.*after`` (``css/.*``, ``.*\\.css``, ``img/.*\\.png``: one ``.*`` at
+    most, the rest literal ASCII, escaped or not). ``None`` for anything else (classes,
+    alternation, other quantifiers, flags, ``^``/``$``, non-ASCII): a worker evaluates those.
+    Under ``fullmatch``, ``.*`` takes any run of characters without a newline, as the core's
+    form does (krait_server_add_cache_rule)."""
+    if not isinstance(pattern, str):
+        return None
+    parts: list[list[str]] = [[]]
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "." and i + 1 < n and pattern[i + 1] == "*":
+            if len(parts) == 2 or (i + 2 < n and pattern[i + 2] in "*+?{"):
+                return None  # a second .*, or a lazy or possessive one
+            parts.append([])
+            i += 2
+        elif ch == "\\" and i + 1 < n and pattern[i + 1] in _ESCAPABLE:
+            parts[-1].append(pattern[i + 1])
+            i += 2
+        elif ch in _PLAIN:
+            parts[-1].append(ch)
+            i += 1
+        else:
+            return None
+    before = "".join(parts[0])
+    return (before, None) if len(parts) == 1 else (before, "".join(parts[1]))
 
 
 def validate_hardening() -> None:
@@ -388,7 +426,7 @@ def static_only_dirs() -> tuple[str, ...]:
 
 @dataclass
 class Rules:
-    """Routes and cache rules, as the core's callbacks ask about them."""
+    """Routes and cache rules, as the core's questions to workers ask about them."""
 
     routes: list[config.Route]
     no_store: list[re.Pattern[str]] = field(default_factory=list)
@@ -415,6 +453,23 @@ class Rules:
         flags |= lib.KRAIT_CACHE_PUBLIC if public else 0
         flags |= lib.KRAIT_CACHE_LONG if long else 0
         return flags
+
+    def core_cache_rules(self) -> list[tuple[int, str, str | None]] | None:
+        """The cache rules in the form the core evaluates them: (list flag, before, after)
+        each (see :func:`core_cache_rule`), or ``None`` when some regex has no such form, so
+        that a worker must decide every file's flags (the core then asks one, once per file,
+        and never runs a regex in its loop). Decided once, at start-up."""
+        out = []
+        for flag, patterns in ((lib.KRAIT_CACHE_NO_STORE, self.no_store),
+                               (lib.KRAIT_CACHE_PRIVATE, self.private),
+                               (lib.KRAIT_CACHE_PUBLIC, self.public),
+                               (lib.KRAIT_CACHE_LONG, self.long_term)):
+            for p in patterns:
+                form = core_cache_rule(p.pattern)
+                if form is None:
+                    return None
+                out.append((flag, *form))
+        return out
 
     def match(self, verb: int, path: str) -> tuple[int, str, list[tuple[str, str]], int]:
         """First matching route: (index, target, params, allow mask)."""

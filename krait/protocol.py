@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 __all__ = [
     "BODY_FILE", "BODY_INLINE", "BODY_STREAM", "CHUNK", "CORE_HEADERS", "END", "HEADER_SIZE",
     "MAX_FRAME", "REQUEST", "REQ_BODY_FILE", "REQ_ROUTE", "REQ_TLS", "REQ_WEBSOCKET", "RESPONSE",
-    "ROUTE_ANSWER", "encode_route_answer", "PUBLISH", "WS_SUBSCRIBE", "WS_UNSUBSCRIBE",
+    "ROUTE_ANSWER", "encode_route_answer", "CACHE_ANSWER", "REQ_CACHE", "encode_cache_answer",
+    "cache_flags_valid", "PUBLISH", "WS_SUBSCRIBE", "WS_UNSUBSCRIBE",
     "encode_publish", "encode_subscribe",
     "FrameReader", "FrameTooLarge", "RequestFrame", "ResponseFrame", "decode_request",
     "decode_response", "decode_responses", "encode_chunk", "encode_end", "encode_request",
@@ -59,6 +60,7 @@ ROUTE_ANSWER = 7  #: worker -> core: i32 route | u32 allow | str target | str pa
 WS_SUBSCRIBE = 8  #: worker -> core, id = a WebSocket it accepted: str channel
 WS_UNSUBSCRIBE = 9  #: worker -> core, id = a WebSocket it accepted: str channel
 PUBLISH = 10  #: worker -> core, id 0: u8 kind (1 text, 2 binary) | str channel | str data
+CACHE_ANSWER = 11  #: worker -> core: u32 flags (KRAIT_CACHE_*), the answer to a REQ_CACHE
 
 # WS_MESSAGE kinds.
 WS_TEXT = 1
@@ -71,6 +73,10 @@ REQ_TLS = 4  #: the request arrived over TLS.
 #: Not a request: the core asks which route takes (verb, path) — ``route`` holds the verb bits,
 #: ``method`` is empty. Answered with :func:`encode_route_answer`.
 REQ_ROUTE = 8
+#: Not a request: the core asks which cache rules (``krait.config.cache_*``) apply to the file
+#: ``path`` (relative to the site root, no leading ``/``); ``method`` is empty, ``route`` 0.
+#: Answered with :func:`encode_cache_answer`.
+REQ_CACHE = 16
 
 # RESPONSE body kinds (KRAIT__BODY_*).
 BODY_INLINE = 0  #: ``body`` is the response body.
@@ -84,7 +90,7 @@ CORE_HEADERS = frozenset({b"date", b"server", b"content-length", b"transfer-enco
 
 _U16_MAX = 0xFFFF
 _WORKER_TYPES = (RESPONSE, CHUNK, END, WS_MESSAGE, WS_CLOSE, ROUTE_ANSWER, WS_SUBSCRIBE,
-                 WS_UNSUBSCRIBE, PUBLISH)
+                 WS_UNSUBSCRIBE, PUBLISH, CACHE_ANSWER)
 _BODY_KINDS = (BODY_INLINE, BODY_FILE, BODY_STREAM)
 _ENC = "utf-8"
 _ERRORS = "surrogateescape"
@@ -536,6 +542,26 @@ def encode_route_answer(id: int, route: int, allow: int, target: Text = b"",
     return _finish(parts, ROUTE_ANSWER, id)
 
 
+def cache_flags_valid(flags: int) -> bool:
+    """Flags the cache lists can give a file (``KRAIT_CACHE_*``): ``NO_STORE`` (1) alone, or
+    at most one of ``PRIVATE`` (2) and ``PUBLIC`` (4), with or without ``LONG`` (8). The core
+    refuses any other value (``cache_flags_ok`` in ipc.c)."""
+    if not 0 <= flags <= 15:
+        return False
+    if flags & 1:
+        return flags == 1
+    return flags & 6 != 6
+
+
+def encode_cache_answer(id: int, flags: int) -> bytes:
+    """A CACHE_ANSWER frame: the ``KRAIT_CACHE_*`` flags of the file a REQ_CACHE question
+    names."""
+    _check_id(id)
+    if not cache_flags_valid(flags):
+        raise ValueError(f"cache flags {flags} are no combination the cache rules give")
+    return _HEAD.pack(HEADER_SIZE + 4 - 4, CACHE_ANSWER, id) + _LEN.pack(flags)
+
+
 #: Bytes of a channel name at most (the core ignores longer ones).
 CHANNEL_NAME_MAX = 256
 
@@ -754,6 +780,14 @@ def decode_response(buf: bytes | bytearray | memoryview) -> ResponseFrame:
         return ResponseFrame(ROUTE_ANSWER, frame_id,
                              headers=[("route", str(route)), ("allow", str(allow)),
                                       ("target", target.decode(_ENC, _ERRORS))], body=params)
+    if ftype == CACHE_ANSWER:
+        # Carried as a header "flags".
+        if pos + 4 != len(buf):
+            raise ValueError("CACHE_ANSWER frame is not exactly its u32 flags")
+        (flags,) = _LEN.unpack_from(buf, pos)
+        if not cache_flags_valid(flags):
+            raise ValueError(f"cache flags {flags} are no combination the cache rules give")
+        return ResponseFrame(CACHE_ANSWER, frame_id, headers=[("flags", str(flags))])
     if pos + _RESP_FIXED.size > len(buf):
         raise ValueError("response frame too short")
     status, kind, _ = _RESP_FIXED.unpack_from(buf, pos)

@@ -160,12 +160,6 @@ def encode_pairs(pairs: list[tuple[str, str]]) -> bytes:
     return bytes(out)
 
 
-@ffi.def_extern(error=-1)
-def krait_py_cache(ud: Any, relpath: Any, length: int) -> int:
-    sup: Supervisor = ffi.from_handle(ud)
-    return sup.rules.cache_flags(ffi.unpack(relpath, length).decode("utf-8", "surrogateescape"))
-
-
 @ffi.def_extern()
 def krait_py_event(ud: Any, kind: int, a: int, b: int) -> None:
     try:
@@ -430,6 +424,15 @@ class Supervisor:
                 continue
             server.add_route(VERB_BITS[route.verb], route.url, route.compiled is not None,
                              route.target, route.ctrl_class is not None)
+        # Cache rules: the core evaluates plain ones (literal, before.*after) itself; one regex
+        # of any other shape and a worker decides every file's flags (asked once per file,
+        # never in the loop). See docs/design.md, "Routing".
+        core_rules = site.rules.core_cache_rules()
+        if core_rules is None:
+            server.set_cache_questions(True)
+        else:
+            for flag, before, after in core_rules:
+                server.add_cache_rule(flag, before, after)
         server.set_callbacks(self)
         self.loops = loop_count(opts.loops)
         server.set_loops(self.loops)

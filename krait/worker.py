@@ -284,8 +284,9 @@ class Worker:
             pass  # a full pipe already asks; a master that is gone stops this worker anyway
 
     def count(self, frame: Any) -> None:
-        """One more request answered (a route question is part of a request, not one)."""
-        if not frame.flags & protocol.REQ_ROUTE:
+        """One more request answered (a route or cache-rule question is part of a request, not
+        one)."""
+        if not frame.flags & (protocol.REQ_ROUTE | protocol.REQ_CACHE):
             self.served += 1
             if self.served == self._recycle_at:
                 self._recycle_at += self._recycle_every
@@ -542,9 +543,17 @@ class Worker:
         self.write(protocol.encode_route_answer(frame.id, index, allow, target,
                                                 encode_pairs(pairs) if pairs else b""))
 
+    def answer_cache(self, frame: protocol.RequestFrame) -> None:
+        """The core asks which cache rules apply to a static file (``frame.path``, relative
+        to the root): a site's cache-rule regexes run here, never in the core's loop."""
+        self.write(protocol.encode_cache_answer(frame.id, self.cache_flags(frame.path, False)))
+
     def respond(self, frame: protocol.RequestFrame) -> None:
         if frame.flags & protocol.REQ_ROUTE:
             self.answer_route(frame)
+            return
+        if frame.flags & protocol.REQ_CACHE:
+            self.answer_cache(frame)
             return
         base: str | None = None
         if frame.route in self._wsgi:

@@ -23,7 +23,6 @@ ffibuilder = FFI()
 ffibuilder.cdef(_cdef_block())
 ffibuilder.cdef(
     """
-    extern "Python" int krait_py_cache(void *ud, const char *relpath, size_t len);
     extern "Python" void krait_py_event(void *ud, int kind, int a, int b);
     """
 )

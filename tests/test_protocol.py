@@ -69,6 +69,7 @@ def test_constants_mirror_ipc_h():
         "IPC_WS_CLOSE": P.WS_CLOSE, "IPC_ROUTE_ANSWER": P.ROUTE_ANSWER,
         "IPC_WS_SUBSCRIBE": P.WS_SUBSCRIBE, "IPC_WS_UNSUBSCRIBE": P.WS_UNSUBSCRIBE,
         "IPC_PUBLISH": P.PUBLISH, "REQ_ROUTE": P.REQ_ROUTE,
+        "IPC_CACHE_ANSWER": P.CACHE_ANSWER, "REQ_CACHE": P.REQ_CACHE,
     }
     assert consts == expected
     m = re.search(r"#define KRAIT__IPC_MAX_FRAME \((\d+)u \* (\d+)u \* (\d+)u\)", header)
@@ -496,6 +497,7 @@ _GOLDEN_RESPONSES = [bytes.fromhex(v["frame"]) for v in VECTORS["responses"]] + 
     P.encode_route_answer(7, 2, 3, "page.py",
                           b"\x01\x00\x02\x00\x00\x00id\x02\x00\x00\x0042"),
     P.encode_route_answer(8, -1, 0),
+    P.encode_cache_answer(11, 0), P.encode_cache_answer(12, 12), P.encode_cache_answer(13, 1),
     P.encode_subscribe(9, "room:1"), P.encode_subscribe(10, "room:1", subscribe=False),
     P.encode_publish("room:1", "hello"), P.encode_publish("c", b"\x00\x01")]
 
@@ -589,6 +591,8 @@ def _c_parse(lib, data: bytes):
         return rc, P.ResponseFrame(f.type, f.id, body_kind=f.body_kind,
                                    headers=[("channel", text(f.params))],
                                    body=raw(text(f.body)))
+    if f.type == P.CACHE_ANSWER:
+        return rc, P.ResponseFrame(f.type, f.id, headers=[("flags", str(f.allow))])
     if f.type == P.ROUTE_ANSWER:
         return rc, P.ResponseFrame(f.type, f.id, headers=[
             ("route", str(f.route)), ("allow", str(f.allow)), ("target", text(f.body))],
@@ -621,6 +625,24 @@ def test_route_answer_round_trip(libipc):
     assert _c_parse(libipc, frame) == _py_parse(frame)
     assert P.decode_response(frame).headers == [("route", "1"), ("allow", "3"),
                                                 ("target", "t/{x}.py")]
+
+
+def test_cache_answer_round_trip(libipc):
+    for flags in (0, 1, 2, 4, 8, 10, 12):
+        frame = P.encode_cache_answer(9, flags)
+        assert frame.hex() == f"090000000b09000000{flags:02x}000000"
+        assert _c_parse(libipc, frame) == _py_parse(frame)
+        assert P.decode_response(frame).headers == [("flags", str(flags))]
+
+
+@pytest.mark.parametrize("flags", [3, 5, 6, 7, 9, 11, 13, 14, 15, 16, 0x80000002])
+def test_cache_answer_impossible_flags_refused(libipc, flags):
+    """Flags no cache list can give (NO_STORE with another, PRIVATE with PUBLIC, unknown
+    bits) are malformed on both sides: the core then kills the worker."""
+    with pytest.raises(ValueError):
+        P.encode_cache_answer(9, flags)
+    frame = bytes.fromhex("090000000b09000000") + flags.to_bytes(4, "little")
+    assert _c_parse(libipc, frame) == _py_parse(frame) == -1
 
 
 @settings(max_examples=1500, deadline=None)

@@ -31,7 +31,8 @@
 #define KRAIT_VERB_PATCH 256
 #define KRAIT_VERB_ANY 511
 
-/* Cache decision flags returned by the cache-rule callback (behaviour §10.2). */
+/* Cache decision flags of a static file (behaviour §10.2): from the cache rules the core
+ * evaluates (krait_server_add_cache_rule) or a worker's answer (krait_server_set_cache_questions). */
 #define KRAIT_CACHE_NO_STORE 1   /* no-cache, no-store */
 #define KRAIT_CACHE_PRIVATE 2
 #define KRAIT_CACHE_PUBLIC 4
@@ -63,11 +64,6 @@
 
 typedef struct krait_server krait_server;
 
-/* Cache rule for a static file path relative to the site root (no leading '/').
- * Returns KRAIT_CACHE_* flags, or a negative value on error (then: defaults). Called rarely:
- * the core caches the answer per path. */
-typedef int (*krait_cache_fn)(void *ud, const char *relpath, size_t len);
-
 /* Events the core reports to the supervisor: a signal or a worker's end. */
 #define KRAIT_EVENT_RELOAD 1        /* SIGHUP */
 #define KRAIT_EVENT_WORKER_EXIT 2   /* a = worker slot, b = pid */
@@ -90,8 +86,23 @@ int krait_server_set_cache_ages(krait_server *srv, int64_t max_age, int64_t max_
  * root, or NULL for the request path; is_ctrl: an MVC route answered by a worker. */
 int krait_server_add_route(krait_server *srv, int verbs, const char *url, int has_regex,
                            const char *target, int is_ctrl);
-int krait_server_set_callbacks(krait_server *srv, krait_cache_fn cache,
-                               krait_event_fn event, void *ud);
+/* Python's callback for events (KRAIT_EVENT_*), run by the hub's driver only. */
+int krait_server_set_callbacks(krait_server *srv, krait_event_fn event, void *ud);
+/* A cache rule the core evaluates itself (behaviour §10.2), the C form of a regex of
+ * krait.config's cache lists: list is the list's flag (KRAIT_CACHE_NO_STORE for cache_no_store,
+ * _PRIVATE, _PUBLIC, _LONG for cache_long_term); with after NULL the rule matches the file path
+ * relative to the root (no leading '/') that equals before, otherwise every path that starts
+ * with before, ends with after (not overlapping) and has no '\n' between them (the regex
+ * before.*after, '.' not matching a newline as in Python's re). Lists apply as the workers'
+ * Rules.cache_flags applies them: no-store, then private, public, long-term, each later match
+ * overriding. KRAIT_EINVAL for another list or a text over 1 KiB. */
+int krait_server_add_cache_rule(krait_server *srv, int list, const char *before,
+                                const char *after);
+/* on: some cache rule is a regex the core does not evaluate, so a worker decides every file's
+ * flags: the core asks one (a REQUEST frame flagged KRAIT__REQ_CACHE) the first time a file
+ * is served, caches the answer per loop (bounded, cleared when full) and serves the file from
+ * C with it; the rules added with krait_server_add_cache_rule are then not used. */
+int krait_server_set_cache_questions(krait_server *srv, int on);
 /* Append a route that takes every path at or below prefix ("/app": "/app", "/app/",
  * "/app/x", never "/apple"), answered by a worker (a mounted WSGI application). */
 int krait_server_add_prefix_route(krait_server *srv, int verbs, const char *prefix);
@@ -189,7 +200,7 @@ int64_t krait_server_stat(krait_server *srv, int which);
 #define KRAIT_STAT_CONNS 0
 #define KRAIT_STAT_REQUESTS 1
 #define KRAIT_STAT_ROUTE_CALLS 2   /* route questions asked to workers (regex routes) */
-#define KRAIT_STAT_CACHE_CALLS 3
+#define KRAIT_STAT_CACHE_CALLS 3    /* cache-rule questions asked to workers */
 #define KRAIT_STAT_PUBLISHED 4      /* channel messages published (each delivered to many) */
 
 const char *krait_strerror(int rc);

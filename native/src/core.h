@@ -96,6 +96,15 @@ typedef struct {
     int is_prefix;   /* url is a prefix: it and every path below it (a mounted application) */
 } krait__route;
 
+/* A cache rule in C (krait_server_add_cache_rule): the path equals before (star 0), or
+ * matches before.*after (star 1). */
+typedef struct {
+    int list;                 /* KRAIT_CACHE_NO_STORE, _PRIVATE, _PUBLIC or _LONG */
+    int star;
+    char *before, *after;
+    size_t before_len, after_len;
+} krait__cache_rule;
+
 struct krait_server;
 
 /* Output of route resolution for one request. */
@@ -176,7 +185,10 @@ struct krait__conn {
     int routing;              /* its worker job is a route question (KRAIT__REQ_ROUTE) */
     int route_asked;          /* a worker answered the route question for the current request */
     int route_verb;           /* the question: (verb, path) */
-    char *route_path;
+    char *route_path;         /* ... or the file of a cache-rule question */
+    int cache_q;              /* its worker job is a cache-rule question (KRAIT__REQ_CACHE) */
+    int cache_asked;          /* a worker answered it for the current request: */
+    int cache_answer;         /* ... these KRAIT_CACHE_* flags, for the file route_path */
     int http10;               /* the request was HTTP/1.0 */
     int home;                 /* the loop that accepted it (docs/design.md, "Loops") */
     int go_home;              /* on loop 0, its last request needed no worker: once idle, it
@@ -223,6 +235,9 @@ struct krait__conn {
 };
 
 #define KRAIT__WORKER_DEPTH_MAX 8
+/* A worker job that is a question, not a request: its answer is a ROUTE_ANSWER or a
+ * CACHE_ANSWER frame, and nothing else (nor is either an answer to a request). */
+enum { KRAIT__Q_NONE = 0, KRAIT__Q_ROUTE = 1, KRAIT__Q_CACHE = 2 };
 
 typedef struct {
     int kind;                 /* OBJ_WORKER */
@@ -234,7 +249,11 @@ typedef struct {
     /* Requests sent to it, oldest first: jobs[0] runs, the others wait in its socket so that
      * it never idles between requests (architecture: "keep workers fed"). A job whose client
      * left keeps its place with conn NULL; its answer is dropped. */
-    struct { krait__conn *conn; uint32_t id; } jobs[KRAIT__WORKER_DEPTH_MAX];
+    struct {
+        krait__conn *conn;
+        uint32_t id;
+        int question;         /* KRAIT__Q_ROUTE or KRAIT__Q_CACHE: the only answer it takes */
+    } jobs[KRAIT__WORKER_DEPTH_MAX];
     int njobs;
     int streaming;            /* jobs[0] was answered with a streamed RESPONSE: CHUNK/END follow */
     uint8_t *in; size_t in_len, in_cap;     /* frames from the worker */
@@ -309,7 +328,9 @@ struct krait_server {
     krait__map resolved;      /* URL path -> file found by the index/extension search */
     krait__route *routes;
     size_t nroutes;
-    krait_cache_fn cache_cb;
+    krait__cache_rule *cache_rule_list;  /* the rules the core evaluates (hub's; read-only) */
+    size_t n_cache_rules;
+    int cache_questions;      /* a rule is a regex: a worker decides each file's flags */
     krait_event_fn event_cb;
     void *cb_ud;
 
@@ -377,6 +398,8 @@ struct krait_server {
     pthread_mutex_t log_lock;     /* hub: one access-log write at a time */
     pthread_mutex_t route_lock;   /* hub: guards route_cache (workers' answers), which
                                      other loops copy from (tables.c) */
+    pthread_mutex_t rules_lock;   /* hub: guards its cache_rules (workers' answers), which the
+                                     other loops read on a miss in their own */
     int locks_ready;
 
     int stop_requested;           /* krait_server_stop, from any thread (atomic) */

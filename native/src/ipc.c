@@ -174,7 +174,20 @@ static int worker_type(uint8_t type)
     return type == KRAIT__IPC_RESPONSE || type == KRAIT__IPC_CHUNK || type == KRAIT__IPC_END ||
            type == KRAIT__IPC_WS_MESSAGE || type == KRAIT__IPC_WS_CLOSE ||
            type == KRAIT__IPC_ROUTE_ANSWER || type == KRAIT__IPC_WS_SUBSCRIBE ||
-           type == KRAIT__IPC_WS_UNSUBSCRIBE || type == KRAIT__IPC_PUBLISH;
+           type == KRAIT__IPC_WS_UNSUBSCRIBE || type == KRAIT__IPC_PUBLISH ||
+           type == KRAIT__IPC_CACHE_ANSWER;
+}
+
+/* The flags krait.config's cache lists can give a file (krait/_site.py Rules.cache_flags):
+ * NO_STORE alone, or PRIVATE or PUBLIC (not both), with or without LONG. The values are
+ * KRAIT_CACHE_* of krait.h (1, 2, 4, 8), which this sans-IO file does not include. */
+static int cache_flags_ok(uint32_t flags)
+{
+    if (flags & ~15u)
+        return 0;
+    if (flags & 1u)
+        return flags == 1u;
+    return (flags & 6u) != 6u;
 }
 
 static int body_kind_ok(uint8_t kind, krait__slice body)
@@ -196,7 +209,7 @@ static int body_kind_ok(uint8_t kind, krait__slice body)
 /* Frame layout is validated in two stages so that garbage is refused as early as possible and
  * the answer never depends on how the bytes were split:
  *   - with 4 bytes the length is known: under 5 (type + id) or over the frame limit is -1;
- *   - with 5 bytes the type is known: anything but RESPONSE, CHUNK or END is -1 (a REQUEST is
+ *   - with 5 bytes the type is known: anything but a worker → core type is -1 (a REQUEST is
  *     core -> worker only, so a worker sending one is broken);
  *   - with the whole frame the payload is checked field by field and must end exactly at the
  *     frame's end.
@@ -263,6 +276,13 @@ long krait__ipc_parse(const uint8_t *buf, size_t len, krait__ipc_frame *f)
         out.route = (int32_t)get_u32(fixed);
         out.allow = get_u32(fixed + 4);
         if (out.route < -1)
+            return -1;
+    } else if (type == KRAIT__IPC_CACHE_ANSWER) {
+        const uint8_t *fixed = take(&rd, 4);
+        if (!fixed)
+            return -1;
+        out.allow = get_u32(fixed);
+        if (!cache_flags_ok(out.allow))
             return -1;
     } else if (type == KRAIT__IPC_WS_SUBSCRIBE || type == KRAIT__IPC_WS_UNSUBSCRIBE) {
         if (take_str(&rd, &out.body) < 0)

@@ -27,6 +27,13 @@
  *     with KRAIT__REQ_ROUTE, which asks only which route takes (verb, path): the frame's route
  *     field then holds the verb (KRAIT_VERB_*) and method is empty. The core matches regex
  *     routes in no other way (a site's regex never runs in its loop).
+ *   CACHE_ANSWER (11, worker → core), id = the request's id: u32 flags (KRAIT_CACHE_*) — the
+ *     worker's answer to a REQUEST with KRAIT__REQ_CACHE, which asks only which cache rules
+ *     (krait.config.cache_*) apply to a file: the frame's path is the file's name relative to
+ *     the site root (no leading '/'), method is empty, route is 0. The flags must be a
+ *     combination the rules can give: NO_STORE alone, or at most one of PRIVATE and PUBLIC
+ *     with or without LONG; anything else is malformed. Used only when a cache rule is a
+ *     regex the core does not evaluate itself (krait_server_set_cache_questions).
  *   WS_SUBSCRIBE (8) / WS_UNSUBSCRIBE (9) (worker → core), id = a WebSocket connection that
  *     worker accepted: str channel — the connection receives (no longer receives) what is
  *     published on the channel.
@@ -49,9 +56,10 @@
 
 enum { KRAIT__IPC_REQUEST = 1, KRAIT__IPC_RESPONSE = 2, KRAIT__IPC_CHUNK = 3, KRAIT__IPC_END = 4,
        KRAIT__IPC_WS_MESSAGE = 5, KRAIT__IPC_WS_CLOSE = 6, KRAIT__IPC_ROUTE_ANSWER = 7,
-       KRAIT__IPC_WS_SUBSCRIBE = 8, KRAIT__IPC_WS_UNSUBSCRIBE = 9, KRAIT__IPC_PUBLISH = 10 };
+       KRAIT__IPC_WS_SUBSCRIBE = 8, KRAIT__IPC_WS_UNSUBSCRIBE = 9, KRAIT__IPC_PUBLISH = 10,
+       KRAIT__IPC_CACHE_ANSWER = 11 };
 enum { KRAIT__REQ_BODY_FILE = 1, KRAIT__REQ_WEBSOCKET = 2, KRAIT__REQ_TLS = 4,
-       KRAIT__REQ_ROUTE = 8 };
+       KRAIT__REQ_ROUTE = 8, KRAIT__REQ_CACHE = 16 };
 enum { KRAIT__BODY_INLINE = 0, KRAIT__BODY_FILE = 1, KRAIT__BODY_STREAM = 2 };
 
 typedef struct { const char *p; size_t n; } krait__slice;
@@ -87,7 +95,8 @@ typedef struct {
     /* WS_MESSAGE: body_kind is the kind (1 text, 2 binary); WS_CLOSE: status is the code. */
     /* ROUTE_ANSWER: the route index (-1: none), the verbs the path takes, the target
      * (body) and the URL parameters' pairs encoding (params). WS_SUBSCRIBE/UNSUBSCRIBE: the
-     * channel (body). PUBLISH: the kind (body_kind), the channel (params), the data (body). */
+     * channel (body). PUBLISH: the kind (body_kind), the channel (params), the data (body).
+     * CACHE_ANSWER: the KRAIT_CACHE_* flags (allow). */
     int32_t route;
     uint32_t allow;
     krait__slice params;
@@ -101,7 +110,7 @@ long krait__ipc_encode_ws(uint8_t type, uint32_t id, unsigned arg, const char *d
 /* Parse one worker → core frame from buf[0..len). Returns the frame's total length,
  * KRAIT__IPC_NEED_MORE (-2), or -1 when malformed (unknown type, length over
  * KRAIT__IPC_MAX_FRAME, a string running past the frame, trailing bytes, status outside
- * 100..999, unknown body kind). Slices point into buf. */
+ * 100..999, unknown body kind, cache flags no rule can give). Slices point into buf. */
 #define KRAIT__IPC_NEED_MORE (-2)
 long krait__ipc_parse(const uint8_t *buf, size_t len, krait__ipc_frame *f);
 

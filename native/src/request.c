@@ -291,6 +291,7 @@ static int for_hub(struct krait_server *srv, krait__conn *c)
     KRAIT__STAT_ADD(srv, KRAIT_STAT_REQUESTS, -1);
     c->consume = 0;
     c->route_asked = 0;
+    c->cache_asked = 0;
     c->state = CS_MOVE;
     krait__conn_post(srv, c);
     return 1;
@@ -454,8 +455,18 @@ static void handle_request(struct krait_server *srv, krait__conn *c, krait__requ
         target_len = norm_len;
     }
     char script[KRAIT__PATH_MAX + KRAIT__PATH_MAX];
-    if (krait__static_respond(srv, c, rq, target + 1, target_len - 1, script, sizeof script) ==
-        KRAIT__STATIC_PYTHON) {
+    int sr = krait__static_respond(srv, c, rq, target + 1, target_len - 1, script, sizeof script);
+    if (sr == KRAIT__STATIC_CACHE_ASK) {
+        /* A regex cache rule, no answer for this file yet: a worker decides, on the hub. The
+         * request waits unconsumed and is taken again from the start with the answer. */
+        if (for_hub(srv, c))
+            return;
+        KRAIT__STAT_ADD(srv, KRAIT_STAT_REQUESTS, -1);  /* counted when taken again */
+        c->consume = 0;
+        krait__worker_cache_question(srv, c, script, strlen(script));
+        return;
+    }
+    if (sr == KRAIT__STATIC_PYTHON) {
         if (for_hub(srv, c))
             return;
         krait__worker_dispatch(srv, c, rq, ans.route, script, ans.params, ans.params_len);
@@ -531,6 +542,7 @@ void krait__request_finish(struct krait_server *srv, krait__conn *c)
 {
     krait__log_finish(srv, c);
     krait__out_reset(c);
+    c->cache_asked = 0;
     c->streaming = 0;
     c->head_only = 0;
     krait__body_release(srv, c);

@@ -111,7 +111,8 @@ krait_server *krait_server_new(const char *site_root, char *err, size_t errlen)
     if (pthread_mutex_init(&srv->move_lock, NULL) != 0 ||
         pthread_mutex_init(&srv->ctx_lock, NULL) != 0 ||
         pthread_mutex_init(&srv->log_lock, NULL) != 0 ||
-        pthread_mutex_init(&srv->route_lock, NULL) != 0) {
+        pthread_mutex_init(&srv->route_lock, NULL) != 0 ||
+        pthread_mutex_init(&srv->rules_lock, NULL) != 0) {
         set_err(err, errlen, "allocating the server", ENOMEM);
         free(srv);
         return NULL;
@@ -243,6 +244,11 @@ void krait_server_free(krait_server *srv)
     free_strings(srv->never_serve, srv->n_never_serve);
     free_strings(srv->static_only, srv->n_static_only);
     free_strings(srv->allowed_hosts, srv->n_allowed_hosts);
+    for (size_t i = 0; i < srv->n_cache_rules; i++) {
+        free(srv->cache_rule_list[i].before);
+        free(srv->cache_rule_list[i].after);
+    }
+    free(srv->cache_rule_list);
     if (srv->sig_fd >= 0)
         close(srv->sig_fd);
     if (srv->wake_fd >= 0)
@@ -261,6 +267,7 @@ void krait_server_free(krait_server *srv)
         pthread_mutex_destroy(&srv->ctx_lock);
         pthread_mutex_destroy(&srv->log_lock);
         pthread_mutex_destroy(&srv->route_lock);
+        pthread_mutex_destroy(&srv->rules_lock);
     }
     free(srv);
 }
@@ -337,12 +344,45 @@ int krait_server_add_prefix_route(krait_server *srv, int verbs, const char *pref
     return rc;
 }
 
-int krait_server_set_callbacks(krait_server *srv, krait_cache_fn cache, krait_event_fn event,
-                               void *ud)
+int krait_server_set_callbacks(krait_server *srv, krait_event_fn event, void *ud)
 {
-    srv->cache_cb = cache;
     srv->event_cb = event;
     srv->cb_ud = ud;
+    return KRAIT_OK;
+}
+
+int krait_server_add_cache_rule(krait_server *srv, int list, const char *before,
+                                const char *after)
+{
+    if ((list != KRAIT_CACHE_NO_STORE && list != KRAIT_CACHE_PRIVATE &&
+         list != KRAIT_CACHE_PUBLIC && list != KRAIT_CACHE_LONG) || !before ||
+        strlen(before) > 1024 || (after && strlen(after) > 1024))
+        return KRAIT_EINVAL;
+    krait__cache_rule *nr = realloc(srv->cache_rule_list,
+                                    (srv->n_cache_rules + 1) * sizeof *nr);
+    if (!nr)
+        return KRAIT_ENOMEM;
+    srv->cache_rule_list = nr;
+    krait__cache_rule *r = &nr[srv->n_cache_rules];
+    memset(r, 0, sizeof *r);
+    r->list = list;
+    r->star = after != NULL;
+    r->before = strdup(before);
+    r->after = strdup(after ? after : "");
+    if (!r->before || !r->after) {
+        free(r->before);
+        free(r->after);
+        return KRAIT_ENOMEM;
+    }
+    r->before_len = strlen(before);
+    r->after_len = strlen(r->after);
+    srv->n_cache_rules++;
+    return KRAIT_OK;
+}
+
+int krait_server_set_cache_questions(krait_server *srv, int on)
+{
+    srv->cache_questions = on != 0;
     return KRAIT_OK;
 }
 
@@ -446,8 +486,9 @@ krait_server *krait__server_clone(krait_server *hub, int index)
     lp->resolved.max = hub->resolved.max;
     lp->routes = hub->routes;
     lp->nroutes = hub->nroutes;
-    lp->cache_cb = hub->cache_cb;  /* Python takes the GIL: see docs/design.md, "Loops" */
-    lp->cb_ud = hub->cb_ud;
+    lp->cache_rule_list = hub->cache_rule_list;  /* read-only while the loops run */
+    lp->n_cache_rules = hub->n_cache_rules;
+    lp->cache_questions = hub->cache_questions;  /* asked on the hub: "Routing" in design.md */
     lp->log_on = hub->log_on;
     lp->log_fd = -1;  /* the hub's, read under its log_lock */
     lp->clock_offset_ms = hub->clock_offset_ms;

@@ -536,7 +536,20 @@ int krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq,
     m.nosniff = data_only;
     if (data_only && (ends_with(name, name_len, ".pyml") || ends_with(name, name_len, ".py")))
         snprintf(m.ctype, sizeof m.ctype, "text/plain; charset=utf-8");  /* data, not code */
-    m.flags = krait__cache_flags(srv, name, name_len);
+    if (c->cache_asked && c->route_path && strcmp(c->route_path, name) == 0) {
+        m.flags = c->cache_answer;  /* a worker's answer, for this very request */
+    } else if (krait__cache_flags(srv, name, name_len, &m.flags) == KRAIT__CACHE_ASK) {
+        /* A regex cache rule: a worker decides (request.c asks; the request is taken again
+         * from the start with the answer). */
+        close(fd);
+        if (name_len >= script_cap) {
+            krait__error(srv, c, rq, 414, 1);
+            return KRAIT__STATIC_ANSWERED;
+        }
+        memcpy(script, name, name_len + 1);
+        return KRAIT__STATIC_CACHE_ASK;
+    }
+    c->cache_asked = 0;
 
     /* A precompressed sibling (name.gz), looked for only when the client takes gzip (as
      * nginx's gzip_static does): that answer says Vary: Accept-Encoding; one to a client that

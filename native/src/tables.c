@@ -1,8 +1,10 @@
 /* The core's lookup tables: a small bounded hash map, the MIME map handed over by Python,
- * exact-URL and default routes decided in C, and the bounded caches of the answers Python
- * gives for regex routes and cache rules (asked once per key, then served from C). */
+ * exact-URL and default routes decided in C, the cache rules evaluated in C, and the bounded
+ * caches of the answers workers give for regex routes and regex cache rules (asked once per
+ * key, then served from C). */
 #define _GNU_SOURCE
 #include <fnmatch.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -192,21 +194,78 @@ static int put_route(krait_server *srv, const char *key, size_t klen, int route,
     return 0;
 }
 
-int krait__cache_flags(krait_server *srv, const char *rel, size_t len)
+static int cache_rule_matches(const krait__cache_rule *r, const char *rel, size_t len)
 {
-    if (!srv->cache_cb)
+    if (!r->star)
+        return len == r->before_len && memcmp(rel, r->before, len) == 0;
+    if (len < r->before_len + r->after_len || memcmp(rel, r->before, r->before_len) != 0 ||
+        memcmp(rel + len - r->after_len, r->after, r->after_len) != 0)
         return 0;
+    /* '.' of Python's re takes any character but a newline. */
+    return !memchr(rel + r->before_len, '\n', len - r->before_len - r->after_len);
+}
+
+int krait__cache_rules_eval(krait_server *srv, const char *rel, size_t len)
+{
+    int hit = 0;
+    for (size_t i = 0; i < srv->n_cache_rules; i++) {
+        const krait__cache_rule *r = &srv->cache_rule_list[i];
+        if (!(hit & r->list) && cache_rule_matches(r, rel, len))
+            hit |= r->list;
+    }
+    /* Rules.cache_flags (krait/_site.py) for a static file: storable at first; then each list
+     * that matches applies, later ones overriding earlier ones. */
+    int storable = !(hit & KRAIT_CACHE_NO_STORE), priv = 0, pub = 0, lng = 0;
+    if (hit & KRAIT_CACHE_PRIVATE)
+        storable = 1, priv = 1;
+    if (hit & KRAIT_CACHE_PUBLIC)
+        storable = 1, priv = 0, pub = 1;
+    if (hit & KRAIT_CACHE_LONG)
+        storable = 1, lng = 1;
+    return (storable ? 0 : KRAIT_CACHE_NO_STORE) | (priv ? KRAIT_CACHE_PRIVATE : 0) |
+           (pub ? KRAIT_CACHE_PUBLIC : 0) | (lng ? KRAIT_CACHE_LONG : 0);
+}
+
+int krait__cache_flags(krait_server *srv, const char *rel, size_t len, int *flags)
+{
+    if (!srv->cache_questions) {
+        *flags = krait__cache_rules_eval(srv, rel, len);
+        return 0;
+    }
     krait__map_entry *e = krait__map_get(&srv->cache_rules, rel, len);
-    if (e)
-        return (int)e->num[0];
-    KRAIT__STAT_ADD(srv, KRAIT_STAT_CACHE_CALLS, 1);
-    int flags = srv->cache_cb(srv->cb_ud, rel, len);
-    if (flags < 0)
-        flags = 0;
-    e = krait__map_put(&srv->cache_rules, rel, len);
+    if (e) {
+        *flags = (int)e->num[0];
+        return 0;
+    }
+    krait_server *hub = srv->hub;
+    if (hub != srv) {
+        /* Another loop's miss: the hub may have the answer (it asks the workers); only the
+         * hub writes its map, under this lock, so reading it under the lock is safe. */
+        int f = -1;
+        pthread_mutex_lock(&hub->rules_lock);
+        e = krait__map_get(&hub->cache_rules, rel, len);
+        if (e)
+            f = (int)e->num[0];
+        pthread_mutex_unlock(&hub->rules_lock);
+        if (f >= 0) {
+            e = krait__map_put(&srv->cache_rules, rel, len);
+            if (e)
+                e->num[0] = f;
+            *flags = f;
+            return 0;
+        }
+    }
+    return KRAIT__CACHE_ASK;
+}
+
+int krait__cache_store(krait_server *srv, const char *rel, size_t len, int flags)
+{
+    pthread_mutex_lock(&srv->rules_lock);
+    krait__map_entry *e = krait__map_put(&srv->cache_rules, rel, len);
     if (e)
         e->num[0] = flags;
-    return flags;
+    pthread_mutex_unlock(&srv->rules_lock);
+    return e ? 0 : -1;
 }
 
 /* Route resolution (behaviour §4, §16.2): routes in order, first match wins. Exact-URL routes

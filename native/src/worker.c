@@ -166,6 +166,7 @@ static void assign(struct krait_server *srv, krait__worker *w, krait__conn *c)
     c->req_id = ++srv->next_req_id;
     w->jobs[w->njobs].conn = c;
     w->jobs[w->njobs].id = c->req_id;
+    w->jobs[w->njobs].question = c->routing ? KRAIT__Q_ROUTE : c->cache_q ? KRAIT__Q_CACHE : 0;
     w->njobs++;
     put_u32(c->frame + 5, c->req_id);
     krait__wio_append(srv, w, c->frame, c->frame_len);  /* sent by the driver */
@@ -226,11 +227,13 @@ void krait__worker_submit(struct krait_server *srv, krait__conn *c)
     hand_over(srv, c);
 }
 
-void krait__worker_route(struct krait_server *srv, krait__conn *c, int verb, const char *path,
-                         size_t len)
+/* A question frame (KRAIT__REQ_ROUTE or KRAIT__REQ_CACHE) about path, for a worker; the
+ * request of c waits unconsumed. Returns -1 when it could not be built (c is answered). */
+static int ask(struct krait_server *srv, krait__conn *c, uint8_t flags, int route,
+               const char *path, size_t len)
 {
     krait__ipc_request r = {
-        .flags = KRAIT__REQ_ROUTE, .route = verb, .method = {"", 0}, .path = {path, len},
+        .flags = flags, .route = route, .method = {"", 0}, .path = {path, len},
         .query = {"", 0}, .version = {"", 0}, .file = {"", 0}, .remote_addr = {"", 0},
         .body = {"", 0},
     };
@@ -242,14 +245,33 @@ void krait__worker_route(struct krait_server *srv, krait__conn *c, int verb, con
     long n = c->frame && c->route_path ? krait__ipc_encode_request(&r, c->frame, size) : -1;
     if (n < 0) {
         krait__error_now(srv, c, 500, 1);
-        return;
+        return -1;
     }
     memcpy(c->route_path, path, len);
     c->route_path[len] = '\0';
-    c->route_verb = verb;
     c->frame_len = (size_t)n;
+    return 0;
+}
+
+void krait__worker_route(struct krait_server *srv, krait__conn *c, int verb, const char *path,
+                         size_t len)
+{
+    if (ask(srv, c, KRAIT__REQ_ROUTE, verb, path, len) < 0)
+        return;
+    c->route_verb = verb;
     c->routing = 1;
     KRAIT__STAT_ADD(srv, KRAIT_STAT_ROUTE_CALLS, 1);
+    hand_over(srv, c);
+}
+
+void krait__worker_cache_question(struct krait_server *srv, krait__conn *c, const char *rel,
+                                  size_t len)
+{
+    c->cache_asked = 0;
+    if (ask(srv, c, KRAIT__REQ_CACHE, 0, rel, len) < 0)
+        return;
+    c->cache_q = 1;
+    KRAIT__STAT_ADD(srv, KRAIT_STAT_CACHE_CALLS, 1);
     hand_over(srv, c);
 }
 
@@ -266,7 +288,10 @@ static void hand_over(struct krait_server *srv, krait__conn *c)
         /* RFC 9110 §15.6.4: overloaded; tell the client when to retry. */
         free(c->frame);
         c->frame = NULL;
-        krait__error_now(srv, c, 503, 0);
+        /* A question's request was never consumed: it must not be read again (close). */
+        krait__error_now(srv, c, 503, c->routing || c->cache_q);
+        c->routing = 0;
+        c->cache_q = 0;
         return;
     }
     krait__link_append(&srv->waitq, &c->wq);
@@ -354,31 +379,40 @@ static void deliver(struct krait_server *srv, krait__worker *w, const krait__ipc
     krait__conn *c = w->jobs[0].conn;
     if (c && c->closed)
         c = NULL;
-    if (f->type == KRAIT__IPC_ROUTE_ANSWER) {
-        if (c && !c->routing) {
-            kill_broken(srv, w);  /* a route answer to a request that asked none */
+    int question = w->jobs[0].question;
+    if (question || f->type == KRAIT__IPC_ROUTE_ANSWER || f->type == KRAIT__IPC_CACHE_ANSWER) {
+        /* A question takes its own kind of answer only, and a request neither kind. */
+        if (f->type != (question == KRAIT__Q_ROUTE   ? KRAIT__IPC_ROUTE_ANSWER
+                        : question == KRAIT__Q_CACHE ? KRAIT__IPC_CACHE_ANSWER
+                                                     : -1)) {
+            kill_broken(srv, w);
             return;
         }
         job_done(srv, w);
         if (!c)
             return;
         c->worker = -1;
-        c->routing = 0;
-        if (krait__route_store(srv, c->route_verb, c->route_path, strlen(c->route_path),
-                               f->route, (int)f->allow, f->body.p, f->body.n, f->params.p,
-                               f->params.n) < 0) {
-            krait__error_now(srv, c, 502, 1);  /* an answer the core cannot use */
-            return;
+        if (question == KRAIT__Q_ROUTE) {
+            c->routing = 0;
+            if (krait__route_store(srv, c->route_verb, c->route_path, strlen(c->route_path),
+                                   f->route, (int)f->allow, f->body.p, f->body.n, f->params.p,
+                                   f->params.n) < 0) {
+                krait__error_now(srv, c, 502, 1);  /* an answer the core cannot use */
+                return;
+            }
+            c->route_asked = 1;
+        } else {
+            /* Flags ipc.c has checked: a combination the rules can give. Cached on the hub
+             * for every loop; this request uses its own copy, whatever the cache evicts. */
+            c->cache_q = 0;
+            krait__cache_store(srv, c->route_path, strlen(c->route_path), (int)f->allow);
+            c->cache_asked = 1;
+            c->cache_answer = (int)f->allow;
         }
-        /* Take the request again from the start: the route is cached now. */
-        c->route_asked = 1;
+        /* Take the request again from the start: the answer is cached now. */
         c->state = CS_HEAD;
         memset(&c->hrs, 0, sizeof c->hrs);
         krait__conn_post(srv, c);
-        return;
-    }
-    if (c && c->routing) {
-        kill_broken(srv, w);  /* an answer that is not a route to a route question */
         return;
     }
     if (f->type == KRAIT__IPC_RESPONSE) {
@@ -555,9 +589,11 @@ static void worker_gone(struct krait_server *srv, krait__worker *w, int status_f
             /* Part of the body is gone already: the only honest signal is to cut the stream. */
             krait__conn_close(srv, c);
         } else {
-            /* A route question's request was never consumed: answer and close. */
-            krait__error_now(srv, c, status_for_client ? status_for_client : 502, c->routing);
+            /* A question's request was never consumed: answer and close. */
+            krait__error_now(srv, c, status_for_client ? status_for_client : 502,
+                             c->routing || c->cache_q);
             c->routing = 0;
+            c->cache_q = 0;
         }
     }
     /* RFC 6455 §7.4.1: a worker retired by a reload is "going away" (1001: reconnect to
@@ -609,9 +645,11 @@ static void worker_parse(struct krait_server *srv, krait__worker *w)
         } else if (!w->njobs || f.id != w->jobs[0].id ||
                    (f.type == KRAIT__IPC_RESPONSE && w->streaming) ||
                    ((f.type == KRAIT__IPC_CHUNK || f.type == KRAIT__IPC_END) && !w->streaming) ||
-                   (f.type == KRAIT__IPC_ROUTE_ANSWER && w->streaming)) {
+                   ((f.type == KRAIT__IPC_ROUTE_ANSWER || f.type == KRAIT__IPC_CACHE_ANSWER) &&
+                    w->streaming)) {
             /* Workers answer in order, only what they were asked, and a request once: one
-             * RESPONSE (or ROUTE_ANSWER), then CHUNK and END only after a streamed one. */
+             * RESPONSE (or ROUTE_ANSWER, CACHE_ANSWER), then CHUNK and END only after a
+             * streamed one. */
             kill_broken(srv, w);
             return;
         } else {

@@ -14,6 +14,11 @@ void krait__worker_dispatch(struct krait_server *srv, krait__conn *c, krait__req
  * Its answer is cached, and c is posted to take its request again from the start. */
 void krait__worker_route(struct krait_server *srv, krait__conn *c, int verb, const char *path,
                          size_t len);
+/* Ask a worker which cache rules apply to the file rel (root-relative; a regex cache rule,
+ * no answer cached yet). Its answer is cached, and c is posted to take its request again
+ * from the start (c->cache_asked, c->cache_answer). */
+void krait__worker_cache_question(struct krait_server *srv, krait__conn *c, const char *rel,
+                                  size_t len);
 /* The body is complete: finish the frame and give it to a worker (or queue it, or 503). */
 void krait__worker_submit(struct krait_server *srv, krait__conn *c);
 /* Epoll events on a worker's socket: read or write, nothing more (the driver parses). */

@@ -91,6 +91,13 @@ static void parse_stream(const uint8_t *data, size_t size)
                   (const uint8_t *)f.params.p + f.params.n + 4 == (const uint8_t *)f.body.p &&
                   (const uint8_t *)f.body.p + f.body.n == end);
             break;
+        case KRAIT__IPC_CACHE_ANSWER:
+            /* u32 flags, exactly: a combination the cache lists can give, nothing more. */
+            CHECK(n == (long)KRAIT__IPC_HEADER + 4 && f.body.n == 0 && f.params.n == 0);
+            CHECK(f.allow == 0 || f.allow == 1 || f.allow == 2 || f.allow == 4 ||
+                  f.allow == 8 || f.allow == 10 || f.allow == 12);
+            CHECK(f.allow == (uint32_t)at[9] && at[10] == 0 && at[11] == 0 && at[12] == 0);
+            break;
         default:
             CHECK(0 && "unexpected frame type");
         }

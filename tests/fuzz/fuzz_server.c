@@ -22,6 +22,12 @@
  *  11 w r a t      worker w answers its oldest request with a ROUTE_ANSWER (route r - 2,
  *                  allow a, target t % 3: none, "a.txt", "page.py") — right for a route
  *                  question (DELETE/PUT /r... match a regex route), wrong for anything else
+ *  15 w f          worker w answers its oldest request with a CACHE_ANSWER of flags f % 20
+ *                  (0..15: valid or not; 16..19: 16, bit 31, 2 and 4 both, NO_STORE|LONG) —
+ *                  right for a cache-rule question, wrong for anything else
+ * An input of odd length runs with cache-rule questions (a regex cache rule: every static
+ * file's flags are asked of a worker once, then cached); an even one with cache rules the
+ * core evaluates itself.
  * Clients with an odd k connect to loop 1, the others to loop 0 (the hub, which has the
  * workers): a request for a worker on loop 1 moves its connection to the hub.
  * After each operation each loop runs one turn. A worker that exits is replaced from the event
@@ -68,6 +74,7 @@ static const char *const templates[] = {
     "GET /a.txt HTTP/1.2\r\nHost: x\r\n\r\n",
     "DELETE /r/1 HTTP/1.1\r\nHost: x\r\n\r\n",
     "PUT /r/2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+    "GET /index.html HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\n\r\n",
 };
 #define NTEMPLATES (sizeof templates / sizeof templates[0])
 
@@ -76,6 +83,7 @@ typedef struct {
     uint8_t in[1 << 16];     /* request frames from the core, not yet parsed */
     size_t in_len;
     uint32_t ids[64];        /* requests received, oldest first */
+    uint8_t kinds[64];       /* ... and their flags (KRAIT__REQ_ROUTE, KRAIT__REQ_CACHE) */
     int nids;
     uint32_t ws_id;          /* the last request it accepted as a WebSocket */
 } fake_worker;
@@ -173,8 +181,10 @@ static void worker_take(fake_worker *w)
         uint8_t type = w->in[off + 4];
         uint32_t id = (uint32_t)w->in[off + 5] | (uint32_t)w->in[off + 6] << 8 |
                       (uint32_t)w->in[off + 7] << 16 | (uint32_t)w->in[off + 8] << 24;
-        if (type == 1 && w->nids < 64)
+        if (type == 1 && w->nids < 64) {
+            w->kinds[w->nids] = len >= 6 ? w->in[off + 9] : 0;
             w->ids[w->nids++] = id;
+        }
         off += len + 4;
     }
     memmove(w->in, w->in + off, w->in_len - off);
@@ -190,6 +200,13 @@ static void worker_send(fake_worker *w, const uint8_t *p, size_t n)
         p += r;
         n -= (size_t)r;
     }
+}
+
+static void pop_id(fake_worker *w)
+{
+    memmove(w->ids, w->ids + 1, (size_t)(w->nids - 1) * sizeof w->ids[0]);
+    memmove(w->kinds, w->kinds + 1, (size_t)(w->nids - 1) * sizeof w->kinds[0]);
+    w->nids--;
 }
 
 /* A RESPONSE (status, body kind) for the worker's oldest request, maybe then CHUNK and END. */
@@ -245,10 +262,8 @@ static void worker_answer(fake_worker *w, uint8_t s, uint8_t b)
             worker_send(w, e, 9);
         }
     }
-    if (kind != 2 || !(b & 128)) {
-        memmove(w->ids, w->ids + 1, (size_t)(w->nids - 1) * sizeof w->ids[0]);
-        w->nids--;
-    }
+    if (kind != 2 || !(b & 128))
+        pop_id(w);
 }
 
 static void worker_route(fake_worker *w, uint8_t r, uint8_t a, uint8_t t)
@@ -269,8 +284,38 @@ static void worker_route(fake_worker *w, uint8_t r, uint8_t a, uint8_t t)
     put_u32(f + 5, w->ids[0]);
     put_u32(f, (uint32_t)(o - 4));
     worker_send(w, f, o);
-    memmove(w->ids, w->ids + 1, (size_t)(w->nids - 1) * sizeof w->ids[0]);
-    w->nids--;
+    pop_id(w);
+}
+
+/* A CACHE_ANSWER (u32 flags) for the worker's oldest request. */
+static void worker_cache(fake_worker *w, uint8_t fl)
+{
+    worker_take(w);
+    if (!w->nids)
+        return;
+    static const uint32_t odd[] = {16, 0x80000000u, 6, 9};
+    uint32_t flags = fl % 20 < 16 ? fl % 20 : odd[fl % 20 - 16];
+    uint8_t f[13];
+    put_u32(f, 9);
+    f[4] = 11;
+    put_u32(f + 5, w->ids[0]);
+    put_u32(f + 9, flags);
+    worker_send(w, f, sizeof f);
+    pop_id(w);
+}
+
+/* The right answer for the worker's oldest request, whatever it is. */
+static void worker_answer_right(fake_worker *w)
+{
+    worker_take(w);
+    if (!w->nids)
+        return;
+    if (w->kinds[0] & 16)
+        worker_cache(w, 4);
+    else if (w->kinds[0] & 8)
+        worker_route(w, 1, 0, 0);  /* no route: 404 */
+    else
+        worker_answer(w, 0, 0);
 }
 
 static const char *const channel_names[] = {"a", "room:b", "c"};
@@ -352,7 +397,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     krait_server_add_route(srv, KRAIT_VERB_GET, "/ctrl", 0, NULL, 1);
     krait_server_add_route(srv, KRAIT_VERB_DELETE | KRAIT_VERB_PUT, NULL, 1, NULL, 0);
     krait_server_add_route(srv, KRAIT_VERB_ANY, NULL, 0, NULL, 0);
-    krait_server_set_callbacks(srv, NULL, on_event, NULL);
+    krait_server_set_callbacks(srv, on_event, NULL);
+    if (size & 1) {
+        krait_server_set_cache_questions(srv, 1);
+    } else {
+        krait_server_add_cache_rule(srv, KRAIT_CACHE_PUBLIC, "", ".txt");
+        krait_server_add_cache_rule(srv, KRAIT_CACHE_NO_STORE, "big.bin", NULL);
+        krait_server_add_cache_rule(srv, KRAIT_CACHE_LONG, "index", ".html");
+    }
     int logfd = open("/dev/null", O_WRONLY | O_CLOEXEC);
     krait_server_set_access_log(srv, logfd);
     for (int i = 0; i < MAX_CLIENTS; i++)
@@ -376,7 +428,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int stopped = 0;
 #define ARG() (i < size ? data[i++] : 0)
     while (i < size && !stopped) {
-        uint8_t op = ARG() % 15;
+        uint8_t op = ARG() % 16;
         switch (op) {
         case 0: {
             int k = ARG() % MAX_CLIENTS;
@@ -504,6 +556,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 worker_route(w, r, a, t);
             break;
         }
+        case 15: {
+            fake_worker *w = &workers[ARG() % MAX_WORKERS];
+            uint8_t fl = ARG();
+            if (w->fd >= 0)
+                worker_cache(w, fl);
+            break;
+        }
         }
         if (turn_both(&lp_done, &hub_done))
             stopped = 1;
@@ -518,7 +577,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 client_drain(clients[k]);
         for (int w = 0; w < MAX_WORKERS; w++)
             if (workers[w].fd >= 0)
-                worker_answer(&workers[w], 0, 0);
+                worker_answer_right(&workers[w]);
         if (turn_both(&lp_done, &hub_done))
             stopped = 1;
     }

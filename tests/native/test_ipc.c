@@ -370,6 +370,24 @@ static const req_vector req_vectors[] = {
         .hex = "4d0000000109000000000000008003000000474554040000002f610062010000000008000000485454"
                "502f312e31000000000000000000000000010005000000782d6e756c030000006100620100000000",
     },
+    {
+        .name = "request/cache_question",
+        .r = {
+            .id = 5u, .flags = 16, .route = 0,
+            .method = S(""),
+            .path = S("css/site.css"),
+            .query = S(""),
+            .version = S(""),
+            .file = S(""),
+            .remote_addr = S(""),
+            .remote_port = 0,
+            .params = NULL, .nparams = 0,
+            .headers = NULL, .nheaders = 0,
+            .body = S(""),
+        },
+        .hex = "3800000001050000001000000000000000000c0000006373732f736974652e63737300000000000000"
+               "00000000000000000000000000000000000000",
+    },
 };
 
 static const krait__slice resp_inline_ok_headers[] = {
@@ -674,6 +692,16 @@ static const malformed_vector malformed_vectors[] = {
       .hex = "120000000201000000c800000100040000006e616d65" },
     { .name = "malformed/body_string_missing",
       .hex = "0a0000000201000000c800000000" },
+    { .name = "malformed/cache_answer_no_store_and_long",
+      .hex = "090000000b0900000009000000" },
+    { .name = "malformed/cache_answer_private_and_public",
+      .hex = "090000000b0900000006000000" },
+    { .name = "malformed/cache_answer_unknown_bit",
+      .hex = "090000000b0900000010000000" },
+    { .name = "malformed/cache_answer_short",
+      .hex = "080000000b09000000040000" },
+    { .name = "malformed/cache_answer_trailing_byte",
+      .hex = "0a0000000b090000000400000000" },
 };
 /* ---- END generated ---- */
 
@@ -1180,7 +1208,7 @@ static void test_early_rejection(void)
                      type == KRAIT__IPC_END || type == KRAIT__IPC_WS_MESSAGE ||
                      type == KRAIT__IPC_WS_CLOSE || type == KRAIT__IPC_ROUTE_ANSWER ||
                      type == KRAIT__IPC_WS_SUBSCRIBE || type == KRAIT__IPC_WS_UNSUBSCRIBE ||
-                     type == KRAIT__IPC_PUBLISH;
+                     type == KRAIT__IPC_PUBLISH || type == KRAIT__IPC_CACHE_ANSWER;
         ok(rc == (worker ? KRAIT__IPC_NEED_MORE : -1), "type %d with 5 bytes: %ld", type, rc);
     }
     ok(krait__ipc_parse(NULL, 0, &f) == KRAIT__IPC_NEED_MORE, "empty input needs more");
@@ -1341,9 +1369,49 @@ static void test_route_answer(void)
     ok(parse_guarded(f, o + 1, &fr) == -1, "a trailing byte is refused");
 }
 
+/* CACHE_ANSWER: u32 flags, nothing more; only the combinations the cache lists can give
+ * (NO_STORE alone, PRIVATE or PUBLIC with or without LONG) are taken. */
+static void test_cache_answer(void)
+{
+    uint8_t f[16] = {0};
+    uint32_t len = 9, flags;
+    memcpy(f, &len, 4);
+    f[4] = KRAIT__IPC_CACHE_ANSWER;
+    f[5] = 7;
+    krait__ipc_frame fr;
+    int valid = 0;
+    for (flags = 0; flags < 64; flags++) {
+        memcpy(f + 9, &flags, 4);
+        int want = flags == 1 || flags == 0 || flags == 2 || flags == 4 || flags == 8 ||
+                   flags == 10 || flags == 12;
+        long rc = parse_guarded(f, 13, &fr);
+        ok(rc == (want ? 13 : -1), "cache flags %u: %ld", flags, rc);
+        if (want) {
+            valid++;
+            ok(fr.type == KRAIT__IPC_CACHE_ANSWER && fr.id == 7 && fr.allow == flags,
+               "cache answer fields (%u)", flags);
+        }
+    }
+    ok(valid == 7, "seven valid flag sets");
+    flags = 0x80000004u;
+    memcpy(f + 9, &flags, 4);
+    ok(parse_guarded(f, 13, &fr) == -1, "a high bit is refused");
+    flags = 4;
+    memcpy(f + 9, &flags, 4);
+    for (size_t cut = 0; cut < 13; cut++)
+        ok(parse_guarded(f, cut, &fr) == KRAIT__IPC_NEED_MORE, "cache answer cut at %zu", cut);
+    len = 8;
+    memcpy(f, &len, 4);
+    ok(parse_guarded(f, 12, &fr) == -1, "three bytes of flags are refused");
+    len = 10;
+    memcpy(f, &len, 4);
+    ok(parse_guarded(f, 14, &fr) == -1, "a trailing byte is refused");
+}
+
 int main(void)
 {
     test_route_answer();
+    test_cache_answer();
     test_request_vectors();
     test_request_encoding_details();
     test_request_limits();

@@ -2,8 +2,8 @@
  * workers (a thread answering worker frames on socketpairs), so that a keep-alive connection
  * alternating a Python page and a static file is handed to the hub and back home on every
  * request (move_conn / adopt_moved / maybe_go_home). Clients also pipeline, fetch a large file
- * (send backpressure, TL_SEND timers), and reset connections mid-answer. A cache-rule callback
- * runs on every loop (it takes a lock, as Python's takes the GIL). Phase 2 stops the server
+ * (send backpressure, TL_SEND timers), and reset connections mid-answer. The event callback
+ * takes a lock, as Python's takes the GIL. Phase 2 stops the server
  * while such traffic is still running: moves in flight while the loops drain and end. Checks:
  * every answer in order, no connection left open (total_conns back to 0), no leak (ASan), no
  * data race (TSan). */
@@ -32,7 +32,6 @@ static char site[64];
 static int bad_answers, phase2_running = 1;
 static pthread_mutex_t bad_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t fake_gil = PTHREAD_MUTEX_INITIALIZER;
-static int cache_calls;
 static int worker_fds[NWORKERS];
 static int worker_stop_fd[2];
 
@@ -130,15 +129,6 @@ static void *worker_thread(void *arg)
 }
 
 /* ---- callbacks ----------------------------------------------------------------------------- */
-
-static int cache_cb(void *ud, const char *rel, size_t len)
-{
-    (void)ud, (void)rel, (void)len;
-    pthread_mutex_lock(&fake_gil);
-    cache_calls++;
-    pthread_mutex_unlock(&fake_gil);
-    return 0;
-}
 
 static void event_cb(void *ud, int kind, int a, int b)
 {
@@ -283,7 +273,7 @@ static krait_server *make_server(void)
     krait_server_add_mime(srv, "txt", "text/plain");
     krait_server_add_route(srv, KRAIT_VERB_GET, NULL, 0, NULL, 0);
     krait_server_set_loops(srv, 3);
-    krait_server_set_callbacks(srv, cache_cb, event_cb, NULL);
+    krait_server_set_callbacks(srv, event_cb, NULL);
     krait_server_set_limit(srv, KRAIT_LIMIT_DRAIN, 2000);
     port = krait_server_listen(srv, "127.0.0.1", 0, 0, err, sizeof err);
     ok(port > 0, "listen: %s", err);
