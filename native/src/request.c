@@ -425,6 +425,28 @@ static void handle_request(struct krait_server *srv, krait__conn *c, krait__requ
         krait__worker_dispatch(srv, c, rq, ans.route, "", ans.params, ans.params_len);
         return;
     }
+    char script[KRAIT__PATH_MAX + KRAIT__PATH_MAX];
+    const krait__route *route = &srv->routes[ans.route];
+    if (route->dir) {
+        /* A static folder (krait_server_add_static_dir): the rest of the path below its
+         * prefix is one of its files, answered here on any loop; never a worker. The route
+         * may be a worker's answer (a regex route came first): its prefix is checked again. */
+        size_t ul = strlen(route->url);
+        if (rq->path_len < ul || memcmp(rq->path, route->url, ul) != 0) {
+            krait__error(srv, c, rq, 404, rq->has_body);
+            return;
+        }
+        const char *rel = rq->path + ul;
+        size_t rel_len = rq->path_len - ul;
+        if (rel_len && rel[0] == '/') {
+            rel++;
+            rel_len--;
+        }
+        krait__static_respond(srv, c, rq, route->dir, rel, rel_len, script, sizeof script);
+        if (rq->has_body && !rq->info.expect_continue)
+            krait__body_start(srv, c, rq, 1);  /* read and drop it first, as below */
+        return;
+    }
     const char *target = ans.target ? ans.target : rq->path;
     size_t target_len = ans.target ? ans.target_len : rq->path_len;
     char norm[KRAIT__PATH_MAX];
@@ -453,9 +475,9 @@ static void handle_request(struct krait_server *srv, krait__conn *c, krait__requ
         target = norm;
         target_len = norm_len;
     }
-    char script[KRAIT__PATH_MAX + KRAIT__PATH_MAX];
-    if (krait__static_respond(srv, c, rq, target + 1, target_len - 1, script, sizeof script) ==
-        KRAIT__STATIC_PYTHON) {
+    krait__tree site = {srv->root_fd, srv->root, srv->root_len, NULL, 0, 0};
+    if (krait__static_respond(srv, c, rq, &site, target + 1, target_len - 1, script,
+                              sizeof script) == KRAIT__STATIC_PYTHON) {
         if (for_hub(srv, c))
             return;
         krait__worker_dispatch(srv, c, rq, ans.route, script, ans.params, ans.params_len);
