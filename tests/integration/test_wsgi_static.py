@@ -86,7 +86,8 @@ class Alone:
             stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            m = re.search(r"at http://127\.0\.0\.1:(\d+)/ .* and (\d+) loops?", self.log.read_text())
+            m = re.search(r"at http://127\.0\.0\.1:(\d+)/ .* and (\d+) loops?",
+                          self.log.read_text())
             if m:
                 self.port, self.loops = int(m.group(1)), int(m.group(2))
                 return
