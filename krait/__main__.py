@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve this WSGI application alone (no site folder), imported from "
                         "the current directory, e.g. --wsgi myproject.wsgi:application "
                         "(default: none)")
+    p.add_argument("--static", action="append", default=[], metavar="/PREFIX=DIR",
+                   help="serve the files of folder DIR at URL prefix /PREFIX from the core "
+                        "(never a worker: a .py there is sent as text), before the "
+                        "application's or the site's routes; repeatable, e.g. "
+                        "--static /static=./static (default: none)")
     p.add_argument("--host", default=DEFAULT_HOST, metavar="ADDR",
                    help="address to listen on: 127.0.0.1 is this machine only, 0.0.0.0 every "
                         "IPv4 interface, :: every interface (IPv6 and IPv4) "
@@ -158,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--wsgi {args.wsgi!r}: write package.module:app")
     elif not site_root:
         parser.error("the site root is required: krait <site-root> (or krait --wsgi MODULE:APP)")
+    static = [_static_spec(parser, spec) for spec in args.static]
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, not {args.workers}")
     if args.loops is not None and not 1 <= args.loops <= MAX_LOOPS:
@@ -205,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                    access_log=args.access_log, debug=args.debug, reload=args.reload,
                    limits=limits, trusted_proxies=list(args.trusted_proxy),
                    pubsub=args.pubsub, port_given=args.port is not None, unix=args.unix,
-                   unix_mode=args.unix_mode)
+                   unix_mode=args.unix_mode, static=static)
     if args.wsgi is None:
         return Supervisor(opts).run()
     opts.site_root = wsgi_site(args.wsgi, os.getcwd())
@@ -215,6 +221,28 @@ def main(argv: list[str] | None = None) -> int:
         return Supervisor(opts).run()
     finally:
         shutil.rmtree(opts.site_root, ignore_errors=True)
+
+
+def _static_spec(parser: argparse.ArgumentParser, spec: str) -> tuple[str, str]:
+    """``--static /PREFIX=DIR`` as (prefix, absolute folder); a bad one exits 2 with one
+    line."""
+    from krait import config
+    from krait.errors import ConfigError
+
+    prefix, sep, folder = spec.partition("=")
+    if not sep or not prefix or not folder:
+        parser.error(f"--static {spec!r}: write /PREFIX=DIR, e.g. /static=./static")
+    folder = os.path.abspath(os.path.expanduser(folder))
+    try:
+        route = config.Route(prefix=prefix, static_dir=folder)
+    except ConfigError as exc:
+        parser.error(f"--static {spec!r}: {exc.message}")
+    if not os.path.exists(folder):
+        parser.error(f"--static {spec!r}: no such folder: {folder}")
+    if not os.path.isdir(folder):
+        parser.error(f"--static {spec!r}: not a folder: {folder}")
+    assert route.prefix is not None
+    return route.prefix, folder
 
 
 def wsgi_site(spec: str, app_dir: str) -> str:

@@ -72,6 +72,13 @@ class Server:
         application)."""
         check(lib.krait_server_add_prefix_route(self.ptr, verbs, prefix.encode()))
 
+    def add_static_dir(self, verbs: int, prefix: str, folder: str) -> None:
+        """A route for every path at or below ``prefix``: a file of ``folder`` (opened now),
+        served by the core, never a worker."""
+        err = ffi.new("char[512]")
+        check(lib.krait_server_add_static_dir(self.ptr, verbs, prefix.encode(),
+                                              os.fsencode(folder), err, 512), err)
+
     def publish(self, channel: bytes, data: bytes, binary: bool) -> None:
         """Deliver a message to the local subscribers of a WebSocket channel (thread-safe,
         never blocking: queued for the loop)."""

@@ -12,6 +12,7 @@ import re
 import runpy
 import sys
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,18 +137,30 @@ def _target_exists(site_root: str, target: str) -> bool:
     return False
 
 
-def validate_routes(site_root: str) -> list[config.Route]:
-    """Check krait.config.routes (invariant 6); an empty list means [Route()]."""
+def static_routes(static: Sequence[tuple[str, str]]) -> list[config.Route]:
+    """``krait --static PREFIX=DIR``, each as the route ``Route(prefix=PREFIX,
+    static_dir=DIR)``, named ``krait --static`` in messages."""
+    out = []
+    for prefix, folder in static:
+        route = config.Route(prefix=prefix, static_dir=folder)
+        route.filename, route.lineno = "krait --static", None
+        out.append(route)
+    return out
+
+
+def validate_routes(site_root: str,
+                    static: Sequence[tuple[str, str]] = ()) -> list[config.Route]:
+    """Check krait.config.routes (invariant 6); an empty list means [Route()]. The command
+    line's static folders (``static``: (prefix, folder) pairs) come first."""
     routes = config.routes
     set_at = config.where("routes")
     prefix = f"{set_at}: " if set_at else ""
-    if routes is None:
-        return [config.Route()]
+    if routes is None or (isinstance(routes, (list, tuple)) and len(routes) == 0):
+        routes = [config.Route()]
     if not isinstance(routes, (list, tuple)):
         raise StartupError(f"{prefix}krait.config.routes must be a list of krait.config.Route, "
                            f"not {type(routes).__name__}")
-    if len(routes) == 0:
-        return [config.Route()]
+    routes = [*static_routes(static), *routes]
     for route in routes:
         if not isinstance(route, config.Route):
             raise StartupError(f"{prefix}krait.config.routes holds {route!r}, "
@@ -156,6 +169,12 @@ def validate_routes(site_root: str) -> list[config.Route]:
             else str(route.filename)
         if route.wsgi is not None:
             route.app = _load_wsgi(route, where, site_root)
+            continue
+        if route.static_dir is not None:
+            folder = os.path.join(site_root, os.path.expanduser(route.static_dir))
+            if not os.path.isdir(folder):
+                raise StartupError(f"{where}: static_dir {route.static_dir!r} is not a folder")
+            route.static_dir = os.path.abspath(folder)
             continue
         target = route.target
         if target is not None and "{" not in target:
@@ -169,7 +188,7 @@ def validate_routes(site_root: str) -> list[config.Route]:
                     raise StartupError(
                         f"{where}: target {target!r} uses {{{name}}}, "
                         f"which the regex does not capture")
-    return list(routes)
+    return routes
 
 
 def _load_wsgi(route: config.Route, where: str, site_root: str) -> Any:
@@ -572,9 +591,11 @@ class Site:
     warnings: list[str]
 
 
-def load(site_root: str, overrides: dict[str, Any] | None = None) -> Site:
+def load(site_root: str, overrides: dict[str, Any] | None = None,
+         static: Sequence[tuple[str, str]] = ()) -> Site:
     """Load the site at ``site_root``: run init.py, apply ``overrides`` (the command line's
-    limits, by ``krait.config`` name) over what it set, and validate everything.
+    limits, by ``krait.config`` name) over what it set, put the command line's static folders
+    (``--static``: (prefix, folder) pairs) before its routes, and validate everything.
 
     :raises StartupError: with ``file:line: message`` (and the site's traceback, for an
         exception in its code).
@@ -582,7 +603,7 @@ def load(site_root: str, overrides: dict[str, Any] | None = None) -> Site:
     site_globals = load_site(site_root)
     for name, value in (overrides or {}).items():
         setattr(config, name, value)
-    routes = validate_routes(site_root)
+    routes = validate_routes(site_root, static)
     error_pages = validate_error_pages(site_root)
     rules = Rules(routes=routes, no_store=compile_cache_rules("cache_no_store"),
                   private=compile_cache_rules("cache_private"),

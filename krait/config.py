@@ -47,13 +47,19 @@ class Route:
         request path itself.
     :param ctrl_class: a callable (normally a :class:`krait.mvc.CtrlBase` subclass) called with
         no arguments per request; its view renders the response.
-    :param prefix: with ``wsgi``: the URL prefix (``"/app"``) the application is mounted at; it
-        takes that path and every path below it (``/app/x``, never ``/apple``). ``"/"`` takes
-        every path.
+    :param prefix: with ``wsgi`` or ``static_dir``: the URL prefix (``"/app"``) the application
+        or folder is mounted at; it takes that path and every path below it (``/app/x``, never
+        ``/apple``). ``"/"`` takes every path.
     :param wsgi: a WSGI application (PEP 3333): the callable itself or ``"package.module:name"``
         (imported in each worker, and once by the master at start-up to check it). A mounted
         application takes every verb unless ``verb`` is given (WebSocket handshakes excepted:
         WSGI cannot accept them). See docs/wsgi.md.
+    :param static_dir: a folder (absolute, or relative to the site root) whose files the core
+        serves at ``prefix``, as it serves the site's own (validators, ``Range``, ``.gz``
+        siblings, hidden names refused), every one a plain file (a ``.py`` or ``.pyml`` is
+        sent as text, never run), a missing one a 404: never a worker. Takes every verb unless
+        ``verb`` is given (``GET`` and ``HEAD`` are answered; others get 405). The folder is
+        opened once, at start-up. See docs/wsgi.md.
     :param max_body_size: the largest request body (bytes, after any chunked framing) this
         route's page, controller or application accepts; a larger one answers 413 before the
         site's code runs. It can only lower ``krait.config.max_body_size``, which the server
@@ -69,6 +75,7 @@ class Route:
                  regex: str | None = None, target: str | None = None,
                  ctrl_class: Callable[[], Any] | None = None, *, prefix: str | None = None,
                  wsgi: str | Callable[..., Any] | None = None,
+                 static_dir: str | os.PathLike[str] | None = None,
                  max_body_size: int | None = None) -> None:
         self.filename, self.lineno = _caller_location()
         if max_body_size is not None and (isinstance(max_body_size, bool) or
@@ -76,13 +83,18 @@ class Route:
                                           max_body_size < 0):
             raise ConfigError(f"route max_body_size {max_body_size!r} must be None or a whole "
                               "number of bytes, 0 or more", self.filename, self.lineno)
-        if (prefix is None) != (wsgi is None):
+        if wsgi is not None and static_dir is not None:
+            raise ConfigError("a route takes wsgi= or static_dir=, not both",
+                              self.filename, self.lineno)
+        kind = "wsgi" if wsgi is not None else "static_dir" if static_dir is not None else None
+        if (prefix is None) != (kind is None):
             raise ConfigError("a route takes prefix= and wsgi= together (a mounted WSGI "
-                              "application)", self.filename, self.lineno)
-        if wsgi is not None:
+                              "application), or prefix= and static_dir= (a static folder)",
+                              self.filename, self.lineno)
+        if kind is not None:
             if url is not None or regex is not None or target is not None or \
                     ctrl_class is not None:
-                raise ConfigError("a wsgi route takes no url, regex, target or ctrl_class: "
+                raise ConfigError(f"a {kind} route takes no url, regex, target or ctrl_class: "
                                   "its prefix says which paths it takes",
                                   self.filename, self.lineno)
             if not isinstance(prefix, str) or not prefix.startswith("/"):
@@ -95,6 +107,18 @@ class Route:
                                   self.filename, self.lineno)
             if prefix != "/":
                 prefix = prefix.rstrip("/") or "/"
+        if static_dir is not None:
+            if isinstance(static_dir, os.PathLike):
+                static_dir = os.fspath(static_dir)
+            if not isinstance(static_dir, str) or not static_dir or "\0" in static_dir:
+                raise ConfigError(f"static_dir {static_dir!r} must name a folder",
+                                  self.filename, self.lineno)
+            if verb is None:
+                verb = "ANY"
+            if verb == "WEBSOCKET":
+                raise ConfigError("a static_dir route cannot take WebSocket handshakes",
+                                  self.filename, self.lineno)
+        if wsgi is not None:
             if isinstance(wsgi, str):
                 module, sep, name = wsgi.partition(":")
                 if not sep or not module or not name:
@@ -129,6 +153,8 @@ class Route:
         self.ctrl_class = ctrl_class
         self.prefix = prefix
         self.wsgi = wsgi
+        #: The folder a static route serves (made absolute against the site root at start-up).
+        self.static_dir: str | None = static_dir
         #: The largest body this route accepts (413 beyond), or ``None``.
         self.max_body_size = max_body_size
         #: The application itself, once the server has loaded ``wsgi`` (at start-up).
@@ -145,7 +171,8 @@ class Route:
         fields = ", ".join(f"{k}={v!r}" for k, v in (
             ("verb", self.verb), ("url", self.url), ("regex", self.regex),
             ("target", self.target), ("ctrl_class", self.ctrl_class), ("prefix", self.prefix),
-            ("wsgi", self.wsgi), ("max_body_size", self.max_body_size)) if v is not None)
+            ("wsgi", self.wsgi), ("static_dir", self.static_dir),
+            ("max_body_size", self.max_body_size)) if v is not None)
         return f"Route({fields})"
 
     def takes_path(self, path: str) -> bool | None:

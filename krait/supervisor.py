@@ -231,6 +231,8 @@ class Options:
     unix_mode: int | None = None
     #: ``--wsgi``: the application served alone (``site_root`` is then a temporary folder).
     wsgi: str | None = None
+    #: ``--static PREFIX=DIR``: (prefix, absolute folder) pairs, routes before the site's.
+    static: list[tuple[str, str]] = field(default_factory=list)
     #: More folders whose ``.py`` files ``--reload`` watches (``--wsgi``: the application's).
     watch_dirs: list[str] = field(default_factory=list)
 
@@ -392,7 +394,7 @@ class Supervisor:
 
     def configure(self) -> Server:
         opts = self.opts
-        site = load(opts.site_root, opts.config_overrides())
+        site = load(opts.site_root, opts.config_overrides(), opts.static)
         routes = site.routes
         for warning in site.warnings:
             log(warning)
@@ -419,6 +421,9 @@ class Supervisor:
         for ext, mime in sorted(_mime.table().items()):
             server.add_mime(ext.lstrip("."), mime)
         for route in routes:
+            if route.static_dir is not None:
+                server.add_static_dir(route_bits(route), route.prefix, route.static_dir)
+                continue
             if route.prefix is not None:
                 server.add_prefix_route(route_bits(route), route.prefix)
                 continue
@@ -529,6 +534,8 @@ class Supervisor:
             cmd.append("--debug")
         for proxy in self.opts.trusted_proxies:
             cmd += ["--trusted-proxy", proxy]
+        for prefix, folder in self.opts.static:
+            cmd += ["--static", f"{prefix}={folder}"]
         env = dict(os.environ)
         for name, value in self.opts.config_overrides().items():
             env[f"KRAIT_CONFIG_{name}"] = repr(value)  # read back with ast.literal_eval

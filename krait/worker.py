@@ -154,6 +154,8 @@ class Worker:
         self.site_root = site_root
         self.sock = sock
         self.debug = debug
+        #: ``krait --static``: (prefix, folder) routes before the site's, as the master has them.
+        self.static: list[tuple[str, str]] = []
         self.scripts = ScriptCache()
         self.site_globals: dict[str, Any] = {}
         self.routes: list[config.Route] = []
@@ -215,13 +217,13 @@ class Worker:
         for key, value in os.environ.items():
             if key.startswith("KRAIT_CONFIG_"):
                 overrides[key[len("KRAIT_CONFIG_"):]] = ast.literal_eval(value)
-        site = load(self.site_root, overrides)
+        site = load(self.site_root, overrides, self.static)
         self.site_globals = site.globals
         self.routes = site.routes
         self.error_pages = site.error_pages
         self.rules = site.rules
         self._wsgi = {i: (r.prefix, r.app) for i, r in enumerate(self.routes)
-                      if r.prefix is not None}
+                      if r.wsgi is not None}
         self._max_age = (int(config.cache_max_age_default), int(config.cache_max_age_long_term))
         self._static_only = static_only_prefixes()
         _ = self.templates  # Mako is imported now, not during the first page
@@ -981,6 +983,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true")
     parser.add_argument("--trusted-proxy", action="append", default=[])
     parser.add_argument("--notify-fd", type=int, default=None)
+    parser.add_argument("--static", action="append", default=[])  # the master's PREFIX=DIR
     args = parser.parse_args(argv)
     # The master blocks these for its signalfd; a forked+exec'd child inherits the mask.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
@@ -992,6 +995,7 @@ def main(argv: list[str] | None = None) -> int:
     sock = socket.socket(fileno=args.fd)
     worker = Worker(args.site_root, sock, args.debug)
     worker.proxies = TrustedProxies(args.trusted_proxy)
+    worker.static = [(p, d) for p, _, d in (spec.partition("=") for spec in args.static)]
     try:
         worker.load()
     except Exception as exc:  # noqa: BLE001 - reported, then this worker is gone

@@ -106,6 +106,17 @@ int krait_server_set_cache_questions(krait_server *srv, int on);
 /* Append a route that takes every path at or below prefix ("/app": "/app", "/app/",
  * "/app/x", never "/apple"), answered by a worker (a mounted WSGI application). */
 int krait_server_add_prefix_route(krait_server *srv, int verbs, const char *prefix);
+/* Append a route that serves a static folder outside the site root: every path at or below
+ * prefix (as krait_server_add_prefix_route) is the rest of the path taken as a file beneath
+ * dir, which is opened once, now (an O_PATH descriptor). Its files are served by the same code
+ * as the site's (hidden segments and never_serve refused, symlinks followed only inside dir,
+ * ETag/Last-Modified/304, Range, .gz siblings, sendfile, MIME types, cache rules asked with
+ * the URL path "prefix/rest" without the leading '/'), every one static (a .py or template is
+ * data, sent as text with nosniff), a miss a 404: never a worker, on every loop. Fails
+ * (EINVAL for a prefix not starting with '/', ESYS when dir cannot be opened as a folder) with
+ * err filled. */
+int krait_server_add_static_dir(krait_server *srv, int verbs, const char *prefix,
+                                const char *dir, char *err, size_t errlen);
 /* Access log destination (an fd the caller keeps open), or -1 for none; before
  * krait_server_run. */
 int krait_server_set_access_log(krait_server *srv, int fd);

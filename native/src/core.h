@@ -87,6 +87,18 @@ void krait__map_del(krait__map *m, const char *key, size_t len);
 void krait__map_clear(krait__map *m);
 void krait__map_free(krait__map *m);
 
+/* A folder static.c serves files from: the site root, or a static folder outside it
+ * (krait_server_add_static_dir). */
+typedef struct {
+    int fd;            /* opened once; every file is opened beneath it (RESOLVE_BENEATH) */
+    char *path;        /* its real path: where a followed symlink must still lead */
+    size_t path_len;
+    char *url;         /* a static folder's URL prefix without its leading '/' ("static"): the
+                          name cache rules see its files under; "" for the site root */
+    size_t url_len;
+    int files_only;    /* a static folder: every file is data, never a worker's */
+} krait__tree;
+
 typedef struct {
     int verbs;
     char *url;
@@ -94,6 +106,8 @@ typedef struct {
     char *target;
     int is_ctrl;
     int is_prefix;   /* url is a prefix: it and every path below it (a mounted application) */
+    krait__tree *dir;  /* a static folder's route: the rest of the path is a file of it (owned;
+                          the route is a prefix route, answered by static.c, never a worker) */
 } krait__route;
 
 /* A cache rule in C (krait_server_add_cache_rule): the path equals before (star 0), or

@@ -297,6 +297,22 @@ static int for_hub(struct krait_server *srv, krait__conn *c)
     return 1;
 }
 
+/* A file of tree t (static.c); a regex cache rule with no answer yet for it makes it a
+ * question for a worker, on the hub: the request waits unconsumed and is taken again from the
+ * start with the answer (KRAIT__STATIC_CACHE_ASK: nothing more to do here). */
+static int respond_static(struct krait_server *srv, krait__conn *c, krait__request *rq,
+                          const krait__tree *t, const char *rel, size_t rel_len, char *script,
+                          size_t script_cap)
+{
+    int sr = krait__static_respond(srv, c, rq, t, rel, rel_len, script, script_cap);
+    if (sr != KRAIT__STATIC_CACHE_ASK || for_hub(srv, c))
+        return sr;
+    KRAIT__STAT_ADD(srv, KRAIT_STAT_REQUESTS, -1);  /* counted when taken again */
+    c->consume = 0;
+    krait__worker_cache_question(srv, c, script, strlen(script));
+    return sr;
+}
+
 static void handle_request(struct krait_server *srv, krait__conn *c, krait__request *rq)
 {
     KRAIT__STAT_ADD(srv, KRAIT_STAT_REQUESTS, 1);
@@ -426,6 +442,30 @@ static void handle_request(struct krait_server *srv, krait__conn *c, krait__requ
         krait__worker_dispatch(srv, c, rq, ans.route, "", ans.params, ans.params_len);
         return;
     }
+    char script[KRAIT__PATH_MAX + KRAIT__PATH_MAX];
+    const krait__route *route = &srv->routes[ans.route];
+    if (route->dir) {
+        /* A static folder (krait_server_add_static_dir): the rest of the path below its
+         * prefix is one of its files, answered here on any loop; never a worker. The route
+         * may be a worker's answer (a regex route came first): its prefix is checked again. */
+        size_t ul = strlen(route->url);
+        if (rq->path_len < ul || memcmp(rq->path, route->url, ul) != 0) {
+            krait__error(srv, c, rq, 404, rq->has_body);
+            return;
+        }
+        const char *rel = rq->path + ul;
+        size_t rel_len = rq->path_len - ul;
+        if (rel_len && rel[0] == '/') {
+            rel++;
+            rel_len--;
+        }
+        if (respond_static(srv, c, rq, route->dir, rel, rel_len, script, sizeof script) ==
+            KRAIT__STATIC_CACHE_ASK)
+            return;
+        if (rq->has_body && !rq->info.expect_continue)
+            krait__body_start(srv, c, rq, 1);  /* read and drop it first, as below */
+        return;
+    }
     const char *target = ans.target ? ans.target : rq->path;
     size_t target_len = ans.target ? ans.target_len : rq->path_len;
     char norm[KRAIT__PATH_MAX];
@@ -454,18 +494,11 @@ static void handle_request(struct krait_server *srv, krait__conn *c, krait__requ
         target = norm;
         target_len = norm_len;
     }
-    char script[KRAIT__PATH_MAX + KRAIT__PATH_MAX];
-    int sr = krait__static_respond(srv, c, rq, target + 1, target_len - 1, script, sizeof script);
-    if (sr == KRAIT__STATIC_CACHE_ASK) {
-        /* A regex cache rule, no answer for this file yet: a worker decides, on the hub. The
-         * request waits unconsumed and is taken again from the start with the answer. */
-        if (for_hub(srv, c))
-            return;
-        KRAIT__STAT_ADD(srv, KRAIT_STAT_REQUESTS, -1);  /* counted when taken again */
-        c->consume = 0;
-        krait__worker_cache_question(srv, c, script, strlen(script));
+    krait__tree site = {srv->root_fd, srv->root, srv->root_len, NULL, 0, 0};
+    int sr = respond_static(srv, c, rq, &site, target + 1, target_len - 1, script,
+                            sizeof script);
+    if (sr == KRAIT__STATIC_CACHE_ASK)
         return;
-    }
     if (sr == KRAIT__STATIC_PYTHON) {
         if (for_hub(srv, c))
             return;

@@ -51,6 +51,18 @@ static void free_strings(char **v, size_t n)
     free(v);
 }
 
+/* A static folder (krait_server_add_static_dir); NULL is accepted. */
+static void tree_free(krait__tree *t)
+{
+    if (!t)
+        return;
+    if (t->fd >= 0)
+        close(t->fd);
+    free(t->path);
+    free(t->url);
+    free(t);
+}
+
 /* Append a copy of s[0..n) to a string list. */
 static int push_string(char ***v, size_t *n, const char *s, size_t len)
 {
@@ -231,6 +243,7 @@ void krait_server_free(krait_server *srv)
     for (size_t i = 0; i < srv->nroutes; i++) {
         free(srv->routes[i].url);
         free(srv->routes[i].target);
+        tree_free(srv->routes[i].dir);
     }
     free(srv->routes);
     krait__map_free(&srv->mime);
@@ -342,6 +355,62 @@ int krait_server_add_prefix_route(krait_server *srv, int verbs, const char *pref
     if (rc == KRAIT_OK)
         srv->routes[srv->nroutes - 1].is_prefix = 1;
     return rc;
+}
+
+int krait_server_add_static_dir(krait_server *srv, int verbs, const char *prefix,
+                                const char *dir, char *err, size_t errlen)
+{
+    size_t n = strlen(prefix);
+    if (!n || prefix[0] != '/' || n >= KRAIT__PATH_MAX || memchr(prefix, '%', n)) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s: a static folder's prefix is a decoded path starting "
+                     "with '/'", prefix);
+        return KRAIT_EINVAL;
+    }
+    while (n > 1 && prefix[n - 1] == '/')
+        n--;  /* "/static/" is "/static" */
+    krait__tree *t = calloc(1, sizeof *t);
+    if (!t)
+        goto nomem;
+    t->fd = -1;
+    char real[KRAIT__PATH_MAX];
+    if (!realpath(dir, real)) {
+        set_err(err, errlen, dir, errno);
+        tree_free(t);
+        return KRAIT_ESYS;
+    }
+    /* O_PATH: a descriptor to open beneath, no read access to the folder itself needed. */
+    t->fd = open(real, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (t->fd < 0) {
+        set_err(err, errlen, dir, errno);
+        tree_free(t);
+        return KRAIT_ESYS;
+    }
+    t->path_len = strlen(real);
+    t->url_len = n - 1;  /* without the leading '/' */
+    t->files_only = 1;
+    t->path = strdup(real);
+    t->url = strndup(prefix + 1, t->url_len);
+    char *url = strndup(prefix, n);
+    if (!t->path || !t->url || !url) {
+        free(url);
+        tree_free(t);
+        goto nomem;
+    }
+    int rc = krait_server_add_route(srv, verbs, url, 0, NULL, 0);
+    free(url);
+    if (rc != KRAIT_OK) {
+        tree_free(t);
+        goto nomem;
+    }
+    /* The routes are the hub's, shared read-only by every loop (krait__server_clone takes
+     * the array): the folder's descriptor is opened once, here, and never changes. */
+    srv->routes[srv->nroutes - 1].is_prefix = 1;
+    srv->routes[srv->nroutes - 1].dir = t;
+    return KRAIT_OK;
+nomem:
+    set_err(err, errlen, "allocating a static folder", ENOMEM);
+    return KRAIT_ENOMEM;
 }
 
 int krait_server_set_callbacks(krait_server *srv, krait_event_fn event, void *ud)
@@ -484,7 +553,7 @@ krait_server *krait__server_clone(krait_server *hub, int index)
     lp->route_cache.max = hub->route_cache.max;
     lp->dyn_cache.max = hub->dyn_cache.max;
     lp->resolved.max = hub->resolved.max;
-    lp->routes = hub->routes;
+    lp->routes = hub->routes;  /* static folders (route.dir) with them: opened once, shared */
     lp->nroutes = hub->nroutes;
     lp->cache_rule_list = hub->cache_rule_list;  /* read-only while the loops run */
     lp->n_cache_rules = hub->n_cache_rules;

@@ -1,8 +1,9 @@
 /* Static files, decided and served in C: Krait's URL → file mapping (index and extension search)
- * confined to the site root with openat2(RESOLVE_BENEATH), the "static or Python" decision and
- * its cache, validators and preconditions (via cache.c), Range and multipart/byteranges, the
- * gzip sibling, and the response head. Bodies leave as file segments of the connection
- * (conn.c). A file that needs Python is handed back to request.c for a worker. */
+ * confined to a tree (the site root, or a static folder outside it) with
+ * openat2(RESOLVE_BENEATH), the "static or Python" decision and its cache, validators and
+ * preconditions (via cache.c), Range and multipart/byteranges, the gzip sibling, and the
+ * response head. Bodies leave as file segments of the connection (conn.c). A file of the site
+ * that needs Python is handed back to request.c for a worker; a static folder's never is. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -33,7 +34,7 @@ static int openat2_fd(int dirfd, const char *path, uint64_t resolve)
 
 /* After following a symlink, the file reached must still obey the hidden-segment rule
  * (behaviour §2): "link -> .private/db" must not expose .private. */
-static int symlink_target_ok(krait_server *srv, int fd)
+static int symlink_target_ok(krait_server *srv, const krait__tree *t, int fd)
 {
     char proc[64], real[KRAIT__PATH_MAX];
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
@@ -41,9 +42,9 @@ static int symlink_target_ok(krait_server *srv, int fd)
     if (n < 0)
         return 0;
     real[n] = '\0';
-    if ((size_t)n < srv->root_len || memcmp(real, srv->root, srv->root_len) != 0)
+    if ((size_t)n < t->path_len || memcmp(real, t->path, t->path_len) != 0)
         return 0;
-    const char *p = real + srv->root_len;
+    const char *p = real + t->path_len;
     if (*p && *p != '/')
         return 0;
     for (const char *q = p; *q; q++)
@@ -52,15 +53,16 @@ static int symlink_target_ok(krait_server *srv, int fd)
     return !krait__never_served(srv, p, strlen(p));
 }
 
-/* Open rel beneath the root. Symlinks are followed only while they stay inside the root
+/* Open rel beneath the tree. Symlinks are followed only while they stay inside the tree
  * (RESOLVE_BENEATH) and lead to no hidden path; the common case (no symlink) costs one call. */
-static int open_beneath(krait_server *srv, const char *rel, struct stat *st)
+static int open_beneath(krait_server *srv, const krait__tree *t, const char *rel,
+                        struct stat *st)
 {
-    int fd = openat2_fd(srv->root_fd, *rel ? rel : ".",
+    int fd = openat2_fd(t->fd, *rel ? rel : ".",
                         RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS);
     if (fd < 0 && errno == ELOOP) {
-        fd = openat2_fd(srv->root_fd, rel, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
-        if (fd >= 0 && !symlink_target_ok(srv, fd)) {
+        fd = openat2_fd(t->fd, rel, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
+        if (fd >= 0 && !symlink_target_ok(srv, t, fd)) {
             close(fd);
             errno = ENOENT;
             return -1;
@@ -83,37 +85,37 @@ static int ends_with(const char *s, size_t n, const char *suffix)
 
 /* Behaviour §3.2: a directory serves its index; a missing F tries F.html, F.htm, F.pyml, F.py,
  * then the .html/.htm twin. The result must be a regular file. */
-static int resolve_file(krait_server *srv, const char *rel, size_t rel_len, char *name,
-                        size_t name_cap, struct stat *st)
+static int resolve_file(krait_server *srv, const krait__tree *t, const char *rel,
+                        size_t rel_len, char *name, size_t name_cap, struct stat *st)
 {
     if (rel_len + 16 > name_cap)
         return -1;
     memcpy(name, rel, rel_len);
     name[rel_len] = '\0';
     size_t n = rel_len;
-    int fd = open_beneath(srv, name, st);
+    int fd = open_beneath(srv, t, name, st);
     if (fd >= 0 && S_ISDIR(st->st_mode)) {
         close(fd);
         if (n && name[n - 1] != '/')
             name[n++] = '/';
         memcpy(name + n, "index", 6);
         n += 5;
-        fd = open_beneath(srv, name, st);
+        fd = open_beneath(srv, t, name, st);
     }
     if (fd < 0) {
         static const char *const exts[] = {".html", ".htm", ".pyml", ".py"};
         for (size_t i = 0; i < 4 && fd < 0; i++) {
             memcpy(name + n, exts[i], strlen(exts[i]) + 1);
-            fd = open_beneath(srv, name, st);
+            fd = open_beneath(srv, t, name, st);
         }
         if (fd < 0 && ends_with(name, n, ".html")) {
             name[n - 1] = '\0';
-            fd = open_beneath(srv, name, st);
+            fd = open_beneath(srv, t, name, st);
             if (fd >= 0)
                 n--;
         } else if (fd < 0 && ends_with(name, n, ".htm")) {
             memcpy(name + n, "l", 2);
-            fd = open_beneath(srv, name, st);
+            fd = open_beneath(srv, t, name, st);
             if (fd >= 0)
                 n++;
         }
@@ -152,14 +154,14 @@ static size_t search_dir_len(const char *rel, size_t len, int index_search)
     return len ? len - 1 : 0;
 }
 
-static int dir_stat(krait_server *srv, const char *name, size_t dir_len, struct stat *st)
+static int dir_stat(const krait__tree *t, const char *name, size_t dir_len, struct stat *st)
 {
     char dir[KRAIT__PATH_MAX];
     if (dir_len >= sizeof dir)
         return -1;
     memcpy(dir, name, dir_len);
     dir[dir_len] = '\0';
-    return fstatat(srv->root_fd, dir_len ? dir : ".", st, AT_SYMLINK_NOFOLLOW);
+    return fstatat(t->fd, dir_len ? dir : ".", st, AT_SYMLINK_NOFOLLOW);
 }
 
 static int64_t ctime_ns(const struct stat *st)
@@ -168,13 +170,13 @@ static int64_t ctime_ns(const struct stat *st)
 }
 
 /* The remembered file for rel, into name, if its directory has not changed since. */
-static int resolved_lookup(krait_server *srv, const char *rel, size_t rel_len, char *name,
-                           size_t name_cap)
+static int resolved_lookup(krait_server *srv, const krait__tree *t, const char *rel,
+                           size_t rel_len, char *name, size_t name_cap)
 {
     krait__map_entry *e = krait__map_get(&srv->resolved, rel, rel_len);
     struct stat ds;
     if (!e || !e->val || e->val_len >= name_cap ||
-        dir_stat(srv, e->val, (size_t)e->num[0], &ds) < 0 || !S_ISDIR(ds.st_mode) ||
+        dir_stat(t, e->val, (size_t)e->num[0], &ds) < 0 || !S_ISDIR(ds.st_mode) ||
         (int64_t)ds.st_ino != e->num[1] || (int64_t)ds.st_dev != e->num[2] ||
         ctime_ns(&ds) != e->num[3])
         return 0;
@@ -182,8 +184,8 @@ static int resolved_lookup(krait_server *srv, const char *rel, size_t rel_len, c
     return 1;
 }
 
-static void resolved_store(krait_server *srv, const char *rel, size_t rel_len,
-                           const char *name, size_t name_len)
+static void resolved_store(krait_server *srv, const krait__tree *t, const char *rel,
+                           size_t rel_len, const char *name, size_t name_len)
 {
     int index_search = !rel_len || rel[rel_len - 1] == '/';
     size_t dl = search_dir_len(rel, rel_len, index_search);
@@ -192,7 +194,7 @@ static void resolved_store(krait_server *srv, const char *rel, size_t rel_len,
     if (search_dir_len(name, name_len, 0) != dl || (dl && memcmp(name, rel, dl) != 0))
         return;
     struct stat ds;
-    if (dir_stat(srv, name, dl, &ds) < 0 || !S_ISDIR(ds.st_mode) ||
+    if (dir_stat(t, name, dl, &ds) < 0 || !S_ISDIR(ds.st_mode) ||
         ds.st_ctim.tv_sec + RESOLVE_SETTLE_S > srv->date_sec)
         return;
     krait__map_entry *e = krait__map_put(&srv->resolved, rel, rel_len);
@@ -216,23 +218,25 @@ static void resolved_store(krait_server *srv, const char *rel, size_t rel_len,
 #define LOCATE_SCRIPT (-2)
 
 /* The file rel names (behaviour §3.2) into name: its open descriptor and st; LOCATE_SCRIPT for
- * a remembered .py script, which the core need not open (the worker does); -1 for none. */
-static int locate(krait_server *srv, const char *rel, size_t rel_len, char *name,
-                  size_t name_cap, struct stat *st)
+ * a remembered .py script, which the core need not open (the worker does); -1 for none. The
+ * resolution cache is the site root's alone (its keys are root-relative paths): a static
+ * folder has no scripts, and its files are usually asked for by their exact names. */
+static int locate(krait_server *srv, const krait__tree *t, const char *rel, size_t rel_len,
+                  char *name, size_t name_cap, struct stat *st)
 {
-    if (resolved_lookup(srv, rel, rel_len, name, name_cap)) {
+    if (!t->files_only && resolved_lookup(srv, t, rel, rel_len, name, name_cap)) {
         if (ends_with(name, strlen(name), ".py"))
             return LOCATE_SCRIPT;
-        int fd = open_beneath(srv, name, st);
+        int fd = open_beneath(srv, t, name, st);
         if (fd >= 0 && S_ISREG(st->st_mode))
             return fd;
         if (fd >= 0)
             close(fd);
     }
-    int fd = resolve_file(srv, rel, rel_len, name, name_cap, st);
+    int fd = resolve_file(srv, t, rel, rel_len, name, name_cap, st);
     size_t name_len = fd >= 0 ? strlen(name) : 0;
-    if (fd >= 0 && (name_len != rel_len || ends_with(name, name_len, ".py")))
-        resolved_store(srv, rel, rel_len, name, name_len);
+    if (fd >= 0 && !t->files_only && (name_len != rel_len || ends_with(name, name_len, ".py")))
+        resolved_store(srv, t, rel, rel_len, name, name_len);
     return fd;
 }
 
@@ -407,13 +411,18 @@ static void respond_simple(krait_server *srv, krait__conn *c, krait__request *rq
 }
 
 /* Did the path name a directory without its trailing slash, answered by that directory's index
- * ("docs" → "docs/index.html")? Only for the request's own path (rel is rq->path without its
- * '/'), never for a route's target: the URL a client asked for is what gets the slash. */
+ * ("docs" → "docs/index.html"; a static folder's own prefix, "/static" → "index.html")? Only
+ * for the request's own path (rel is the tail of rq->path), never for a route's target: the
+ * URL a client asked for is what gets the slash. */
 static int directory_without_slash(const krait__request *rq, const char *rel, size_t rel_len,
                                    const char *name)
 {
-    return rel == rq->path + 1 && rel_len && rel[rel_len - 1] != '/' &&
-           strlen(name) > rel_len && name[rel_len] == '/' && memcmp(name, rel, rel_len) == 0;
+    if (rel + rel_len != rq->path + rq->path_len || !rq->path_len ||
+        rq->path[rq->path_len - 1] == '/')
+        return 0;
+    if (!rel_len)
+        return 1;  /* the folder itself: what was found is its index */
+    return strlen(name) > rel_len && name[rel_len] == '/' && memcmp(name, rel, rel_len) == 0;
 }
 
 /* 301 to the same path with a trailing '/', the query kept (as nginx and Apache do), so that
@@ -468,20 +477,42 @@ static int part_head(char *out, size_t cap, const char *boundary, const char *ct
                     (unsigned long long)size);
 }
 
+/* The cache rule of a file: asked by its name relative to the site root, or for a static
+ * folder's file by its URL path ("static/app.css"), as the site's rules are written. */
+/* The name the cache rules see for a file: root-relative in the site, the URL path (the
+ * folder's prefix, then the name) in a static folder. Returns its length, 0 if too long. */
+static size_t cache_key(const krait__tree *t, const char *name, size_t name_len, char *key,
+                        size_t cap)
+{
+    size_t n = t->url_len ? t->url_len + 1 + name_len : name_len;
+    if (n >= cap)
+        return 0;
+    if (t->url_len) {
+        memcpy(key, t->url, t->url_len);
+        key[t->url_len] = '/';
+        memcpy(key + t->url_len + 1, name, name_len);
+    } else {
+        memcpy(key, name, name_len);
+    }
+    key[n] = '\0';
+    return n;
+}
+
 int krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq,
-                          const char *rel, size_t rel_len, char *script, size_t script_cap)
+                          const krait__tree *t, const char *rel, size_t rel_len, char *script,
+                          size_t script_cap)
 {
     char name[KRAIT__PATH_MAX];
     struct stat st;
-    int fd = locate(srv, rel, rel_len, name, sizeof name, &st);
+    int fd = locate(srv, t, rel, rel_len, name, sizeof name, &st);
     if (fd != -1 && krait__never_served(srv, name, strlen(name))) {
         if (fd >= 0)
             close(fd);
         fd = -1;  /* "page" found as "page.bak"? never */
     }
-    int data_only = fd != -1 && krait__static_only(srv, name, strlen(name));
+    int data_only = fd != -1 && (t->files_only || krait__static_only(srv, name, strlen(name)));
     if (data_only && fd == LOCATE_SCRIPT) {
-        fd = open_beneath(srv, name, &st);  /* a .py under uploads/ is a file, not a script */
+        fd = open_beneath(srv, t, name, &st);  /* a .py under uploads/ is a file, not a script */
         if (fd >= 0 && !S_ISREG(st.st_mode)) {
             close(fd);
             fd = -1;
@@ -502,7 +533,7 @@ int krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq,
     if (!data_only && (fd == LOCATE_SCRIPT || needs_python(srv, fd, name, name_len, &st))) {
         if (fd >= 0)
             close(fd);
-        int n = snprintf(script, script_cap, "%s/%s", srv->root, name);
+        int n = snprintf(script, script_cap, "%s/%s", t->path, name);
         if (n < 0 || (size_t)n >= script_cap) {
             krait__error(srv, c, rq, 414, 1);
             return KRAIT__STATIC_ANSWERED;
@@ -536,17 +567,21 @@ int krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq,
     m.nosniff = data_only;
     if (data_only && (ends_with(name, name_len, ".pyml") || ends_with(name, name_len, ".py")))
         snprintf(m.ctype, sizeof m.ctype, "text/plain; charset=utf-8");  /* data, not code */
-    if (c->cache_asked && c->route_path && strcmp(c->route_path, name) == 0) {
+    char key[KRAIT__PATH_MAX];
+    size_t key_len = cache_key(t, name, name_len, key, sizeof key);
+    if (!key_len) {
+        m.flags = 0;  /* a name too long for the rules: no rule */
+    } else if (c->cache_asked && c->route_path && strcmp(c->route_path, key) == 0) {
         m.flags = c->cache_answer;  /* a worker's answer, for this very request */
-    } else if (krait__cache_flags(srv, name, name_len, &m.flags) == KRAIT__CACHE_ASK) {
+    } else if (krait__cache_flags(srv, key, key_len, &m.flags) == KRAIT__CACHE_ASK) {
         /* A regex cache rule: a worker decides (request.c asks; the request is taken again
          * from the start with the answer). */
         close(fd);
-        if (name_len >= script_cap) {
+        if (key_len >= script_cap) {
             krait__error(srv, c, rq, 414, 1);
             return KRAIT__STATIC_ANSWERED;
         }
-        memcpy(script, name, name_len + 1);
+        memcpy(script, key, key_len + 1);
         return KRAIT__STATIC_CACHE_ASK;
     }
     c->cache_asked = 0;
@@ -557,7 +592,7 @@ int krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq,
     if (name_len + 4 < sizeof name && accepts_gzip(krait__find_header(srv, "accept-encoding"))) {
         memcpy(name + name_len, ".gz", 4);
         struct stat gst;
-        int gfd = open_beneath(srv, name, &gst);
+        int gfd = open_beneath(srv, t, name, &gst);
         name[name_len] = '\0';
         if (gfd >= 0 && S_ISREG(gst.st_mode)) {
             close(fd);

@@ -28,6 +28,9 @@
  * An input of odd length runs with cache-rule questions (a regex cache rule: every static
  * file's flags are asked of a worker once, then cached); an even one with cache rules the
  * core evaluates itself.
+ * The first route is a static folder outside the site root (krait_server_add_static_dir at
+ * /static: a second temporary folder, with a .py file, a .gz sibling, an index, a hidden file
+ * and links out of it), which some templates ask for and forged route answers may name.
  * Clients with an odd k connect to loop 1, the others to loop 0 (the hub, which has the
  * workers): a request for a worker on loop 1 moves its connection to the hub.
  * After each operation each loop runs one turn. A worker that exits is replaced from the event
@@ -53,6 +56,7 @@
 #define MAX_WORKERS 3
 
 static char site[64];
+static char static_dir[64];  /* the /static route's folder, outside the site root */
 
 static const char *const templates[] = {
     "GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -75,6 +79,16 @@ static const char *const templates[] = {
     "DELETE /r/1 HTTP/1.1\r\nHost: x\r\n\r\n",
     "PUT /r/2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
     "GET /index.html HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\n\r\n",
+    "GET /static/s.css HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n",
+    "GET /static/s.css HTTP/1.1\r\nHost: x\r\nRange: bytes=0-2,4-6\r\n\r\n",
+    "GET /static/tool.py HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\n\r\n",
+    "GET /static/..%2f..%2fa.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET /static/out.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET /static/sub HTTP/1.1\r\nHost: x\r\n\r\n",
+    "POST /static/s.css HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+    "GET /static HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET /static/big.bin HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET /static/up/ HTTP/1.1\r\nHost: x\r\n\r\n",
 };
 #define NTEMPLATES (sizeof templates / sizeof templates[0])
 
@@ -108,15 +122,20 @@ static void put_u32(uint8_t *p, uint32_t v)
     p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16), p[3] = (uint8_t)(v >> 24);
 }
 
-static void write_file(const char *name, const char *data, size_t n)
+static void write_file_in(const char *dir, const char *name, const char *data, size_t n)
 {
     char path[128];
-    snprintf(path, sizeof path, "%s/%s", site, name);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "wb");
     if (!f)
         abort();
     fwrite(data, 1, n, f);
     fclose(f);
+}
+
+static void write_file(const char *name, const char *data, size_t n)
+{
+    write_file_in(site, name, data, n);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -131,6 +150,27 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     static char big[70000];
     memset(big, 'b', sizeof big);
     write_file("big.bin", big, sizeof big);
+    snprintf(static_dir, sizeof static_dir, "/tmp/krait-fuzz-static-XXXXXX");
+    if (!mkdtemp(static_dir))
+        abort();
+    char path[128];
+    snprintf(path, sizeof path, "%s/sub", static_dir);
+    if (mkdir(path, 0700) < 0)
+        abort();
+    write_file_in(static_dir, "s.css", "body{}\n", 7);
+    write_file_in(static_dir, "s.css.gz", "\x1f\x8b not really", 14);
+    write_file_in(static_dir, "tool.py", "print('data')\n", 14);
+    write_file_in(static_dir, "sub/index.html", "<p>sub</p>\n", 11);
+    write_file_in(static_dir, ".hidden", "no\n", 3);
+    write_file_in(static_dir, "big.bin", big, sizeof big);
+    snprintf(path, sizeof path, "%s/out.txt", static_dir);
+    char target[128];
+    snprintf(target, sizeof target, "%s/a.txt", site);
+    if (symlink(target, path) < 0)
+        abort();
+    snprintf(path, sizeof path, "%s/up", static_dir);
+    if (symlink("..", path) < 0)
+        abort();
     return 0;
 }
 
@@ -393,6 +433,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     krait_server_set_limit(srv, KRAIT_LIMIT_WS_PING, 1000);
     krait_server_set_limit(srv, KRAIT_LIMIT_DRAIN, 2000);
     krait_server_add_mime(srv, "txt", "text/plain");
+    krait_server_add_mime(srv, "css", "text/css");
+    if (krait_server_add_static_dir(srv, KRAIT_VERB_ANY & ~KRAIT_VERB_WEBSOCKET, "/static/",
+                                    static_dir, err, sizeof err) < 0)
+        abort();
     krait_server_add_route(srv, KRAIT_VERB_WEBSOCKET, "/ws", 0, NULL, 1);
     krait_server_add_route(srv, KRAIT_VERB_GET, "/ctrl", 0, NULL, 1);
     krait_server_add_route(srv, KRAIT_VERB_DELETE | KRAIT_VERB_PUT, NULL, 1, NULL, 0);
