@@ -461,8 +461,10 @@ def test_a_request_queued_behind_a_killed_one_goes_to_the_new_worker(site, krait
     server = krait_server(site, "--workers", "1")
     marker = tmp_path / "pid"
     doomed = send(server, f"/x/slow?t=30&marker={marker}")
-    behind = send(server, "/x/pid")
+    # Sent once the first runs: with several loops, two connections reach the worker pool in
+    # no set order, so "behind" must leave after "doomed" has started.
     pid = wait_pid_file(marker)
+    behind = send(server, "/x/pid")
     os.kill(pid, signal.SIGKILL)
     assert HttpReader(doomed, timeout=10).read()[0] == 502
     status, _, body = HttpReader(behind, timeout=10).read()
@@ -474,8 +476,8 @@ def test_a_request_queued_behind_an_overrun_is_served_not_timed_out(site, krait_
     server = krait_server(site, "--workers", "1", "--worker-timeout", "1")
     marker = tmp_path / "pid"
     looping = send(server, f"/x/loop?marker={marker}")
+    pid = wait_pid_file(marker)  # then "behind" is surely behind it (see above)
     behind = send(server, "/x/pid")
-    pid = wait_pid_file(marker)
     assert HttpReader(looping, timeout=10).read()[0] == 504
     status, _, body = HttpReader(behind, timeout=10).read()
     assert status == 200 and int(body) != pid
