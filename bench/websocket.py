@@ -9,13 +9,21 @@ temporary directory):
   (--echo-processes): krait --workers 2; websockets in 2 processes on one SO_REUSEPORT port;
   Tornado fork_processes(2) sharing one socket.
 - broadcast: 100 subscribers (--subscribers) and 1 publisher; every 32-byte message the
-  publisher sends goes to every subscriber; messages per second, each delivered to all 100.
-  At most --window (16) messages are in flight: message i leaves only once every subscriber has
-  message i-16. Every server runs 1 process (--broadcast-processes): a room lives in one
-  process (krait's controllers in two workers cannot reach each other), so with 2 the
-  subscribers would be split between rooms.
+  publisher sends goes to every subscriber; messages per second, each delivered to all 100,
+  and deliveries (frames to subscribers) per second. At most --window (16) messages are in
+  flight: message i leaves only once every subscriber has message i-16. Each message carries
+  the publisher's send time; wsload reports the latency of every delivery (p50/p99) and of
+  each message's completion (its last subscriber). Every server runs 1 process
+  (--broadcast-processes): a room of ``krait.websockets.broadcast``, of websockets'
+  ``broadcast()`` and of Tornado lives in one process, so with 2 the subscribers would be
+  split between rooms. The exception is krait-channels: the channels of the core
+  (``self.subscribe``, ``krait.websockets.publish``) reach every worker's connections, so it
+  runs --channel-workers (2) workers, the subscribers spread over them.
 
-Servers: krait (event style: on_in_message pushes the echo), krait-master-counted (echo only:
+Servers: krait (event style: on_in_message pushes the echo; broadcast with
+krait.websockets.broadcast over a room of the worker's controllers), krait-channels (broadcast
+only: /csub controllers subscribe to the core's channel "room", /cpub publishes each message on
+it; the core fans it out), krait-master-counted (echo only:
 the same with one worker fewer, so that the master and the workers together make the process
 count the others run), krait-queue (echo only: the controller's thread pops each message and
 pushes it back), websockets, tornado, and
@@ -63,8 +71,8 @@ APPS = common.BENCH_DIR / "apps"
 WSLOAD_C = common.BENCH_DIR / "wsload.c"
 DEFAULT_VENV = Path("/tmp/krait-ws-bench-venv")
 COMPETITOR_PACKAGES = ["websockets", "tornado"]
-ALL_SERVERS = ["krait", "krait-master-counted", "krait-queue", "websockets", "tornado",
-               "tornado-reuseport"]
+ALL_SERVERS = ["krait", "krait-channels", "krait-master-counted", "krait-queue", "websockets",
+               "tornado", "tornado-reuseport"]
 TESTS = ["echo", "broadcast"]
 #: test -> URL path of each endpoint (the publisher's is always /pub)
 PATHS = {"echo": "/echo", "broadcast": "/sub"}
@@ -98,6 +106,10 @@ class WsResult:
     per_conn_min: int = 0
     per_conn_max: int = 0
     attempt: int = 1
+    #: broadcast: latency of every delivery, from the publisher's stamp (ms)
+    dlat_p50_ms: float = 0.0
+    dlat_p99_ms: float = 0.0
+    dlat_max_ms: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -113,6 +125,15 @@ class WsResult:
         """Server CPU µs per round trip (echo) or per message broadcast (broadcast)."""
         return 1e6 * self.server_cpu_s / max(1, self.count)
 
+    @property
+    def delivery_rate(self) -> float:
+        """Broadcast: frames delivered to subscribers per second."""
+        return self.deliveries / self.duration_s
+
+    @property
+    def cpu_ns_per_delivery(self) -> float:
+        return 1e9 * self.server_cpu_s / max(1, self.deliveries)
+
 
 def build_wsload(tmp: Path) -> Path:
     out = tmp / "wsload"
@@ -124,11 +145,29 @@ def build_wsload(tmp: Path) -> Path:
 
 
 def build_server(name: str, test: str, processes: int, venv: Path, tmp: Path,
-                 info: dict[str, str]) -> Server | None:
-    """One server for one test, or None (not installed; krait-queue has no broadcast)."""
+                 info: dict[str, str], channel_workers: int = 2) -> Server | None:
+    """One server for one test, or None (not installed; krait-queue has no broadcast,
+    krait-channels no echo)."""
     port = common.free_port()
     logf = str(tmp / f"{name}-{test}.log")
     vpy = str(venv / "bin" / "python")
+    if name == "krait-channels":
+        if test != "broadcast":
+            return None
+        site = tmp / f"{name}-{test}-site"
+        if not site.exists():
+            shutil.copytree(APPS / "krait_ws_site", site)
+        spread = tmp / f"{name}-spread"
+        spread.mkdir(exist_ok=True)
+        return Server(
+            name, [sys.executable, "-m", "krait", str(site), "--host", HOST, "--port", str(port),
+                   "--workers", str(channel_workers), "--access-log", "off"],
+            port, cwd=str(tmp), env={"KRAIT_BENCH_SPREAD_DIR": str(spread)}, log_path=logf,
+            version=info["krait"],
+            notes=f"--workers {channel_workers}: /csub controllers self.subscribe('room'), "
+                  "/cpub's on_in_message krait.websockets.publish('room', message); the core "
+                  "fans each message out to the subscribers of every worker",
+            paths={"broadcast": "/csub", "pub": "/cpub", "spread": str(spread)})
     if name in ("krait", "krait-master-counted", "krait-queue"):
         if name == "krait-queue" and test != "echo":
             return None
@@ -179,11 +218,13 @@ def build_server(name: str, test: str, processes: int, venv: Path, tmp: Path,
     raise ValueError(name)
 
 
-def expected_processes(server: Server, processes: int) -> int:
+def expected_processes(server: Server, processes: int, channel_workers: int = 2) -> int:
     """krait: master + workers; the others: a parent that forks ``processes`` (Tornado with
     one process does not fork)."""
     if server.name == "krait-master-counted":
         return processes
+    if server.name == "krait-channels":
+        return channel_workers + 1
     if server.name.startswith("krait") or processes > 1 or server.name == "websockets":
         return processes + 1
     return 1
@@ -217,7 +258,7 @@ def run_wsload(wsload: Path, server: Server, test: str, conns: int, processes: i
     if test == "echo":
         cmd += ["--connections", str(conns)]
     else:
-        cmd += ["--pub-path", PUB_PATH, "--subscribers", str(conns),
+        cmd += ["--pub-path", server.paths.get("pub", PUB_PATH), "--subscribers", str(conns),
                 "--window", str(args.window)]
     pids = server.pids()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -229,7 +270,8 @@ def run_wsload(wsload: Path, server: Server, test: str, conns: int, processes: i
         line = line.strip()
         if line == "WSLOAD_T0":
             before = common.CpuSample.take(pids)
-            conns_at = common.established_per_pid(pids, server.port)
+            conns_at = (subscribers_per_worker(server) if "spread" in server.paths
+                        else common.established_per_pid(pids, server.port))
         elif line == "WSLOAD_T1":
             after = common.CpuSample.take(pids)
         elif line.startswith("WSLOAD_JSON "):
@@ -254,7 +296,22 @@ def run_wsload(wsload: Path, server: Server, test: str, conns: int, processes: i
         other_cpu_s=max(0.0, busy - server_cpu - client_cpu),
         per_process=[{"pid": pid, "role": role[pid], "cpu_s": round(per_pid[pid], 3),
                       "conns": conns_at.get(pid, 0)} for pid in pids],
-        per_conn_min=data.get("per_conn_min", 0), per_conn_max=data.get("per_conn_max", 0))
+        per_conn_min=data.get("per_conn_min", 0), per_conn_max=data.get("per_conn_max", 0),
+        dlat_p50_ms=data.get("dlat_p50_ms", 0.0), dlat_p99_ms=data.get("dlat_p99_ms", 0.0),
+        dlat_max_ms=data.get("dlat_max_ms", 0.0))
+
+
+def subscribers_per_worker(server: Server) -> dict[int, int]:
+    """krait-channels: the /csub controllers each worker holds (the master holds every
+    socket, so /proc cannot tell which worker accepted a connection; the site counts them in
+    $KRAIT_BENCH_SPREAD_DIR/<pid>)."""
+    out = {}
+    for f in Path(server.paths["spread"]).iterdir():
+        try:
+            out[int(f.name)] = int(f.read_text() or 0)
+        except (ValueError, OSError):
+            pass
+    return out
 
 
 def attempt_run(wsload: Path, server: Server, test: str, conns: int, processes: int, rnd: int,
@@ -270,8 +327,8 @@ def split(res: WsResult) -> str:
     by_role: dict[str, list[str]] = {}
     for p in res.per_process:
         cores = f"{p['cpu_s'] / res.duration_s:.2f}"
-        if p["conns"] and not res.server.startswith("krait"):
-            cores += f" ({p['conns']}c)"
+        if p["conns"] and (not res.server.startswith("krait") or res.server == "krait-channels"):
+            cores += f" ({p['conns']}{'s' if res.server == 'krait-channels' else 'c'})"
         by_role.setdefault(p["role"], []).append(cores)
     return " + ".join(f"{role} {'+'.join(v)}" for role, v in by_role.items())
 
@@ -279,8 +336,12 @@ def split(res: WsResult) -> str:
 def log_result(res: WsResult) -> None:
     d = res.duration_s
     unit = "round trips/s" if res.test == "echo" else "messages/s"
+    extra = ("" if res.test == "echo" else
+             f" ({res.delivery_rate:,.0f} deliveries/s, each p50 {res.dlat_p50_ms:.2f} p99 "
+             f"{res.dlat_p99_ms:.2f} ms)")
     log(f"    {res.test:>9} c={res.connections:<3} round {res.round} {res.server:<11} "
-        f"{res.rate:>9,.0f} {unit}  p50 {res.lat_p50_ms:6.2f} p99 {res.lat_p99_ms:6.2f} ms  "
+        f"{res.rate:>9,.0f} {unit}{extra}  p50 {res.lat_p50_ms:6.2f} p99 "
+        f"{res.lat_p99_ms:6.2f} ms  "
         f"CPU server {res.server_cpu_s / d:4.2f} [{split(res)}] wsload "
         f"{res.client_cpu_s / d:4.2f} other {res.other_cores:4.2f}")
 
@@ -302,6 +363,9 @@ def main(argv: list[str]) -> int:
                    help="processes (krait: workers) per server for echo (2)")
     p.add_argument("--broadcast-processes", type=int, default=1,
                    help="processes per server for broadcast (1: one room)")
+    p.add_argument("--channel-workers", type=int, default=2,
+                   help="krait-channels workers for broadcast (2: the core's channels reach "
+                        "the subscribers of every worker)")
     p.add_argument("--connections", type=common.positive_ints, default=[50],
                    help="comma-separated echo connection counts (50)")
     p.add_argument("--subscribers", type=common.positive_ints, default=[100],
@@ -363,7 +427,8 @@ def main(argv: list[str]) -> int:
         for test in tests:
             procs = args.echo_processes if test == "echo" else args.broadcast_processes
             servers = [s for n in names
-                       if (s := build_server(n, test, procs, args.venv, tmp, info)) is not None]
+                       if (s := build_server(n, test, procs, args.venv, tmp, info,
+                                             args.channel_workers)) is not None]
             if args.pin:
                 for s in servers:
                     s.cmd = ["taskset", "-c", args.pin[0], *s.cmd]
@@ -375,7 +440,8 @@ def main(argv: list[str]) -> int:
             with Servers() as running:
                 for server in servers:
                     running.start(server, READY_PATH)
-                    wait_processes(server, expected_processes(server, procs))
+                    wait_processes(server, expected_processes(server, procs,
+                                                              args.channel_workers))
                     servers_seen[f"{server.name} ({test})"] = server
                 for conns in (args.connections if test == "echo" else args.subscribers):
                     log(f"  == {test}, {conns} {'connections' if test == 'echo' else 'subscribers'}"
@@ -409,40 +475,56 @@ def report(results: list[WsResult], args: argparse.Namespace) -> str:
         for name, runs in by_server.items():
             clean = [r for r in runs if r.other_cores <= args.max_other]
             used[name] = (clean or runs, len(clean), len(runs))
-        mean = {name: statistics.fmean(r.rate for r in runs)
+        # echo: round trips/s; broadcast: deliveries/s (messages × subscribers: the count of a
+        # window's completed messages is coarse when a server completes only 20 or 30)
+        mean = {name: statistics.fmean(r.rate if echo else r.delivery_rate for r in runs)
                 for name, (runs, _, _) in used.items()}
-        krait = mean.get("krait")
+        # The reference row: krait; for broadcast krait-channels where it ran (the fastest)
+        ref_name = "krait-channels" if not echo and "krait-channels" in mean else "krait"
+        ref = mean.get(ref_name)
         rows = []
         for name in sorted(used, key=lambda n: -mean[n]):
             runs, clean, total = used[name]
             seconds = statistics.fmean(r.duration_s for r in runs)
-            row = [name, str(runs[0].processes),
+            row = [name, str(runs[0].processes if name != "krait-channels"
+                              else len(runs[0].per_process) - 1),
                    common.fmt_range([r.rate for r in runs], ",.0f")]
             if not echo:
-                row.append(f"{statistics.fmean(r.deliveries / r.duration_s for r in runs):,.0f}")
+                row.append(f"{statistics.fmean(r.delivery_rate for r in runs):,.0f}")
             row += [f"{statistics.fmean(r.server_cpu_s / r.duration_s for r in runs):.2f}",
-                    f"{statistics.fmean(r.cpu_us for r in runs):.1f}",
-                    split(max(runs, key=lambda r: r.rate)),
+                    f"{statistics.fmean(r.cpu_us for r in runs):.1f}"]
+            if not echo:
+                row.append(f"{statistics.fmean(r.cpu_ns_per_delivery for r in runs):,.0f}")
+            row += [split(max(runs, key=lambda r: r.rate)),
                     f"{statistics.fmean(r.client_cpu_s for r in runs) / seconds:.2f}",
                     f"{clean}/{total}" if clean else f"0/{total} (all used)",
-                    f"{max(r.other_cores for r in runs):.2f}",
-                    f"{statistics.fmean(r.lat_p50_ms for r in runs):.2f}",
+                    f"{max(r.other_cores for r in runs):.2f}"]
+            if not echo:
+                row += [f"{statistics.fmean(r.dlat_p50_ms for r in runs):.2f}",
+                        f"{statistics.fmean(r.dlat_p99_ms for r in runs):.2f}",
+                        f"{max(r.dlat_max_ms for r in runs):.1f}"]
+            row += [f"{statistics.fmean(r.lat_p50_ms for r in runs):.2f}",
                     f"{statistics.fmean(r.lat_p99_ms for r in runs):.2f}"]
             if echo:
                 row.append(f"{min(r.per_conn_min for r in runs):,}–"
                            f"{max(r.per_conn_max for r in runs):,}")
-            row.append(f"{krait / mean[name]:.2f}" if krait and name != "krait" else "–")
+            row.append(f"{ref / mean[name]:.2f}" if ref and name != ref_name else "–")
             rows.append(row)
         header = ["server", "processes",
                   "round trips/s mean (min–max)" if echo else "messages/s mean (min–max)"]
         if not echo:
-            header.append("frames to subscribers/s")
-        header += ["server CPU cores", f"server CPU µs/{'round trip' if echo else 'message'}",
-                   "CPU cores per process (fastest run)", "wsload CPU cores", "clean runs",
-                   "others' CPU max", "p50 ms", "p99 ms"]
+            header.append("deliveries/s (frames to subscribers)")
+        header += ["server CPU cores", f"server CPU µs/{'round trip' if echo else 'message'}"]
+        if not echo:
+            header.append("server CPU ns/delivery")
+        header += ["CPU cores per process (fastest run)", "wsload CPU cores", "clean runs",
+                   "others' CPU max"]
         if echo:
-            header.append("round trips per connection (min–max)")
-        header.append("krait/this")
+            header += ["p50 ms", "p99 ms", "round trips per connection (min–max)"]
+        else:
+            header += ["delivery p50 ms", "delivery p99 ms", "delivery max ms",
+                       "completion p50 ms", "completion p99 ms"]
+        header.append(f"{ref_name}/this" + ("" if echo else " (deliveries/s)"))
         what = (f"{conns} connections" if echo
                 else f"{conns} subscribers + 1 publisher, window {args.window}")
         pinned = (f"; servers pinned to CPU {args.pin[0]}, wsload to CPU {args.pin[1]}"
@@ -452,13 +534,17 @@ def report(results: list[WsResult], args: argparse.Namespace) -> str:
                    f"{pinned}\n\n"
                    + common.markdown_table(header, rows))
         others = {n: m for n, m in mean.items() if not n.startswith("krait")}
-        if krait and others:
+        if others:
             best = max(others, key=lambda n: others[n])
-            verdicts.append(f"- {test}, {what}: krait {krait:,.0f}/s, fastest competitor "
-                            f"{best} {others[best]:,.0f}/s: ratio {krait / others[best]:.2f} "
-                            "(target ≥ 2)")
+            target = 2 if echo else 5
+            unit = "round trips/s" if echo else "deliveries/s (messages × subscribers)"
+            for name in ("krait", "krait-channels"):
+                if name in mean:
+                    verdicts.append(
+                        f"- {test}, {what}: {name} {mean[name]:,.0f} {unit}, fastest "
+                        f"competitor {best} {others[best]:,.0f}: ratio "
+                        f"{mean[name] / others[best]:.2f} (target ≥ {target})")
     return "\n".join(out) + "\n\n" + "\n".join(verdicts) + "\n"
-
 
 if __name__ == "__main__":
     try:

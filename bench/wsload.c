@@ -10,18 +10,27 @@
  *
  *   wsload broadcast --port P --path /sub --pub-path /pub --subscribers S --window K ...
  *       S subscriber connections and 1 publisher connection. The publisher sends numbered text
- *       messages of B bytes; the server sends each to every subscriber. The publisher keeps at
- *       most K messages in flight: message i is sent only once every subscriber has received
- *       message i-K, so no queue grows anywhere and the rate is what the server delivers. Each
- *       subscriber checks that every message is the expected one, in order, none missing.
- *       Before that, the publisher sends probes until one reaches every subscriber (a server
- *       may register a subscriber a little after its handshake answer).
+ *       messages of B bytes (at least 32), each stamped with the CLOCK_MONOTONIC time it was
+ *       sent; the server sends each to every subscriber. The publisher keeps at most K messages
+ *       in flight: message i is sent only once every subscriber has received message i-K, so
+ *       no queue grows anywhere and the rate is what the server delivers. Each subscriber
+ *       checks that every message is the expected one, in order, none missing, and takes the
+ *       delivery latency (its receive time minus the stamp) of each; the completion latency of
+ *       a message is from its stamp to its arrival at the last subscriber. Before that, the
+ *       publisher sends probes until one reaches every subscriber (a server may register a
+ *       subscriber a little after its handshake answer); a new probe leaves only once no
+ *       message has reached any subscriber for 100 ms, then 200, 400, ... up to 3.2 s, so that
+ *       a server slower than the probes (or pausing, as for a garbage collection) does not
+ *       fall ever further behind.
  *
  * Every frame from the server is checked: no mask, RSV bits clear (no extension was offered),
  * known opcodes, minimal 16/64-bit lengths, control frames unfragmented and at most 125 bytes,
  * fragments reassembled in order. Pings are answered. The handshake uses a random key, checks
  * the status, Upgrade, Connection and Sec-WebSocket-Accept, and that no extension came back.
  * Any error (a wrong byte, a closed connection, a bad frame) ends the run with status 2.
+ * At most MAX_CONNECTING connections are being opened at once (a listen backlog of 128, as
+ * Tornado's, would otherwise drop SYNs of a burst of 10,000 and stall the set-up), and the
+ * descriptor limit is raised to the hard limit.
  *
  * Output on stdout: "WSLOAD_T0" when the measured window opens, "WSLOAD_T1" when it closes
  * (the driver samples the servers' CPU times then), and one "WSLOAD_JSON {...}" line.
@@ -48,10 +57,12 @@
 
 #define MAX_MESSAGE (16u << 20)
 #define MAX_HEAD 16384
-#define HIST_US 2000000 /* latency histogram: 1 µs buckets up to 2 s, then one overflow */
+#define HIST_US 20000000 /* latency histogram: 1 µs buckets up to 20 s, then one overflow */
 #define RING 4096       /* broadcast: messages in flight are tracked modulo this */
 #define PROBE_NS 100000000LL
-#define SETUP_NS 15000000000LL
+#define SETUP_NS 15000000000LL /* plus SETUP_NS_PER_CONN for each connection */
+#define SETUP_NS_PER_CONN 2000000LL
+#define MAX_CONNECTING 128
 #define CLOSE_NS 2000000000LL
 
 enum { ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_CLOSING, ST_DONE };
@@ -86,8 +97,12 @@ static int ep;
 static conn_t *conns;
 static int nconns, nopen;
 static uint64_t rng_state;
-static uint32_t *hist;
+static uint32_t *hist;  /* echo: round trips; broadcast: completion (the last subscriber) */
 static uint64_t hist_n;
+static uint32_t *dhist; /* broadcast: every delivery, from the publisher's stamp */
+static uint64_t dhist_n;
+static struct sockaddr_in peer;
+static int nstarted;
 static int64_t t0_ns, t1_ns; /* the measured window [t0, t1); 0 until known */
 static int measuring, finished;
 static uint64_t bytes_in, bytes_out, frames_in, pings;
@@ -95,7 +110,7 @@ static uint64_t bytes_in, bytes_out, frames_in, pings;
 /* broadcast state */
 static int synced;
 static int64_t probe, sync_index, next_send, completed;
-static int64_t probe_ns;
+static int64_t probe_ns, probe_progress_ns;
 static int probe_got;
 static uint16_t ring_count[RING];
 static int64_t ring_ns[RING];
@@ -314,38 +329,43 @@ static void echo_payload(const conn_t *c, uint8_t *p)
                              : (uint8_t)('a' + (i * 7 + c->seq + (uint64_t)c->idx) % 26);
 }
 
-/* Broadcast message i: 16 hex digits of i, then a pattern that depends on i. */
-static void bcast_payload(int64_t i, uint8_t *p)
+/* Broadcast message i sent at `stamp` (ns, CLOCK_MONOTONIC): 16 hex digits of i, 16 of the
+ * stamp, then a pattern that depends on i. */
+static void bcast_payload(int64_t i, int64_t stamp, uint8_t *p)
 {
-    char head[17];
-    snprintf(head, sizeof head, "%016" PRIx64, (uint64_t)i);
+    char head[33];
+    snprintf(head, sizeof head, "%016" PRIx64 "%016" PRIx64, (uint64_t)i, (uint64_t)stamp);
     for (size_t k = 0; k < opt.size; k++)
-        p[k] = k < 16 ? (uint8_t)head[k] : (uint8_t)('A' + (k * 3 + (uint64_t)i) % 26);
+        p[k] = k < 32 ? (uint8_t)head[k] : (uint8_t)('A' + (k * 3 + (uint64_t)i) % 26);
 }
 
-static void hist_add(int64_t ns)
+static void hist_put(uint32_t *h, uint64_t *n, int64_t ns)
 {
     int64_t us = ns / 1000;
     if (us < 0)
         us = 0;
-    hist[us < HIST_US ? us : HIST_US]++;
-    hist_n++;
+    h[us < HIST_US ? us : HIST_US]++;
+    (*n)++;
 }
 
-static double hist_pct(double q)
+static void hist_add(int64_t ns) { hist_put(hist, &hist_n, ns); }
+
+static double pct_of(const uint32_t *h, uint64_t n, double q)
 {
-    if (!hist_n)
+    if (!n)
         return 0.0;
-    uint64_t want = (uint64_t)(q * (double)hist_n), seen = 0;
-    if (want >= hist_n)
-        want = hist_n - 1;
+    uint64_t want = (uint64_t)(q * (double)n), seen = 0;
+    if (want >= n)
+        want = n - 1;
     for (int i = 0; i <= HIST_US; i++) {
-        seen += hist[i];
+        seen += h[i];
         if (seen > want)
             return i / 1000.0; /* ms */
     }
     return HIST_US / 1000.0;
 }
+
+static double hist_pct(double q) { return pct_of(hist, hist_n, q); }
 
 /* ------------------------------------------------------------------ protocol logic */
 
@@ -362,9 +382,10 @@ static void pub_send(int64_t i)
 {
     conn_t *pub = &conns[nconns - 1];
     uint8_t p[opt.size];
-    bcast_payload(i, p);
+    int64_t stamp = now_ns();
+    bcast_payload(i, stamp, p);
     queue_frame(pub, 1, p, opt.size);
-    ring_ns[i % RING] = now_ns();
+    ring_ns[i % RING] = stamp;
     flush(pub);
 }
 
@@ -414,14 +435,18 @@ static void on_message(conn_t *c, int op, const uint8_t *p, size_t n)
     /* subscriber */
     if (n != opt.size)
         die("subscriber %d: a message of %zu bytes, expected %zu", c->idx, n, opt.size);
-    char hex[17];
+    char hex[17], shex[17];
     memcpy(hex, p, 16);
     hex[16] = '\0';
-    char *end;
+    memcpy(shex, p + 16, 16);
+    shex[16] = '\0';
+    char *end, *send;
     int64_t i = (int64_t)strtoull(hex, &end, 16);
+    int64_t stamp = (int64_t)strtoull(shex, &send, 16);
     uint8_t want[opt.size];
-    bcast_payload(i, want);
-    if (*end || memcmp(want, p, n) != 0)
+    bcast_payload(i, stamp, want);
+    if (*end || *send || memcmp(want, p, n) != 0 || i < 0 ||
+        (i < next_send && next_send - i < RING && stamp != ring_ns[i % RING]))
         die("subscriber %d: a message that was never sent", c->idx);
     if (i <= c->last)
         die("subscriber %d: message %" PRId64 " after %" PRId64 " (out of order)", c->idx, i,
@@ -433,6 +458,7 @@ static void on_message(conn_t *c, int op, const uint8_t *p, size_t n)
         die("subscriber %d: message %" PRId64 " not sent yet", c->idx, i);
     c->last = i;
     if (!synced) {
+        probe_progress_ns = now; /* the server is still delivering (this probe or older ones) */
         if (i == probe && ++probe_got == opt.subs) {
             synced = 1;
             sync_index = i;
@@ -446,8 +472,10 @@ static void on_message(conn_t *c, int op, const uint8_t *p, size_t n)
     }
     if (i <= sync_index)
         return;
-    if (measuring && now >= t0_ns && now < t1_ns)
+    if (measuring && now >= t0_ns && now < t1_ns) {
         win_deliveries++;
+        hist_put(dhist, &dhist_n, now - stamp);
+    }
     if (++ring_count[i % RING] > opt.subs)
         die("message %" PRId64 " delivered more often than there are subscribers", i);
     int advanced = 0;
@@ -597,10 +625,22 @@ static int has_token(const char *v, size_t n, const char *token)
     return 0;
 }
 
+static void start_connect(conn_t *c, const struct sockaddr_in *addr, const char *path);
+
+/* Open connections until MAX_CONNECTING are on their way (or all are started). */
+static void start_more(void)
+{
+    while (nstarted < nconns && nstarted - nopen < MAX_CONNECTING) {
+        conn_t *c = &conns[nstarted++];
+        start_connect(c, &peer, c->role == ROLE_PUB ? opt.pub_path : opt.path);
+    }
+}
+
 static void on_open(conn_t *c)
 {
     c->state = ST_OPEN;
     nopen++;
+    start_more();
 }
 
 static void on_handshake(conn_t *c)
@@ -809,8 +849,17 @@ int main(int argc, char **argv)
         usage();
     if (opt.port <= 0 || opt.conns <= 0 || opt.subs <= 0 || opt.subs > 60000 ||
         opt.window <= 0 || opt.window >= RING / 2 || opt.duration <= 0 || opt.warmup < 0 ||
-        opt.size < (echo ? 1 : 16) || opt.size > 65536)
+        opt.size < (echo ? 1 : 32) || opt.size > 65536)
         usage();
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < (rlim_t)(echo ? opt.conns : opt.subs + 1) + 16)
+        die("%d connections need more descriptors than the limit, %llu", echo ? opt.conns :
+            opt.subs + 1, (unsigned long long)rl.rlim_cur);
 
     int ufd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
     if (ufd < 0 || read(ufd, &rng_state, sizeof rng_state) != sizeof rng_state)
@@ -818,11 +867,13 @@ int main(int argc, char **argv)
     close(ufd);
     rng_state |= 1;
     hist = calloc(HIST_US + 1, sizeof *hist);
+    dhist = calloc(HIST_US + 1, sizeof *dhist);
     ep = epoll_create1(EPOLL_CLOEXEC);
-    if (!hist || ep < 0)
+    if (!hist || !dhist || ep < 0)
         die("start-up failed");
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port)};
-    if (inet_pton(AF_INET, opt.host, &addr.sin_addr) != 1)
+    peer.sin_family = AF_INET;
+    peer.sin_port = htons((uint16_t)opt.port);
+    if (inet_pton(AF_INET, opt.host, &peer.sin_addr) != 1)
         die("bad host %s (an IPv4 address)", opt.host);
 
     nconns = echo ? opt.conns : opt.subs + 1;
@@ -830,6 +881,7 @@ int main(int argc, char **argv)
     if (!conns)
         die("out of memory");
     int64_t setup_start = now_ns();
+    int64_t setup_ns = SETUP_NS + SETUP_NS_PER_CONN * nconns;
     for (int i = 0; i < nconns; i++) {
         conn_t *c = &conns[i];
         c->idx = i;
@@ -837,12 +889,12 @@ int main(int argc, char **argv)
         c->expect = malloc(opt.size);
         if (!c->expect)
             die("out of memory");
-        start_connect(c, &addr, c->role == ROLE_PUB ? opt.pub_path : opt.path);
     }
+    start_more();
     while (nopen < nconns) {
-        if (now_ns() - setup_start > SETUP_NS)
+        if (now_ns() - setup_start > setup_ns)
             die("only %d of %d connections opened in %lld s", nopen, nconns,
-                SETUP_NS / 1000000000LL);
+                setup_ns / 1000000000LL);
         loop_once(100);
     }
     double handshake_s = (double)(now_ns() - setup_start) / 1e9;
@@ -856,21 +908,27 @@ int main(int argc, char **argv)
     } else {
         probe = 0;
         next_send = 1;
-        probe_ns = now_ns();
+        probe_ns = probe_progress_ns = now_ns();
         pub_send(0);
+        int64_t sync_start = now_ns(), probe_quiet = PROBE_NS;
         while (!synced) {
             int64_t now = now_ns();
-            if (now - setup_start > SETUP_NS)
-                die("no message reached all %d subscribers within %lld s (the last probe reached %d; "
-                    "are they in different processes?)", opt.subs,
-                    SETUP_NS / 1000000000LL, probe_got);
-            if (now - probe_ns >= PROBE_NS) {
+            if (now - sync_start > setup_ns)
+                die("no message reached all %d subscribers within %lld s (probe %" PRId64
+                    " reached %d, the last message of any probe arrived %.1f s ago; are they "
+                    "in different processes?)", opt.subs, setup_ns / 1000000000LL, probe,
+                    probe_got, (double)(now - probe_progress_ns) / 1e9);
+            int64_t quiet_since = probe_ns > probe_progress_ns ? probe_ns : probe_progress_ns;
+            if (now - quiet_since >= probe_quiet) {
                 probe = next_send++;
                 probe_got = 0;
-                probe_ns = now;
+                probe_ns = probe_progress_ns = now;
                 pub_send(probe);
+                quiet_since = now;
+                if (probe_quiet < 32 * PROBE_NS)
+                    probe_quiet *= 2;
             }
-            loop_once(ms_until(probe_ns + PROBE_NS));
+            loop_once(ms_until(quiet_since + probe_quiet));
         }
     }
     measuring = 1;
@@ -922,8 +980,11 @@ int main(int argc, char **argv)
         printf("\"round_trips\": %" PRIu64 ", \"per_conn_min\": %" PRIu64
                ", \"per_conn_max\": %" PRIu64 ", ", hist_n, cmin, cmax);
     else
-        printf("\"messages\": %" PRIu64 ", \"deliveries\": %" PRIu64 ", ", win_completed,
-               win_deliveries);
+        printf("\"messages\": %" PRIu64 ", \"deliveries\": %" PRIu64 ", "
+               "\"dlat_p50_ms\": %.3f, \"dlat_p90_ms\": %.3f, \"dlat_p99_ms\": %.3f, "
+               "\"dlat_max_ms\": %.3f, ", win_completed, win_deliveries,
+               pct_of(dhist, dhist_n, 0.50), pct_of(dhist, dhist_n, 0.90),
+               pct_of(dhist, dhist_n, 0.99), pct_of(dhist, dhist_n, 1.0));
     printf("\"lat_p50_ms\": %.3f, \"lat_p90_ms\": %.3f, \"lat_p99_ms\": %.3f, "
            "\"lat_max_ms\": %.3f, \"bytes_in\": %" PRIu64 ", \"bytes_out\": %" PRIu64 ", "
            "\"pings\": %" PRIu64 ", \"unclosed\": %d, \"client_cpu_s\": %.4f}\n",
