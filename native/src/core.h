@@ -410,10 +410,8 @@ struct krait_server {
     int ended;                    /* this loop takes no more connections (under move_lock) */
     pthread_mutex_t ctx_lock;     /* hub: guards ssl_ctx (a reload swaps it) */
     pthread_mutex_t log_lock;     /* hub: one access-log write at a time */
-    pthread_mutex_t route_lock;   /* hub: guards route_cache (workers' answers), which
-                                     other loops copy from (tables.c) */
-    pthread_mutex_t rules_lock;   /* hub: guards its cache_rules (workers' answers), which the
-                                     other loops read on a miss in their own */
+    pthread_mutex_t answers_lock; /* hub: guards route_cache and cache_rules (workers'
+                                     answers), which other loops copy on a miss (tables.c) */
     int locks_ready;
 
     int stop_requested;           /* krait_server_stop, from any thread (atomic) */

@@ -123,8 +123,7 @@ krait_server *krait_server_new(const char *site_root, char *err, size_t errlen)
     if (pthread_mutex_init(&srv->move_lock, NULL) != 0 ||
         pthread_mutex_init(&srv->ctx_lock, NULL) != 0 ||
         pthread_mutex_init(&srv->log_lock, NULL) != 0 ||
-        pthread_mutex_init(&srv->route_lock, NULL) != 0 ||
-        pthread_mutex_init(&srv->rules_lock, NULL) != 0) {
+        pthread_mutex_init(&srv->answers_lock, NULL) != 0) {
         set_err(err, errlen, "allocating the server", ENOMEM);
         free(srv);
         return NULL;
@@ -279,8 +278,7 @@ void krait_server_free(krait_server *srv)
         pthread_mutex_destroy(&srv->move_lock);
         pthread_mutex_destroy(&srv->ctx_lock);
         pthread_mutex_destroy(&srv->log_lock);
-        pthread_mutex_destroy(&srv->route_lock);
-        pthread_mutex_destroy(&srv->rules_lock);
+        pthread_mutex_destroy(&srv->answers_lock);
     }
     free(srv);
 }

@@ -479,23 +479,22 @@ static int part_head(char *out, size_t cap, const char *boundary, const char *ct
 
 /* The cache rule of a file: asked by its name relative to the site root, or for a static
  * folder's file by its URL path ("static/app.css"), as the site's rules are written. */
-/* The name the cache rules see for a file: root-relative in the site, the URL path (the
- * folder's prefix, then the name) in a static folder. Returns its length, 0 if too long. */
-static size_t cache_key(const krait__tree *t, const char *name, size_t name_len, char *key,
-                        size_t cap)
+/* The name the cache rules see for a file: root-relative in the site (name itself, no copy),
+ * the URL path (the folder's prefix, then the name, built in buf) in a static folder. NULL if
+ * too long. */
+static const char *cache_key(const krait__tree *t, const char *name, size_t name_len, char *buf,
+                             size_t cap, size_t *len)
 {
-    size_t n = t->url_len ? t->url_len + 1 + name_len : name_len;
-    if (n >= cap)
-        return 0;
-    if (t->url_len) {
-        memcpy(key, t->url, t->url_len);
-        key[t->url_len] = '/';
-        memcpy(key + t->url_len + 1, name, name_len);
-    } else {
-        memcpy(key, name, name_len);
-    }
-    key[n] = '\0';
-    return n;
+    *len = name_len;
+    if (!t->url_len)
+        return name;
+    *len = t->url_len + 1 + name_len;
+    if (*len >= cap)
+        return NULL;
+    memcpy(buf, t->url, t->url_len);
+    buf[t->url_len] = '/';
+    memcpy(buf + t->url_len + 1, name, name_len + 1);
+    return buf;
 }
 
 int krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq,
@@ -567,9 +566,10 @@ int krait__static_respond(krait_server *srv, krait__conn *c, krait__request *rq,
     m.nosniff = data_only;
     if (data_only && (ends_with(name, name_len, ".pyml") || ends_with(name, name_len, ".py")))
         snprintf(m.ctype, sizeof m.ctype, "text/plain; charset=utf-8");  /* data, not code */
-    char key[KRAIT__PATH_MAX];
-    size_t key_len = cache_key(t, name, name_len, key, sizeof key);
-    if (!key_len) {
+    char keybuf[KRAIT__PATH_MAX];
+    size_t key_len;
+    const char *key = cache_key(t, name, name_len, keybuf, sizeof keybuf, &key_len);
+    if (!key) {
         m.flags = 0;  /* a name too long for the rules: no rule */
     } else if (c->cache_asked && c->route_path && strcmp(c->route_path, key) == 0) {
         m.flags = c->cache_answer;  /* a worker's answer, for this very request */

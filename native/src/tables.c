@@ -164,11 +164,11 @@ int krait__route_store(krait_server *srv, int verb, const char *path, size_t len
     /* Other loops copy from the hub's cache: it changes under the lock. */
     int shared = srv->hub == srv && srv->nloops > 1;
     if (shared)
-        pthread_mutex_lock(&srv->route_lock);
+        pthread_mutex_lock(&srv->answers_lock);
     int rc = put_route(srv, keybuf, sizeof verb + len, route, allow, target, target_len,
                        params, params_len);
     if (shared)
-        pthread_mutex_unlock(&srv->route_lock);
+        pthread_mutex_unlock(&srv->answers_lock);
     return rc;
 }
 
@@ -242,11 +242,11 @@ int krait__cache_flags(krait_server *srv, const char *rel, size_t len, int *flag
         /* Another loop's miss: the hub may have the answer (it asks the workers); only the
          * hub writes its map, under this lock, so reading it under the lock is safe. */
         int f = -1;
-        pthread_mutex_lock(&hub->rules_lock);
+        pthread_mutex_lock(&hub->answers_lock);
         e = krait__map_get(&hub->cache_rules, rel, len);
         if (e)
             f = (int)e->num[0];
-        pthread_mutex_unlock(&hub->rules_lock);
+        pthread_mutex_unlock(&hub->answers_lock);
         if (f >= 0) {
             e = krait__map_put(&srv->cache_rules, rel, len);
             if (e)
@@ -260,11 +260,11 @@ int krait__cache_flags(krait_server *srv, const char *rel, size_t len, int *flag
 
 int krait__cache_store(krait_server *srv, const char *rel, size_t len, int flags)
 {
-    pthread_mutex_lock(&srv->rules_lock);
+    pthread_mutex_lock(&srv->answers_lock);
     krait__map_entry *e = krait__map_put(&srv->cache_rules, rel, len);
     if (e)
         e->num[0] = flags;
-    pthread_mutex_unlock(&srv->rules_lock);
+    pthread_mutex_unlock(&srv->answers_lock);
     return e ? 0 : -1;
 }
 
@@ -330,12 +330,12 @@ ask_worker:;
         /* Another loop: only the hub asks workers; it may know the answer already. Copied,
          * so this loop asks nobody for it again. */
         struct krait_server *hub = srv->hub;
-        pthread_mutex_lock(&hub->route_lock);
+        pthread_mutex_lock(&hub->answers_lock);
         krait__map_entry *h = krait__map_get(&hub->route_cache, keybuf, klen);
         if (h)
             put_route(srv, keybuf, klen, (int)h->num[0], (int)h->num[1], h->val, h->val_len,
                       h->val + h->val_len + 1, (size_t)h->num[2]);
-        pthread_mutex_unlock(&hub->route_lock);
+        pthread_mutex_unlock(&hub->answers_lock);
         e = krait__map_get(&srv->route_cache, keybuf, klen);
     }
     if (!e)

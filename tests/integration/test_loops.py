@@ -37,6 +37,25 @@ def _run_threads(target: Callable[[int], None], n: int) -> None:
         t.join()
 
 
+def _sequential(server, conns: int, statics: int, python_first: bool) -> list[tuple[int, int]]:  # noqa: ANN001
+    """One connection after another (so the loops take turns accepting), each asking for a
+    Python page first if python_first, then for `statics` static files; then stop krait and
+    return what each loop served."""
+    for k in range(conns):
+        with server.connect() as s:
+            r = HttpReader(s)
+            if python_first:
+                s.sendall(f"GET /page?n={k} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+                assert r.read()[2] == f"python {k}".encode()
+            for _ in range(statics):
+                s.sendall(b"GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+                assert r.read()[2] == b"static a\n"
+    assert server.stop() == 0
+    loops = _loop_line(server.log())
+    assert all(c > 0 for _, c in loops), f"a loop accepted no connection: {loops}"
+    return loops
+
+
 def _loop_line(log: str) -> list[tuple[int, int]]:
     """(requests, connections) per loop from the line krait logs when it stops."""
     m = re.search(r"loops served (.*)", log)
@@ -107,21 +126,31 @@ def test_connections_go_home_after_python(tmp_path: Path, krait_server) -> None:
     workers), then for 20 static files: the first is answered on loop 0, which then sends
     the idle connection back to the loop that accepted it, where the other 19 are served."""
     server = krait_server(_site(tmp_path), "--loops", "3", "--workers", "1")
-    conns, statics = 30, 20
-    for k in range(conns):
-        with server.connect() as s:
-            r = HttpReader(s)
-            s.sendall(f"GET /page?n={k} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
-            assert r.read()[2] == f"python {k}".encode()
-            for _ in range(statics):
-                s.sendall(b"GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\n")
-                assert r.read()[2] == b"static a\n"
-    assert server.stop() == 0
-    loops = _loop_line(server.log())
-    assert all(c > 0 for _, c in loops), f"a loop accepted no connection: {loops}"
+    statics = 20
+    loops = _sequential(server, 30, statics, python_first=True)
     for r, c in loops[1:]:
         assert r == (statics - 1) * c, loops
     assert loops[0][0] == (statics + 1) * loops[0][1] + 2 * sum(c for _, c in loops[1:])
+
+
+def test_static_files_behind_a_regex_route_are_served_on_their_home_loop(
+        tmp_path: Path, krait_server) -> None:  # noqa: ANN001
+    """A regex route's answer comes from a worker, which only loop 0 asks; the other loops copy
+    it from loop 0's cache, so static files behind such a route (the usual
+    ``[Route(regex=...), Route()]``) are served where their connection was accepted, not
+    handed to loop 0 and back on every request."""
+    site = _site(tmp_path)
+    (site / ".py").mkdir()
+    (site / ".py" / "init.py").write_text(
+        "from krait import config\n"
+        "config.routes = [config.Route('GET', regex=r'/item/(?P<id>\\d+)', "
+        "target='page.py'), config.Route()]\n")
+    server = krait_server(site, "--loops", "3", "--workers", "1")
+    statics = 20
+    loops = _sequential(server, 30, statics, python_first=False)
+    # At most the first request of each (verb, path) needs loop 0.
+    for r, c in loops[1:]:
+        assert r >= (statics - 1) * c, f"static requests went through loop 0: {loops}"
 
 
 def test_access_log_lines_are_whole(tmp_path: Path, krait_server) -> None:  # noqa: ANN001
