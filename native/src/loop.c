@@ -321,7 +321,13 @@ static int proxy_read(struct krait_server *srv, krait__conn *c)
             krait__conn_close(srv, c);  /* no HTTP answer can precede a TLS handshake */
             return -1;
         }
-        /* Plain HTTP: a 400 says what went wrong, then the connection closes. */
+        /* Plain HTTP: a 400 says what went wrong, then the connection closes. The peeked
+         * bytes are taken first: a socket closed with unread input is reset, and the reset
+         * could overtake the answer. */
+        ssize_t drop;
+        do
+            drop = recv(c->fd, c->in, (size_t)n, 0);
+        while (drop < 0 && errno == EINTR);
         c->t_start = krait__mono_ns();
         srv->nhdr = 0;
         krait__error_now(srv, c, 400, 1);
