@@ -274,6 +274,7 @@ def tls_site(root: Path, cert: tuple[Path, Path]) -> Path:
                         f"config.ssl_certificate_path = {str(cert[0])!r}\n"
                         f"config.ssl_private_key_path = {str(cert[1])!r}\n"),
         "who.py": WHO,
+        "index.html": "hello\n",
     })
 
 
@@ -386,6 +387,12 @@ def behind_haproxy(tmp_path: Path, cert: tuple[Path, Path], krait_server,  # noq
         target = kport_tls if name.endswith("tls") else kport
         config += [f"frontend f_{name}", f"    bind {binds[name]}", f"    default_backend b_{name}",
                    "", f"backend b_{name}", f"    server k 127.0.0.1:{target} {send}", ""]
+    # Health checks over the PROXY protocol (HAProxy sends them with its own address, or a
+    # LOCAL header): they must be answered, or HAProxy would mark krait down.
+    for name, send in (("chk1", "send-proxy"), ("chk2", "send-proxy-v2")):
+        config += [f"backend b_{name}", f"    option httpchk GET /index.html?{name}",
+                   "    http-check expect status 200",
+                   f"    server k 127.0.0.1:{kport} {send} check inter 200", ""]
     path = tmp_path / "haproxy.cfg"
     path.write_text("\n".join(config))
     proxy = HAProxy(haproxy_binary, path, fronts["v1"])
@@ -436,3 +443,17 @@ def test_haproxy_send_proxy_v2_ipv6_client(behind_haproxy) -> None:  # noqa: ANN
         pytest.skip("no IPv6 loopback")
     answer = through(fronts["v2six"], get("/who"), source="::1", host="::1")
     assert body_of(answer) == "::1 http"
+
+
+def test_haproxy_health_checks_pass(behind_haproxy) -> None:  # noqa: ANN001
+    _, server = behind_haproxy
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        log = server.access_log()
+        if all(re.search(rf'^127\.0\.0\.1 - - \[.*"GET /index\.html\?{name} HTTP/1\.\d" 200 ',
+                         log, re.M) for name in ("chk1", "chk2")):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"no answered health check:\n{server.access_log()}")
+    assert '" 400 ' not in server.access_log()
