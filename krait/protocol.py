@@ -78,9 +78,9 @@ REQ_ROUTE = 8
 #: ``path`` (relative to the site root, no leading ``/``); ``method`` is empty, ``route`` 0.
 #: Answered with :func:`encode_cache_answer`.
 REQ_CACHE = 16
-#: ``remote_addr`` is the client a trusted proxy named in a PROXY protocol header
-#: (``--proxy-protocol``): the client itself, so its ``X-Forwarded-*`` and ``X-Request-ID``
-#: headers are not a proxy's word.
+#: A trusted proxy relayed the connection with a PROXY protocol header (``--proxy-protocol``):
+#: ``remote_addr`` is the client it named (or the proxy's, when it named none), and the
+#: request's ``X-Forwarded-*`` and ``X-Request-ID`` headers are the client's, not a proxy's word.
 REQ_PROXIED = 32
 
 # RESPONSE body kinds (KRAIT__BODY_*).

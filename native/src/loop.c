@@ -354,8 +354,10 @@ static int proxy_read(struct krait_server *srv, krait__conn *c)
          * it goes (a move to the hub takes it along). */
         inet_ntop(info.family == 4 ? AF_INET : AF_INET6, info.src, c->peer, sizeof c->peer);
         c->peer_port = info.src_port;
-        c->proxy_done = 1;
     }
+    /* A relayed client's headers are its own, even under the proxy's address (v1 UNKNOWN, a
+     * v2 Unix-socket client); only a v2 LOCAL connection is the proxy itself speaking. */
+    c->proxy_done = info.relayed;
     return 1;
 }
 

@@ -78,6 +78,7 @@ static int parse_v1(const uint8_t *buf, size_t len, krait__proxy_info *out)
     krait__proxy_info r;
     memset(&r, 0, sizeof r);
     r.version = 1;
+    r.relayed = 1;
     if (nf >= 2 && strcmp(f[1], "UNKNOWN") == 0) {
         /* §2.1: whatever follows UNKNOWN up to the CRLF is ignored; the connection's own
          * addresses stay. */
@@ -133,6 +134,7 @@ static int parse_v2(const uint8_t *buf, size_t len, krait__proxy_info *out)
     krait__proxy_info r;
     memset(&r, 0, sizeof r);
     r.version = 2;
+    r.relayed = proxy_cmd;
     if (!proxy_cmd || buf[13] == 0x00) {
         /* LOCAL (a health check of the proxy itself) or UNSPEC: the connection's own
          * addresses; the block is skipped unread. */

@@ -25,6 +25,9 @@ typedef struct {
     /* 1: keep the connection's own addresses: a v2 LOCAL command (the proxy's health check),
      * v1 "UNKNOWN", or a v2 PROXY command with an unspecified or Unix-socket family. */
     int local;
+    /* 1: the connection carries a client's bytes (every header but a v2 LOCAL): its HTTP
+     * headers are that client's, never the proxy's word, even when the address stays. */
+    int relayed;
     int family;             /* when !local: 4 or 6 */
     uint8_t src[16], dst[16];  /* network byte order; 4 bytes used for IPv4 */
     uint16_t src_port, dst_port;

@@ -50,6 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (info.version == 1)
             CHECK(data[r - 2] == '\r' && data[r - 1] == '\n');
         CHECK(info.local == 0 || info.local == 1);
+        CHECK(info.relayed == 1 || (info.relayed == 0 && info.version == 2 && info.local));
         if (!info.local) {
             CHECK(info.family == 4 || info.family == 6);
             char text[64];

@@ -175,8 +175,10 @@ def test_forwarded_headers_after_a_proxy_header_are_the_clients(site: Path,
     fwd = (b"GET /who HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.51.100.7\r\n"
            b"X-Forwarded-Proto: https\r\nConnection: close\r\n\r\n")
     assert body_of(ask(server, v1("127.0.0.5") + fwd)) == "127.0.0.5 http"
-    # LOCAL keeps the socket's peer, a trusted proxy: its X-Forwarded-For is believed, as
-    # without --proxy-protocol.
+    # UNKNOWN keeps the proxy's address, but the bytes are still a relayed client's.
+    assert body_of(ask(server, b"PROXY UNKNOWN\r\n" + fwd)) == "127.0.0.1 http"
+    # LOCAL is the proxy's own connection: its X-Forwarded-For is believed, as without
+    # --proxy-protocol.
     assert body_of(ask(server, v2(None, local=True) + fwd)) == "198.51.100.7 https"
 
 

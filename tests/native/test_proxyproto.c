@@ -58,7 +58,7 @@ static void test_v1(void)
 {
     const char *h = "PROXY TCP4 203.0.113.9 192.0.2.1 56324 443\r\n";
     krait__proxy_info i = valid("v1 tcp4", h, strlen(h));
-    ok(i.version == 1 && !i.local && i.family == 4, "v1 tcp4 fields");
+    ok(i.version == 1 && !i.local && i.family == 4 && i.relayed, "v1 tcp4 fields");
     ip_is("v1 tcp4 src", 4, i.src, "203.0.113.9");
     ip_is("v1 tcp4 dst", 4, i.dst, "192.0.2.1");
     ok(i.src_port == 56324 && i.dst_port == 443, "v1 tcp4 ports");
@@ -72,6 +72,7 @@ static void test_v1(void)
     h = "PROXY UNKNOWN\r\n";
     i = valid("v1 unknown", h, strlen(h));
     ok(i.local && i.version == 1, "v1 unknown keeps the socket's address");
+    ok(i.relayed, "v1 unknown still relays a client");
     h = "PROXY UNKNOWN ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff "
         "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
     ok(strlen(h) == 107, "the specification's worst case is 107 bytes (%zu)", strlen(h));
@@ -149,7 +150,7 @@ static void test_v2(void)
     const uint8_t a4[12] = {203, 0, 113, 9, 192, 0, 2, 1, 0xDC, 0x04, 0x01, 0xBB};
     size_t n = v2(h, 1, 0x11, a4, sizeof a4);
     i = valid("v2 tcp4", h, n);
-    ok(i.version == 2 && !i.local && i.family == 4, "v2 tcp4 fields");
+    ok(i.version == 2 && !i.local && i.family == 4 && i.relayed, "v2 tcp4 fields");
     ip_is("v2 tcp4 src", 4, i.src, "203.0.113.9");
     ok(i.src_port == 56324 && i.dst_port == 443, "v2 tcp4 ports (%u %u)", i.src_port,
        i.dst_port);
@@ -172,19 +173,21 @@ static void test_v2(void)
     /* LOCAL: the proxy's own connection (a health check); whatever the family and block. */
     n = v2(h, 0, 0x00, "", 0);
     i = valid("v2 local", h, n);
-    ok(i.local, "v2 local keeps the socket's address");
+    ok(i.local && !i.relayed, "v2 local keeps the socket's address, relays nobody");
     n = v2(h, 0, 0x11, a4, sizeof a4);
     ok(valid("v2 local with an address", h, n).local, "v2 local with an address: local");
     n = v2(h, 0, 0x77, "xyz", 3);
     ok(valid("v2 local, odd family", h, n).local, "v2 local ignores the family");
     /* PROXY with UNSPEC, and a Unix-socket client: the socket's address. */
     n = v2(h, 1, 0x00, "", 0);
-    ok(valid("v2 proxy unspec", h, n).local, "v2 unspec: local");
+    i = valid("v2 proxy unspec", h, n);
+    ok(i.local && i.relayed, "v2 unspec: the socket's address, a relayed client");
     uint8_t au[216];
     memset(au, 0, sizeof au);
     memcpy(au, "/run/client.sock", 16);
     n = v2(h, 1, 0x31, au, sizeof au);
-    ok(valid("v2 unix", h, n).local, "v2 unix stream: local");
+    i = valid("v2 unix", h, n);
+    ok(i.local && i.relayed, "v2 unix stream: the socket's address, a relayed client");
 
     /* The bound: a block of KRAIT__PROXY_V2_MAX_LEN bytes is taken, one more refused as soon
      * as the length is known. */
