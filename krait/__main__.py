@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a reverse proxy (address or network, or 'unix' for clients of the "
                         "Unix socket) whose X-Forwarded-For and "
                         "X-Forwarded-Proto are believed; repeatable (default: none)")
+    p.add_argument("--proxy-protocol", action="store_true",
+                   help="connections from a --trusted-proxy start with a PROXY protocol "
+                        "header (v1 or v2, as HAProxy's send-proxy sends), which names the "
+                        "client (default: off)")
     p.add_argument("--pubsub", default=None, metavar="URL",
                    help="relay WebSocket channels between the site's machines through this "
                         "Redis, e.g. redis://10.0.0.5:6379/0 (default: krait.config.pubsub, "
@@ -206,10 +210,14 @@ def main(argv: list[str] | None = None) -> int:
             parse_proxy(spec)
         except ValueError:
             parser.error(f"--trusted-proxy {spec!r} is not an address or network")
+    if args.proxy_protocol and not args.trusted_proxy:
+        parser.error("--proxy-protocol needs --trusted-proxy: the proxies whose connections "
+                     "start with a PROXY header")
     opts = Options(site_root=site_root or "", host=args.host, port=http_port,
                    https_port=https_port, workers=args.workers, loops=args.loops,
                    access_log=args.access_log, debug=args.debug, reload=args.reload,
                    limits=limits, trusted_proxies=list(args.trusted_proxy),
+                   proxy_protocol=args.proxy_protocol,
                    pubsub=args.pubsub, port_given=args.port is not None, unix=args.unix,
                    unix_mode=args.unix_mode, static=static)
     if args.wsgi is None:

@@ -125,6 +125,14 @@ class Server:
         """A host name requests may carry (``.example.com``: it and its subdomains)."""
         check(lib.krait_server_add_allowed_host(self.ptr, host.encode()))
 
+    def add_trusted_proxy(self, spec: str) -> None:
+        """A trusted proxy for the PROXY protocol: ``unix``, an address or a network."""
+        check(lib.krait_server_add_trusted_proxy(self.ptr, spec.encode()))
+
+    def set_proxy_protocol(self, on: bool) -> None:
+        """A trusted proxy's connections start with a PROXY protocol header (v1 or v2)."""
+        check(lib.krait_server_set_proxy_protocol(self.ptr, int(on)))
+
     def set_html_templates(self, on: bool) -> None:
         check(lib.krait_server_set_html_templates(self.ptr, int(on)))
 

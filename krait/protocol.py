@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "BODY_FILE", "BODY_INLINE", "BODY_STREAM", "CHUNK", "CORE_HEADERS", "END", "HEADER_SIZE",
-    "MAX_FRAME", "REQUEST", "REQ_BODY_FILE", "REQ_ROUTE", "REQ_TLS", "REQ_WEBSOCKET", "RESPONSE",
+    "MAX_FRAME", "REQUEST", "REQ_BODY_FILE", "REQ_PROXIED", "REQ_ROUTE", "REQ_TLS",
+    "REQ_WEBSOCKET", "RESPONSE",
     "ROUTE_ANSWER", "encode_route_answer", "CACHE_ANSWER", "REQ_CACHE", "encode_cache_answer",
     "cache_flags_valid", "PUBLISH", "WS_SUBSCRIBE", "WS_UNSUBSCRIBE",
     "encode_publish", "encode_subscribe",
@@ -77,6 +78,10 @@ REQ_ROUTE = 8
 #: ``path`` (relative to the site root, no leading ``/``); ``method`` is empty, ``route`` 0.
 #: Answered with :func:`encode_cache_answer`.
 REQ_CACHE = 16
+#: A trusted proxy relayed the connection with a PROXY protocol header (``--proxy-protocol``):
+#: ``remote_addr`` is the client it named (or the proxy's, when it named none), and the
+#: request's ``X-Forwarded-*`` and ``X-Request-ID`` headers are the client's, not a proxy's word.
+REQ_PROXIED = 32
 
 # RESPONSE body kinds (KRAIT__BODY_*).
 BODY_INLINE = 0  #: ``body`` is the response body.

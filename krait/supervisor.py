@@ -21,6 +21,7 @@ from typing import Any
 import krait
 from krait import _errorpages, _mime, _pubsub, config
 from krait._core import Server, ffi, lib
+from krait._proxy import parse_proxy
 from krait._site import (
     LIMITS,
     VERB_BITS,
@@ -223,6 +224,8 @@ class Options:
     reload: bool = False
     limits: dict[str, float] = field(default_factory=dict)
     trusted_proxies: list[str] = field(default_factory=list)
+    #: ``--proxy-protocol``: a trusted proxy's connections start with a PROXY header.
+    proxy_protocol: bool = False
     #: ``--pubsub URL``: relay channels through this Redis, over ``config.pubsub``.
     pubsub: str | None = None
     #: ``--port`` was given: a Unix socket (``--unix``, ``config.unix_socket``) is then served
@@ -431,6 +434,10 @@ class Supervisor:
         for host in config.allowed_hosts:
             server.add_allowed_host(host)
         server.set_html_templates(bool(config.html_templates))
+        for spec in opts.trusted_proxies:
+            net = parse_proxy(spec)
+            server.add_trusted_proxy("unix" if net is None else str(net))
+        server.set_proxy_protocol(opts.proxy_protocol)
         for status, html_page, html_type in core_error_pages(site.error_pages):
             server.set_error_page(status, html_page, html_type,
                                   _errorpages.json_body(status, REASONS.get(status, "Error")))

@@ -435,11 +435,14 @@ class Worker:
     def client(self, frame: protocol.RequestFrame) -> tuple[str, str, str]:
         """The client's address and the scheme it used (the peer and the connection's, or what
         a trusted proxy says: ``X-Forwarded-For``, ``X-Forwarded-Proto``), and the request id
-        (a trusted proxy's ``X-Request-ID``, or one made here)."""
+        (a trusted proxy's ``X-Request-ID``, or one made here). A client named by a PROXY
+        protocol header (``REQ_PROXIED``) is final: its headers are not believed."""
         addr = frame.remote_addr
         scheme = "https" if frame.flags & protocol.REQ_TLS else "http"
         request_id = None
-        if self.proxies:
+        # A PROXY protocol header already named the client (the core resolved it, and only
+        # from a trusted proxy): the headers are the client's own, never a proxy's word.
+        if self.proxies and not frame.flags & protocol.REQ_PROXIED:
             fwd_for = fwd_proto = fwd_id = None
             for name, value in frame.headers:
                 if name == "x-forwarded-for":
@@ -511,7 +514,8 @@ class Worker:
                 host = value
             elif name == "x-forwarded-host":
                 fwd_host = value
-        if fwd_host and self.proxies and self.proxies.trusts(frame.remote_addr):
+        if fwd_host and self.proxies and not frame.flags & protocol.REQ_PROXIED and \
+                self.proxies.trusts(frame.remote_addr):
             host = fwd_host.split(",")[-1].strip()
         allowed = websockets.origin_allowed(origin, host, config.websocket_origins)
         if not allowed:

@@ -70,6 +70,7 @@ def test_constants_mirror_ipc_h():
         "IPC_WS_SUBSCRIBE": P.WS_SUBSCRIBE, "IPC_WS_UNSUBSCRIBE": P.WS_UNSUBSCRIBE,
         "IPC_PUBLISH": P.PUBLISH, "REQ_ROUTE": P.REQ_ROUTE,
         "IPC_CACHE_ANSWER": P.CACHE_ANSWER, "REQ_CACHE": P.REQ_CACHE,
+        "REQ_PROXIED": P.REQ_PROXIED,
     }
     assert consts == expected
     m = re.search(r"#define KRAIT__IPC_MAX_FRAME \((\d+)u \* (\d+)u \* (\d+)u\)", header)

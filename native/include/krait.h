@@ -188,6 +188,17 @@ int krait_server_add_allowed_host(krait_server *srv, const char *host);
 /* 0: .html and .htm files are static files, never templates (only .pyml and .py go to a
  * worker); 1 (default): they are templates when they contain an '@'. */
 int krait_server_set_html_templates(krait_server *srv, int on);
+/* A trusted proxy (--trusted-proxy): "unix" (every peer of a Unix socket), an address
+ * ("10.0.0.5", "::1") or a network ("10.0.0.0/8", "2001:db8::/32"; host bits ignored).
+ * KRAIT_EINVAL for anything else. The core uses the list for the PROXY protocol only (the
+ * workers resolve X-Forwarded-For themselves). Before krait_server_run. */
+int krait_server_add_trusted_proxy(krait_server *srv, const char *spec);
+/* on: a connection whose peer is a trusted proxy must start with a PROXY protocol header
+ * (version 1 or 2, read before any TLS byte); the client it names is the connection's address
+ * (access log, workers' remote address). A trusted peer's connection without a valid header
+ * is refused: 400 and close on plain HTTP, closed at once on TLS. Other peers are served as
+ * always, their bytes never read as a PROXY header. Before krait_server_run. */
+int krait_server_set_proxy_protocol(krait_server *srv, int on);
 /* The page the core sends for its own error with this status (400-599): html (its content
  * type html_type) or, to a client whose Accept prefers JSON, json (application/json). */
 int krait_server_set_error_page(krait_server *srv, int status, const char *html,

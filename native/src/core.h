@@ -29,6 +29,7 @@ struct ssl_ctx_st;
 #include "cache.h"
 #include "http.h"
 #include "krait.h"
+#include "proxyproto.h"
 #include "ws.h"
 
 #define KRAIT__MAX_HEADERS_CAP 1000
@@ -183,8 +184,12 @@ struct krait__conn {
     size_t log_len;
     int64_t t_start;          /* ns */
 
-    char peer[48];
+    char peer[48];            /* the client: the socket's peer, or what a trusted proxy's
+                                 PROXY header said (proxy_done) */
     int peer_port;
+    int proxy_wait;           /* a PROXY header must come first: its bytes are in in[] so far */
+    int proxy_done;           /* a PROXY header relayed a client (all but v2 LOCAL): peer is
+                                 that client's, or the proxy's when the header named none */
     struct ssl_st *ssl;       /* TLS session, or NULL for plain HTTP */
     int tls_want_write;       /* the TLS engine needs the socket writable to go on */
     int tls_ready;            /* the TLS handshake has completed */
@@ -335,6 +340,12 @@ struct krait_server {
     char **allowed_hosts;     /* lower-case; ".x.org" also matches x.org's subdomains */
     size_t n_allowed_hosts;
     int html_templates;       /* .html/.htm with '@' are templates */
+    /* --trusted-proxy networks (the hub's; read-only) and whether peers of a Unix socket are
+     * trusted; with proxy_protocol, a trusted peer's connection starts with a PROXY header. */
+    krait__cidr *trusted;
+    size_t ntrusted;
+    int trust_unix;
+    int proxy_protocol;
     krait__map error_pages;   /* "%d" status → html (val), num[0] = offset of the JSON body
                                  in val, num[1] = its length, num[2] = offset of the type */
     krait__map mime, cache_rules, route_cache, dyn_cache, ws_ids;

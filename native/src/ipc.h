@@ -58,8 +58,11 @@ enum { KRAIT__IPC_REQUEST = 1, KRAIT__IPC_RESPONSE = 2, KRAIT__IPC_CHUNK = 3, KR
        KRAIT__IPC_WS_MESSAGE = 5, KRAIT__IPC_WS_CLOSE = 6, KRAIT__IPC_ROUTE_ANSWER = 7,
        KRAIT__IPC_WS_SUBSCRIBE = 8, KRAIT__IPC_WS_UNSUBSCRIBE = 9, KRAIT__IPC_PUBLISH = 10,
        KRAIT__IPC_CACHE_ANSWER = 11 };
+/* KRAIT__REQ_PROXIED: a trusted proxy relayed the connection with a PROXY protocol header
+ * (--proxy-protocol): remote_addr is the client it named (or, when it named none, the proxy's),
+ * and the request's X-Forwarded-* and X-Request-ID are the client's, not a proxy's word. */
 enum { KRAIT__REQ_BODY_FILE = 1, KRAIT__REQ_WEBSOCKET = 2, KRAIT__REQ_TLS = 4,
-       KRAIT__REQ_ROUTE = 8, KRAIT__REQ_CACHE = 16 };
+       KRAIT__REQ_ROUTE = 8, KRAIT__REQ_CACHE = 16, KRAIT__REQ_PROXIED = 32 };
 enum { KRAIT__BODY_INLINE = 0, KRAIT__BODY_FILE = 1, KRAIT__BODY_STREAM = 2 };
 
 typedef struct { const char *p; size_t n; } krait__slice;

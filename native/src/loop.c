@@ -107,6 +107,14 @@ static void maybe_resume_accepting(struct krait_server *srv)
     listeners_watch(srv, 1);
 }
 
+/* Is this socket peer (as accept_some writes it: an address, or "unix") a trusted proxy? */
+static int proxy_trusted(struct krait_server *srv, const char *peer)
+{
+    if (strcmp(peer, "unix") == 0)
+        return srv->trust_unix;
+    return krait__cidr_match(srv->trusted, srv->ntrusted, peer);
+}
+
 /* A new connection; reserved: its place under the cap is already counted in total_conns. */
 static krait__conn *adopt(struct krait_server *srv, int fd, int tls, const char *peer,
                           int peer_port, int reserved)
@@ -129,6 +137,9 @@ static krait__conn *adopt(struct krait_server *srv, int fd, int tls, const char 
     c->home = srv->loop_index;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     c->peer_port = peer_port;
+    /* --proxy-protocol: a trusted proxy's connection starts with a PROXY header; anyone
+     * else's bytes are never read as one (they cannot name a client). */
+    c->proxy_wait = srv->proxy_protocol && proxy_trusted(srv, peer);
     c->events = EPOLLIN | EPOLLRDHUP;
     struct epoll_event ev = {.events = c->events, .data.ptr = c};
     if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
@@ -273,8 +284,87 @@ static void body_progress(struct krait_server *srv, krait__conn *c)
     krait__worker_submit(srv, c);
 }
 
+/* The PROXY header a trusted proxy sends first (docs/design.md, "PROXY protocol"). It is read
+ * exactly, never a byte past its end: a TLS connection's next bytes are OpenSSL's. So the
+ * socket is peeked, the bytes parsed with those kept in in[] from earlier reads, and only the
+ * header's bytes (all of them, while it is incomplete) are taken off the socket, which leaves
+ * nothing readable behind a partial header for level-triggered epoll to wake us for again.
+ * Returns 1 when the header is read (the connection's own bytes follow), 0 to wait for more,
+ * -1 when the connection is refused. A header that never completes is closed, silently, at the
+ * header timeout (got_bytes stays 0 until the request's own bytes come). */
+static int proxy_read(struct krait_server *srv, krait__conn *c)
+{
+    if (!c->in) {
+        c->in = malloc(READ_CHUNK);
+        if (!c->in) {
+            krait__conn_close(srv, c);
+            return -1;
+        }
+        c->in_cap = READ_CHUNK;
+    }
+    ssize_t n;
+    do
+        n = recv(c->fd, c->in + c->in_len, KRAIT__PROXY_MAX - c->in_len, MSG_PEEK);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+        if (n < 0 && errno == EAGAIN)
+            return 0;
+        krait__conn_close(srv, c);
+        return -1;
+    }
+    krait__proxy_info info;
+    int r = krait__proxy_parse((const uint8_t *)c->in, c->in_len + (size_t)n, &info);
+    if (r == KRAIT__PROXY_BAD) {
+        c->in_len = 0;
+        c->proxy_wait = 0;
+        if (c->ssl) {
+            krait__conn_close(srv, c);  /* no HTTP answer can precede a TLS handshake */
+            return -1;
+        }
+        /* Plain HTTP: a 400 says what went wrong, then the connection closes. The peeked
+         * bytes are taken first: a socket closed with unread input is reset, and the reset
+         * could overtake the answer. */
+        ssize_t drop;
+        do
+            drop = recv(c->fd, c->in, (size_t)n, 0);
+        while (drop < 0 && errno == EINTR);
+        c->t_start = krait__mono_ns();
+        srv->nhdr = 0;
+        krait__error_now(srv, c, 400, 1);
+        return -1;
+    }
+    /* The header's bytes: all that was peeked while it is incomplete, else up to its end. */
+    size_t take = r == KRAIT__PROXY_MORE ? (size_t)n : (size_t)r - c->in_len;
+    ssize_t got;
+    do
+        got = recv(c->fd, c->in + c->in_len, take, 0);
+    while (got < 0 && errno == EINTR);
+    if (got != (ssize_t)take) {
+        krait__conn_close(srv, c);  /* never: peeked bytes are there to take */
+        return -1;
+    }
+    if (r == KRAIT__PROXY_MORE) {
+        c->in_len += take;
+        return 0;
+    }
+    c->in_len = 0;
+    c->proxy_wait = 0;
+    if (!info.local) {
+        /* The client the proxy accepted is this connection's address from now on, wherever
+         * it goes (a move to the hub takes it along). */
+        inet_ntop(info.family == 4 ? AF_INET : AF_INET6, info.src, c->peer, sizeof c->peer);
+        c->peer_port = info.src_port;
+    }
+    /* A relayed client's headers are its own, even under the proxy's address (v1 UNKNOWN, a
+     * v2 Unix-socket client); only a v2 LOCAL connection is the proxy itself speaking. */
+    c->proxy_done = info.relayed;
+    return 1;
+}
+
 static void conn_read(struct krait_server *srv, krait__conn *c)
 {
+    if (c->proxy_wait && proxy_read(srv, c) <= 0)
+        return;
     for (int rounds = 0; rounds < 4 && !c->closed; rounds++) {
         if (c->state == CS_WRITE || c->state == CS_WORKER) {
             /* Don't read ahead while answering: pipelined bytes wait in the kernel buffer,

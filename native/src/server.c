@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -256,6 +257,7 @@ void krait_server_free(krait_server *srv)
     free_strings(srv->never_serve, srv->n_never_serve);
     free_strings(srv->static_only, srv->n_static_only);
     free_strings(srv->allowed_hosts, srv->n_allowed_hosts);
+    free(srv->trusted);
     for (size_t i = 0; i < srv->n_cache_rules; i++) {
         free(srv->cache_rule_list[i].before);
         free(srv->cache_rule_list[i].after);
@@ -545,6 +547,10 @@ krait_server *krait__server_clone(krait_server *hub, int index)
     lp->allowed_hosts = hub->allowed_hosts;
     lp->n_allowed_hosts = hub->n_allowed_hosts;
     lp->html_templates = hub->html_templates;
+    lp->trusted = hub->trusted;  /* read-only while the loops run */
+    lp->ntrusted = hub->ntrusted;
+    lp->trust_unix = hub->trust_unix;
+    lp->proxy_protocol = hub->proxy_protocol;
     lp->error_pages = hub->error_pages;  /* read-only while the loops run */
     lp->mime = hub->mime;
     lp->cache_rules.max = hub->cache_rules.max;
@@ -946,6 +952,29 @@ int krait_server_add_allowed_host(krait_server *srv, const char *host)
     for (char *p = srv->allowed_hosts[srv->n_allowed_hosts - 1]; *p; p++)
         if (*p >= 'A' && *p <= 'Z')
             *p = (char)(*p + 32);
+    return KRAIT_OK;
+}
+
+int krait_server_add_trusted_proxy(krait_server *srv, const char *spec)
+{
+    if (strcasecmp(spec, "unix") == 0) {
+        srv->trust_unix = 1;
+        return KRAIT_OK;
+    }
+    krait__cidr net;
+    if (krait__cidr_parse(spec, &net) < 0)
+        return KRAIT_EINVAL;
+    krait__cidr *p = realloc(srv->trusted, (srv->ntrusted + 1) * sizeof *p);
+    if (!p)
+        return KRAIT_ENOMEM;
+    p[srv->ntrusted++] = net;
+    srv->trusted = p;
+    return KRAIT_OK;
+}
+
+int krait_server_set_proxy_protocol(krait_server *srv, int on)
+{
+    srv->proxy_protocol = on != 0;
     return KRAIT_OK;
 }
 

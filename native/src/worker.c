@@ -337,7 +337,8 @@ params_done:;
     krait__ipc_request r = {
         .id = 0,
         .flags = (uint8_t)((rq->info.upgrade_websocket ? KRAIT__REQ_WEBSOCKET : 0) |
-                           (c->ssl ? KRAIT__REQ_TLS : 0)),
+                           (c->ssl ? KRAIT__REQ_TLS : 0) |
+                           (c->proxy_done ? KRAIT__REQ_PROXIED : 0)),
         .route = route,
         .method = {rq->method, rq->method_len},
         .path = {rq->path, rq->path_len},

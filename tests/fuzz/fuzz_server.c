@@ -32,7 +32,10 @@
  * /static: a second temporary folder, with a .py file, a .gz sibling, an index, a hidden file
  * and links out of it), which some templates ask for and forged route answers may name.
  * Clients with an odd k connect to loop 1, the others to loop 0 (the hub, which has the
- * workers): a request for a worker on loop 1 moves its connection to the hub.
+ * workers): a request for a worker on loop 1 moves its connection to the hub. The PROXY
+ * protocol is on with 10.0.0.0/8 trusted: clients 6 and 7 (one per loop) come from 10.0.0.4,
+ * a trusted proxy, and must start with a PROXY header (some templates are v1 headers; raw bytes can be
+ * anything, v2 included); the others' PROXY headers are bad requests.
  * After each operation each loop runs one turn. A worker that exits is replaced from the event
  * callback, as the supervisor does, so a slot is reused while the core still knows the old
  * worker's connections. At the end the driver reads everything, stops the loop and frees the
@@ -89,6 +92,9 @@ static const char *const templates[] = {
     "GET /static HTTP/1.1\r\nHost: x\r\n\r\n",
     "GET /static/big.bin HTTP/1.1\r\nHost: x\r\n\r\n",
     "GET /static/up/ HTTP/1.1\r\nHost: x\r\n\r\n",
+    "PROXY TCP4 203.0.113.9 10.0.0.1 56324 80\r\n",
+    "PROXY TCP6 2001:db8::9 2001:db8::1 1 443\r\nGET /page HTTP/1.1\r\nHost: x\r\n\r\n",
+    "PROXY UNKNOWN\r\nGET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n",
 };
 #define NTEMPLATES (sizeof templates / sizeof templates[0])
 
@@ -449,6 +455,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         krait_server_add_cache_rule(srv, KRAIT_CACHE_NO_STORE, "big.bin", NULL);
         krait_server_add_cache_rule(srv, KRAIT_CACHE_LONG, "index", ".html");
     }
+    krait_server_add_trusted_proxy(srv, "10.0.0.0/8");
+    krait_server_add_trusted_proxy(srv, "unix");  /* no Unix listener here: never used */
+    krait_server_set_proxy_protocol(srv, 1);
     int logfd = open("/dev/null", O_WRONLY | O_CLOEXEC);
     krait_server_set_access_log(srv, logfd);
     for (int i = 0; i < MAX_CLIENTS; i++)
@@ -481,7 +490,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             int sv[2];
             if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
                 abort();
-            if (!krait__loop_adopt(k & 1 ? lp : srv, sv[0], 0, "fuzz", 1)) {
+            if (!krait__loop_adopt(k & 1 ? lp : srv, sv[0], 0, k >= 6 ? "10.0.0.4" : "fuzz",
+                                   1)) {
                 close(sv[1]);
                 break;
             }
