@@ -108,7 +108,7 @@ def render(stats: list[int], restarts: dict[str, int], accepted: int) -> str:
         ("krait_tls_handshakes_total", "counter", "TLS handshakes completed.",
          stats[lib.KRAIT_STAT_TLS_HANDSHAKES]),
         ("krait_tls_handshake_failures_total", "counter",
-         "TLS handshakes that failed with a TLS error (not a client that only connected).",
+         "TLS handshakes that failed with a TLS error (not a client that went away).",
          stats[lib.KRAIT_STAT_TLS_FAILURES]),
         ("krait_workers_busy", "gauge", "Workers with a request in hand.",
          stats[lib.KRAIT_STAT_WORKERS_BUSY]),

@@ -219,7 +219,8 @@ int64_t krait_server_stat(krait_server *srv, int which);
 #define KRAIT_STAT_BYTES_IN 5       /* bytes read from clients (after TLS decryption) */
 #define KRAIT_STAT_BYTES_OUT 6      /* bytes sent to clients (before TLS encryption) */
 #define KRAIT_STAT_TLS_HANDSHAKES 7 /* TLS handshakes completed */
-#define KRAIT_STAT_TLS_FAILURES 8   /* TLS handshakes that failed with a TLS error */
+#define KRAIT_STAT_TLS_FAILURES 8   /* TLS handshakes that failed with a TLS error (the ones
+                                       logged; not a client that left mid-handshake) */
 #define KRAIT_STAT_WS_OPEN 9        /* gauge: WebSocket connections open (101 sent) */
 #define KRAIT_STAT_WS_IN 10         /* WebSocket messages from clients, handed to workers */
 #define KRAIT_STAT_WS_OUT 11        /* WebSocket messages to clients (each channel delivery) */

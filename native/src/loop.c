@@ -740,6 +740,8 @@ int krait__loop_start(struct krait_server *srv, int with_signals)
     if (with_signals && setup_signals(srv) < 0)
         return KRAIT_ESYS;
     update_clock(srv);
+    if (srv->hub == srv)
+        krait__stat_publish_hub(srv);  /* the workers added before the first turn */
     for (int i = 0; i < srv->nlisteners; i++) {
         struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
                                  .data.ptr = &srv->listeners[i].obj};

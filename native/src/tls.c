@@ -229,9 +229,8 @@ static ssize_t tls_result(krait_server *srv, krait__conn *c, int r)
         unsigned long code = ERR_peek_error();
         /* SSL_is_init_finished() is false after any fatal error, so it can't tell; a client
          * that drops the connection mid-handshake is not worth a line either. */
-        if (!c->tls_ready)
-            KRAIT__STAT_ADD(srv, KRAIT_STAT_TLS_FAILURES, 1);
         if (!c->tls_ready && ERR_GET_REASON(code) != SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+            KRAIT__STAT_ADD(srv, KRAIT_STAT_TLS_FAILURES, 1);  /* the failures logged */
             log_handshake_failure(srv, c, code);
             if (ERR_GET_REASON(code) == SSL_R_HTTP_REQUEST) {
                 /* Plain HTTP on the TLS port: a readable answer costs nothing. */
