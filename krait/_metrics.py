@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 from krait._core import Server, lib
 
 #: The longest request head taken (request line and headers).
 MAX_HEAD = 8192
-#: Seconds a client has to send its request head, and to take the answer.
+#: Seconds a client has to send its whole request head, and to take the answer.
 CLIENT_TIMEOUT = 5.0
 #: Connections answered at once; another one meanwhile is closed without an answer.
 MAX_CLIENTS = 4
@@ -234,6 +235,7 @@ class MetricsListener:
             conn.settimeout(CLIENT_TIMEOUT)
             head = self._read_head(conn)
             if head is not None:
+                conn.settimeout(CLIENT_TIMEOUT)
                 conn.sendall(self._answer(head))
         except OSError:
             pass
@@ -243,12 +245,18 @@ class MetricsListener:
 
     @staticmethod
     def _read_head(conn: socket.socket) -> bytes | None:
-        """The request head, or None when the client left first; a head past
+        """The request head, or None when the client left first or took longer than
+        :data:`CLIENT_TIMEOUT` in all (a trickle of bytes does not extend it); a head past
         :data:`MAX_HEAD` is returned cut (and answered 431)."""
+        deadline = time.monotonic() + CLIENT_TIMEOUT
         buf = b""
         while b"\r\n\r\n" not in buf and b"\n\n" not in buf:
             if len(buf) > MAX_HEAD:
                 return buf[:MAX_HEAD + 1]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            conn.settimeout(left)
             data = conn.recv(4096)
             if not data:
                 return None

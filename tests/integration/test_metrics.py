@@ -478,3 +478,25 @@ def test_bad_metrics_addresses_are_refused(tmp_path: Path, spec: str) -> None:
     assert done.returncode == 2 and "--metrics" in done.stderr
     done = run_krait(make_site(tmp_path / "cfg", f"config.metrics = {spec!r}\n"), "--port", "0")
     assert done.returncode == 1 and "krait.config.metrics" in done.stderr
+
+
+# -- the listener's bounds ------------------------------------------------------------------------
+
+def test_the_listener_is_bounded(tmp_path: Path, krait_server) -> None:
+    server = krait_server(make_site(tmp_path / "site"), "--workers", "1",
+                          "--metrics", "127.0.0.1:0")
+    mport = metrics_port(server)
+    huge = b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * 9000
+    assert raw_request(mport, huge).startswith(b"HTTP/1.1 431 ")
+    assert raw_request(mport, b"nonsense\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    # Four connections that send nothing hold every place; a fifth is closed unanswered.
+    idle = [socket.create_connection(("127.0.0.1", mport), timeout=TIMEOUT) for _ in range(4)]
+    try:
+        with socket.create_connection(("127.0.0.1", mport), timeout=TIMEOUT) as fifth:
+            assert recv_all(fifth, TIMEOUT) == b""
+    finally:
+        for s in idle:
+            s.close()
+    # Their places come back once they have gone.
+    assert wait_for(lambda: raw_request(mport, b"GET /healthz HTTP/1.1\r\n\r\n")
+                    .startswith(b"HTTP/1.1 200 "), "a place again")
