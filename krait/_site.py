@@ -621,3 +621,58 @@ def load(site_root: str, overrides: dict[str, Any] | None = None,
     validate_settings()
     validate_sessions(site_root)
     return Site(site_root, site_globals, routes, rules, error_pages, route_warnings(routes))
+
+
+def _identity(obj: object) -> str | None:
+    """A name that stays the same when a reload brings new code for the same thing: a
+    controller class or a WSGI application, by module and qualified name."""
+    if obj is None or isinstance(obj, str):
+        return obj
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+
+def core_tables(site: Site) -> dict[str, str]:
+    """What the master hands the C core from a loaded site, by part, each as a short digest.
+
+    The core reads these once, at start-up. A worker that loads the site again (a reload, a
+    recycle, a crash replacement) compares its own with the master's: its ``routes`` must be
+    the same, since the core names a request's route by its index in the master's list (a
+    worker with other routes would run another route's code); the other parts may differ,
+    and then take effect only when krait restarts.
+    """
+    import hashlib
+
+    from krait import _mime
+
+    parts: dict[str, object] = {
+        "routes": [(r.verb, r.url, r.regex, r.target, _identity(r.ctrl_class), r.prefix,
+                    r.static_dir, _identity(r.wsgi)) for r in site.routes],
+        "cache rules": [[p.pattern for p in getattr(site.rules, k)]
+                        for k in ("no_store", "private", "public", "long_term")],
+        "limits": [(name, getattr(config, name)) for name in LIMITS] + [
+            config.cache_max_age_default, config.cache_max_age_long_term],
+        "MIME types": sorted(_mime.table().items()),
+        "error pages": sorted(site.error_pages.items()),
+        "hardening settings": [config.server_header, list(config.never_serve),
+                               list(config.static_only), list(config.allowed_hosts),
+                               bool(config.html_templates), bool(config.https_redirect),
+                               config.hsts],
+    }
+    return {name: hashlib.sha256(repr(value).encode("utf-8", "backslashreplace"))
+            .hexdigest()[:16] for name, value in parts.items()}
+
+
+def compare_tables(site: Site, master: dict[str, str]) -> list[str]:
+    """Check a freshly loaded site against the tables the master's core holds (see
+    :func:`core_tables`); returns the parts that differ, which take effect at a restart.
+
+    :raises StartupError: the routes differ (naming init.py): this worker must not serve.
+    """
+    mine = core_tables(site)
+    if mine.get("routes") != master.get("routes"):
+        where = os.path.join(site.root, ".py", "init.py")
+        raise StartupError(
+            f"{where}: the routes differ from the ones krait started with; krait reads routes "
+            "once, so restart it to serve the new ones")
+    return [name for name, digest in mine.items()
+            if name != "routes" and master.get(name) not in (None, digest)]

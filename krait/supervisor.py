@@ -6,6 +6,7 @@ worker's end, SIGHUP."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import signal
 import socket
@@ -25,6 +26,7 @@ from krait._site import (
     VERB_BITS,
     Rules,
     StartupError,
+    core_tables,
     load,
     route_bits,
     validate_sessions,
@@ -277,6 +279,9 @@ class WorkerProc:
         self.slot: int | None = None
         self.replacement: WorkerProc | None = None  # starting, to recycle this one
         self.recycle_reason = ""  # why it asked to be recycled, for the log
+        self.gen_no = 0  # a crash replacement: the reload generation it replaces a worker of
+        #: Parts of init.py's settings it loaded that differ from the core's (reported ready).
+        self.changed: list[str] = []
 
     def close_ready(self) -> None:
         if self.ready_fd is not None:
@@ -352,7 +357,10 @@ def wait_ready(procs: list[WorkerProc], timeout: float) -> list[str]:
                 w = pending.pop(fd)
                 w.close_ready()
                 text = texts[fd].decode("utf-8", "replace").strip()
-                if text != "ok":
+                first, _, rest = text.partition("\n")
+                if first == "ok":
+                    w.changed = rest.split("\n") if rest else []
+                else:
                     status = w.proc.poll()
                     if not text:
                         text = f"worker {w.pid} exited while loading the site" + (
@@ -373,6 +381,8 @@ class Supervisor:
         self.quick_deaths = 0
         self.server: Server | None = None
         self.rules = Rules(routes=[])
+        self.tables: dict[str, str] = {}
+        self._changed_logged: list[str] = []
         self.log_file: Any = None
         self.log_path = ""
         self.tls = False  # an HTTPS listener: SIGHUP reloads the certificate
@@ -388,6 +398,14 @@ class Supervisor:
         # loaded the site, for the loop thread to install.
         self._loaded: list[tuple[WorkerProc, WorkerProc, list[str]]] = []
         self._replacing: list[WorkerProc] = []  # replacements started, not yet handled
+        # Replacements of ended workers: loading, loaded (to install), and retries due (by
+        # the reload generation they replace a worker of: gen_no counts installed reloads).
+        self._spawning: list[WorkerProc] = []
+        self._spawned: list[tuple[WorkerProc, list[str]]] = []
+        self._spawn_due: list[int] = []
+        self._spawn_failures = 0
+        self._spawn_error: str | None = None
+        self.gen_no = 0
         self._watch_requested = False
         self._stop_threads = threading.Event()
         self.node_id = _pubsub.new_node_id()
@@ -406,6 +424,8 @@ class Supervisor:
             log(warning)
         validate_sessions(opts.site_root, scan=True)
         self.rules = site.rules
+        # Every worker checks that it loaded the same routes (krait._site.core_tables).
+        self.tables = core_tables(site)
         server = Server(opts.site_root)
         self.server = server
         server.set_version(krait.__version__)
@@ -567,6 +587,7 @@ class Supervisor:
         env = dict(os.environ)
         for name, value in self.opts.config_overrides().items():
             env[f"KRAIT_CONFIG_{name}"] = repr(value)  # read back with ast.literal_eval
+        env["KRAIT_CORE_TABLES"] = json.dumps(self.tables)
         env["KRAIT_NODE_ID"] = self.node_id  # channels across machines tag messages with it
         try:
             proc = subprocess.Popen(cmd, pass_fds=(child.fileno(), ready_w, notify_w),
@@ -607,9 +628,67 @@ class Supervisor:
         self.workers[w.slot] = w
 
     def spawn_worker(self) -> None:
-        """Start a replacement worker and hand it to the core at once: requests wait on its
-        socket while it loads the site."""
-        self.install(self.start_worker(wait_ready=False))
+        """Start a replacement for a worker that ended. It is handed to the core only once it
+        has loaded the site: one that cannot (init.py broken since start-up, or its routes
+        changed) never serves; another is tried after a pause that grows, while the other
+        workers serve and requests wait in the core's queue."""
+        new = self.start_worker(wait_ready=True)
+        new.gen_no = self.gen_no
+        self._spawning.append(new)
+        t = threading.Thread(target=self._await_spawn, args=(new,), daemon=True,
+                             name="krait-spawn")
+        self._threads = [t for t in self._threads if t.is_alive()]
+        self._threads.append(t)
+        t.start()
+
+    def _await_spawn(self, new: WorkerProc) -> None:
+        errors = wait_ready([new], READY_TIMEOUT)
+        with self._lock:
+            self._spawned.append((new, errors))
+        if not self._stop_threads.is_set():
+            os.kill(os.getpid(), signal.SIGCHLD)  # the loop thread installs it (reap)
+
+    def _spawn_later(self, delay: float, gen_no: int) -> None:
+        if self._stop_threads.wait(delay):
+            return
+        with self._lock:
+            self._spawn_due.append(gen_no)
+        os.kill(os.getpid(), signal.SIGCHLD)
+
+    def install_spawned(self, new: WorkerProc, errors: list[str]) -> None:
+        """In the loop thread: hand a replacement that loaded the site to the core; or, if it
+        could not load it, try another later."""
+        if new in self._spawning:
+            self._spawning.remove(new)
+        if self.stopping or new.gen_no != self.gen_no:
+            new.discard()  # stopping, or a reload has installed a whole new set meanwhile
+            return
+        if errors:
+            new.discard()
+            self._spawn_failures += 1
+            delay = min(30.0, 0.25 * 2 ** min(self._spawn_failures, 7))
+            if errors[0] != self._spawn_error:
+                log(f"a replacement worker could not load the site, the other workers go on "
+                    f"serving; trying again in {delay:g} s (and later, this error once): "
+                    f"{errors[0]}")
+                self._spawn_error = errors[0]
+            t = threading.Thread(target=self._spawn_later, args=(delay, self.gen_no),
+                                 daemon=True, name="krait-spawn-later")
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(t)
+            t.start()
+            return
+        failures, self._spawn_failures, self._spawn_error = self._spawn_failures, 0, None
+        try:
+            self.install(new)
+        except OSError as exc:
+            new.discard()
+            log(f"cannot hand a new worker to the core: {exc}")
+            return
+        if failures:
+            log(f"worker {new.pid} loaded the site and serves (after {failures} replacement"
+                f"{'s' if failures != 1 else ''} that could not)")
+        self.log_changed([new])
 
     def reap(self) -> None:
         """SIGCHLD: reap ended workers; then the workers that asked to be recycled (they
@@ -626,8 +705,18 @@ class Supervisor:
                 self.recycle(w, reason)
         with self._lock:
             loaded, self._loaded = self._loaded, []
+            spawned, self._spawned = self._spawned, []
+            due, self._spawn_due = self._spawn_due, []
         for old, new, errors in loaded:
             self.replace_recycled(old, new, errors)
+        for new, errors in spawned:
+            self.install_spawned(new, errors)
+        for gen_no in due:
+            if gen_no == self.gen_no and not self.stopping:
+                try:
+                    self.spawn_worker()
+                except OSError as exc:
+                    log(f"cannot start a worker: {exc}")
 
     # -- recycling (config.max_requests) ------------------------------------------------------
 
@@ -688,6 +777,7 @@ class Supervisor:
         # The worker's own line says why (worker.py, ask_recycling).
         self.restarts.add("memory" if "max_worker_memory" in old.recycle_reason else "recycle")
         log(f"worker {old.pid} recycled: {old.recycle_reason}; worker {new.pid} replaces it")
+        self.log_changed([new])
 
     def on_event(self, kind: int, a: int, b: int) -> None:
         if kind == lib.KRAIT_EVENT_CHILD:
@@ -831,15 +921,27 @@ class Supervisor:
                     if w.slot is None:
                         w.discard()
             else:
+                self.gen_no += 1
                 for slot in old:
                     self.retired.add(slot)
                     self.server.retire_worker(slot)
                 self.restarts.add("reload", len(old))
                 log(f"reloaded: {len(gen)} new worker{'s' if len(gen) != 1 else ''}")
+                self.log_changed(gen)
         with self._lock:
             again, self._again = self._again, False
         if again:
             self.request_reload()
+
+    def log_changed(self, workers: list[WorkerProc]) -> None:
+        """Say once which of init.py's settings the new workers loaded differ from the ones
+        the core read at start-up: those wait for a restart (routes never differ: a worker
+        with other routes refuses to start)."""
+        changed = list(dict.fromkeys(part for w in workers for part in w.changed))
+        if changed and changed != self._changed_logged:
+            log(f"init.py changed its {', '.join(changed)}: the core read them at start-up, "
+                "so they take effect when krait restarts")
+        self._changed_logged = changed
 
     def reload(self) -> None:
         """SIGHUP: fresh workers with newly loaded code replace the old ones, none dropped."""
@@ -884,9 +986,11 @@ class Supervisor:
             pending = list(self._generation or []) + list(self._ready[0] if self._ready else [])
             pending_loaded, self._loaded = self._loaded, []
             pending += [new for _, new, _ in pending_loaded]
+            pending_spawned, self._spawned = self._spawned, []
+            pending += [new for new, _ in pending_spawned]
             self._generation, self._ready = None, None
-        for new in self._replacing:
-            if any(new is n for _, n, _ in pending_loaded):
+        for new in self._replacing + self._spawning:
+            if any(new is n for n in pending):
                 continue
             # Still loading: its helper thread reads its readiness pipe; killed, it ends.
             new.proc.kill()
@@ -896,6 +1000,7 @@ class Supervisor:
                 new.sock = None
             new.close_notify()
         self._replacing.clear()
+        self._spawning.clear()
         procs = [w.proc for w in [*self.workers.values(), *self.exiting]]
         self.workers.clear()
         self.exiting.clear()

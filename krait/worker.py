@@ -18,6 +18,7 @@ import hashlib
 import html
 import io
 import itertools
+import json
 import os
 import queue
 import signal
@@ -156,6 +157,7 @@ class Worker:
         self.debug = debug
         #: ``krait --static``: (prefix, folder) routes before the site's, as the master has them.
         self.static: list[tuple[str, str]] = []
+        self.changed: list[str] = []
         self.scripts = ScriptCache()
         self.site_globals: dict[str, Any] = {}
         self.routes: list[config.Route] = []
@@ -211,13 +213,17 @@ class Worker:
     def load(self) -> None:
         """Load the site as the master did (:func:`krait._site.load`), with the master's
         command-line limits (passed as ``KRAIT_CONFIG_<name>`` variables)."""
-        from krait._site import load
+        from krait._site import compare_tables, load
 
         overrides: dict[str, Any] = {}
         for key, value in os.environ.items():
             if key.startswith("KRAIT_CONFIG_"):
                 overrides[key[len("KRAIT_CONFIG_"):]] = ast.literal_eval(value)
         site = load(self.site_root, overrides, self.static)
+        tables = os.environ.get("KRAIT_CORE_TABLES")
+        # Parts of init.py's settings that differ from what the core holds (a reload after an
+        # edit): reported to the master, which says they wait for a restart.
+        self.changed = compare_tables(site, json.loads(tables)) if tables else []
         self.site_globals = site.globals
         self.routes = site.routes
         self.error_pages = site.error_pages
@@ -1005,7 +1011,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     signal.signal(signal.SIGTERM, worker.terminate)
     worker.recycle_after(args.notify_fd)
-    _tell_ready(args.ready_fd, "ok")
+    _tell_ready(args.ready_fd, "\n".join(["ok", *worker.changed]))
     worker.serve()
     return 0
 
