@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="relay WebSocket channels between the site's machines through this "
                         "Redis, e.g. redis://10.0.0.5:6379/0 (default: krait.config.pubsub, "
                         "none)")
+    p.add_argument("--metrics", default=None, metavar="ADDR:PORT",
+                   help="serve Prometheus metrics (/metrics) and a health check (/healthz) on "
+                        "this address, never the site's port, e.g. 127.0.0.1:9100 "
+                        "(default: krait.config.metrics, none)")
     for flag, (name, metavar, text) in _COUNT_FLAGS.items():
         p.add_argument(f"--{flag}", type=int, default=None, metavar=metavar,
                        help=f"{text} (default: krait.config.{name}, {getattr(config, name)})")
@@ -203,6 +207,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.pubsub is not None and not args.pubsub.startswith(URL_SCHEMES):
         parser.error(f"--pubsub {args.pubsub!r}: give a Redis URL, e.g. redis://host:6379/0")
+    from krait._metrics import parse_address
+
+    if args.metrics is not None:
+        try:
+            parse_address(args.metrics)
+        except ValueError as exc:
+            parser.error(f"--metrics: {exc}")
     from krait._proxy import parse_proxy
 
     for spec in args.trusted_proxy:
@@ -219,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                    limits=limits, trusted_proxies=list(args.trusted_proxy),
                    proxy_protocol=args.proxy_protocol,
                    pubsub=args.pubsub, port_given=args.port is not None, unix=args.unix,
-                   unix_mode=args.unix_mode, static=static)
+                   unix_mode=args.unix_mode, static=static, metrics=args.metrics)
     if args.wsgi is None:
         return Supervisor(opts).run()
     opts.site_root = wsgi_site(args.wsgi, os.getcwd())

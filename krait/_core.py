@@ -193,6 +193,18 @@ class Server:
         """A counter of one loop (``KRAIT_STAT_CONNS``: connections it accepted); -1 if none."""
         return int(lib.krait_server_loop_stat(self.ptr, loop, which))
 
+    def stats(self) -> list[int]:
+        """Every counter (``KRAIT_STAT_*``) at once, summed over the loops. Thread-safe: the
+        core reads them with relaxed atomic loads, without a lock (and without the GIL)."""
+        out = ffi.new("int64_t[]", lib.KRAIT_STAT_COUNT)
+        n = check(lib.krait_server_stats(self.ptr, out, lib.KRAIT_STAT_COUNT))
+        return list(out[0:n])
+
+    def worker_end(self, slot: int) -> int:
+        """How the worker the core let go from ``slot`` ended (``KRAIT_WORKER_END_*``); in the
+        loop thread, before the slot is given another worker."""
+        return check(lib.krait_server_worker_end(self.ptr, slot))
+
     def close(self) -> None:
         if self._ptr is not None:
             lib.krait_server_free(self._ptr)

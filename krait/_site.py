@@ -568,6 +568,15 @@ def validate_settings() -> None:
         set_at = config.where("unix_socket")
         raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.unix_socket must "
                            f"be None or a path, not {config.unix_socket!r}")
+    if config.metrics is not None:
+        from krait._metrics import parse_address
+
+        try:
+            parse_address(config.metrics)
+        except ValueError as exc:
+            set_at = config.where("metrics")
+            raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.metrics must "
+                               f"be None or \"ADDR:PORT\": {exc}") from None
     mode = config.unix_socket_mode
     if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
         set_at = config.where("unix_socket_mode")

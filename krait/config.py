@@ -244,6 +244,11 @@ unix_socket: str | None = None
 #: The Unix socket's permission bits (``--unix-mode``): 0o660 lets its owner and group (the
 #: proxy's user should be in it) connect.
 unix_socket_mode: int = 0o660
+#: Metrics for Prometheus (``GET /metrics``) and a health check for load balancers
+#: (``GET /healthz``: 200, then 503 from SIGTERM on) on a listener of their own, never the
+#: site's port: ``"ADDR:PORT"``, e.g. ``"127.0.0.1:9100"`` (``"[::1]:9100"``; ``":9100"``
+#: listens on every interface). ``--metrics`` on the command line wins. ``None``: none.
+metrics: str | None = None
 #: Requests handed to one worker at once: it runs one, the next waits in its socket so the
 #: worker goes straight on to it. 1 sends a request only to an idle worker.
 worker_pipeline: int = 4

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import krait
-from krait import _errorpages, _mime, _pubsub, config
+from krait import _errorpages, _metrics, _mime, _pubsub, config
 from krait._core import Server, ffi, lib
 from krait._proxy import parse_proxy
 from krait._site import (
@@ -240,6 +240,8 @@ class Options:
     static: list[tuple[str, str]] = field(default_factory=list)
     #: More folders whose ``.py`` files ``--reload`` watches (``--wsgi``: the application's).
     watch_dirs: list[str] = field(default_factory=list)
+    #: ``--metrics ADDR:PORT``, over ``config.metrics``.
+    metrics: str | None = None
 
     def config_overrides(self) -> dict[str, Any]:
         """The ``krait.config`` values the command line sets over init.py's, by name."""
@@ -250,6 +252,8 @@ class Options:
             overrides["unix_socket"] = self.unix
         if self.unix_mode is not None:
             overrides["unix_socket_mode"] = self.unix_mode
+        if self.metrics is not None:
+            overrides["metrics"] = self.metrics
         return overrides
 
 
@@ -410,6 +414,8 @@ class Supervisor:
         self.node_id = _pubsub.new_node_id()
         self.relay: _pubsub.Relay | None = None
         self._threads: list[threading.Thread] = []
+        self.restarts = _metrics.Restarts()  # worker restarts by cause, for /metrics
+        self.metrics: _metrics.MetricsListener | None = None
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -498,6 +504,28 @@ class Supervisor:
             server.listen_unix(path, config.unix_socket_mode)
             urls.append(f"unix:{path}")
         return urls
+
+    def listen_metrics(self, server: Server, urls: list[str]) -> None:
+        """Bind the metrics listener (``--metrics``, ``config.metrics``) on a socket of its
+        own; it is served from :meth:`run` on. Refuses the site's own port."""
+        if config.metrics is None:
+            return
+        try:
+            host, port = _metrics.parse_address(config.metrics)
+        except ValueError as exc:
+            raise StartupError(f"metrics: {exc}") from None
+        site_ports = {int(u.rsplit(":", 1)[1].rstrip("/")) for u in urls
+                      if u.startswith(("http://", "https://"))}
+        if port and port in site_ports:
+            raise StartupError(f"metrics: {config.metrics} is the site's port; give the "
+                               "metrics a port of their own (e.g. 127.0.0.1:9100)")
+        try:
+            self.metrics = _metrics.MetricsListener(host, port, server, self.restarts,
+                                                    lambda: self.loops)
+        except OSError as exc:
+            raise StartupError(f"cannot listen for metrics on {config.metrics}: "
+                               f"{exc.strerror or exc}") from None
+        log(f"metrics at {self.metrics.url} (and /healthz)")
 
     def listen_inherited(self, server: Server, sockets: list[tuple[int, str]]) -> list[str]:
         """Socket activation: serve on the sockets systemd handed over instead of binding
@@ -753,6 +781,8 @@ class Supervisor:
         self.retired.add(old.slot)
         assert self.server is not None
         self.server.retire_worker(old.slot)
+        # The worker's own line says why (worker.py, ask_recycling).
+        self.restarts.add("memory" if "max_worker_memory" in old.recycle_reason else "recycle")
         log(f"worker {old.pid} recycled: {old.recycle_reason}; worker {new.pid} replaces it")
         self.log_changed([new])
 
@@ -802,7 +832,10 @@ class Supervisor:
                 pass
         if self.stopping or self.server is None:
             return
-        log(f"worker {w.pid} ended unexpectedly ({_end_cause(status)}); starting a new one")
+        timed_out = self.server.worker_end(slot) == lib.KRAIT_WORKER_END_TIMEOUT
+        self.restarts.add("timeout" if timed_out else "crash")
+        cause = "killed: a request overran worker_timeout" if timed_out else _end_cause(status)
+        log(f"worker {w.pid} ended unexpectedly ({cause}); starting a new one")
         if time.monotonic() - w.started < 1.0:
             self.quick_deaths += 1
         else:
@@ -899,6 +932,7 @@ class Supervisor:
                 for slot in old:
                     self.retired.add(slot)
                     self.server.retire_worker(slot)
+                self.restarts.add("reload", len(old))
                 log(f"reloaded: {len(gen)} new worker{'s' if len(gen) != 1 else ''}")
                 self.log_changed(gen)
         with self._lock:
@@ -1000,6 +1034,7 @@ class Supervisor:
             inherited = inherited_sockets()
             urls = (self.listen_inherited(server, inherited) if inherited
                     else self.listen(server))
+            self.listen_metrics(server, urls)
         except StartupError as exc:
             log(str(exc))
             return 1
@@ -1017,6 +1052,8 @@ class Supervisor:
             for w in first:
                 self.install(w)
         except BaseException as exc:  # noqa: BLE001 - Ctrl-C while the workers load, too
+            if self.metrics is not None:
+                self.metrics.stop()
             if isinstance(exc, OSError):
                 log(f"cannot start workers: {exc}")
             elif isinstance(exc, StartupError):
@@ -1056,9 +1093,13 @@ class Supervisor:
         if config.pubsub:
             self.relay = _pubsub.Relay(config.pubsub, server.publish, self.node_id)
             self.relay.start()
+        if self.metrics is not None:
+            self.metrics.start()
         try:
             server.run()
         finally:
+            if self.metrics is not None:
+                self.metrics.stop()  # before the core's counters are freed
             self.stopping = True
             self._stop_threads.set()
             if self.relay is not None:

@@ -216,7 +216,9 @@ int krait_server_publish(krait_server *srv, const char *channel, size_t channel_
 /* Loops (threads, each with its own epoll and connections; loop 0 is the calling thread and
  * the only one with workers): 1..64, before krait_server_run. */
 int krait_server_set_loops(krait_server *srv, int n);
-/* A counter of one loop (KRAIT_STAT_CONNS: connections it accepted); -1 for no such loop. */
+/* A counter of one loop (KRAIT_STAT_CONNS: connections it accepted); -1 for no such loop.
+ * krait_server_stat sums the loops' counters, except KRAIT_STAT_CONNS: the connections open
+ * now, all loops together. Both are thread-safe (relaxed atomic loads). */
 int64_t krait_server_loop_stat(krait_server *srv, int loop, int which);
 int64_t krait_server_stat(krait_server *srv, int which);
 #define KRAIT_STAT_CONNS 0
@@ -224,6 +226,47 @@ int64_t krait_server_stat(krait_server *srv, int which);
 #define KRAIT_STAT_ROUTE_CALLS 2   /* route questions asked to workers (regex routes) */
 #define KRAIT_STAT_CACHE_CALLS 3    /* cache-rule questions asked to workers */
 #define KRAIT_STAT_PUBLISHED 4      /* channel messages published (each delivered to many) */
+/* For the metrics listener (krait/_metrics.py). Counters: sums of every loop's own. */
+#define KRAIT_STAT_BYTES_IN 5       /* bytes read from clients (after TLS decryption) */
+#define KRAIT_STAT_BYTES_OUT 6      /* bytes sent to clients (before TLS encryption) */
+#define KRAIT_STAT_TLS_HANDSHAKES 7 /* TLS handshakes completed */
+#define KRAIT_STAT_TLS_FAILURES 8   /* TLS handshakes that failed with a TLS error (the ones
+                                       logged; not a client that left mid-handshake) */
+#define KRAIT_STAT_WS_OPEN 9        /* gauge: WebSocket connections open (101 sent) */
+#define KRAIT_STAT_WS_IN 10         /* WebSocket messages from clients, handed to workers */
+#define KRAIT_STAT_WS_OUT 11        /* WebSocket messages to clients (each channel delivery) */
+/* Gauges the hub publishes at the end of each of its turns. */
+#define KRAIT_STAT_WORKERS_BUSY 12  /* workers with a request or question in hand */
+#define KRAIT_STAT_WORKERS_IDLE 13  /* workers taking requests, with none in hand */
+#define KRAIT_STAT_QUEUE 14         /* requests waiting for a worker */
+#define KRAIT_STAT_DRAINING 15      /* 1 from SIGTERM/SIGINT on: the server is stopping */
+/* Responses completed (the last byte sent), by route kind and status class:
+ * KRAIT_STAT_RESPONSES + kind * 5 + (status / 100 - 1), kind one of KRAIT_KIND_*. */
+#define KRAIT_STAT_RESPONSES 16
+#define KRAIT_KIND_STATIC 0         /* answered by the core: files, redirects, its own errors */
+#define KRAIT_KIND_PYTHON 1         /* answered by a worker */
+#define KRAIT_KIND_WEBSOCKET 2      /* WebSocket handshakes (a worker accepts or refuses) */
+/* Their latency, from the complete request head to the last byte sent: the count in each
+ * bucket i (not cumulative) with an upper bound of krait_latency_bound_us(i) microseconds,
+ * the last bucket unbounded (+Inf), then the sum of all latencies in nanoseconds. */
+#define KRAIT_STAT_LATENCY 31
+#define KRAIT_LATENCY_BUCKETS 15    /* 14 bounded buckets and +Inf */
+#define KRAIT_STAT_LATENCY_SUM_NS 46
+#define KRAIT_STAT_COUNT 47
+/* The upper bound of latency bucket i in microseconds (0.5 ms to 10 s); -1 for +Inf or i out
+ * of range. */
+int64_t krait_latency_bound_us(int i);
+/* Every counter at once: out[i] = krait_server_stat(srv, i) for i < n (n at most
+ * KRAIT_STAT_COUNT). Thread-safe: relaxed atomic loads, no lock; a loop may be counting
+ * meanwhile, so two values are not of one instant. Returns the number filled. */
+int krait_server_stats(krait_server *srv, int64_t *out, int n);
+/* How a worker the core let go ended (KRAIT_EVENT_WORKER_EXIT: ask before handing the slot a
+ * new worker): one of KRAIT_WORKER_END_*. Hub thread only. */
+int krait_server_worker_end(krait_server *srv, int slot);
+#define KRAIT_WORKER_END_RETIRED 0  /* retired, and let go once it had answered everything */
+#define KRAIT_WORKER_END_DIED 1     /* its socket closed or failed: it died, or was killed */
+#define KRAIT_WORKER_END_TIMEOUT 2  /* killed by the core: a request overran worker_timeout */
+#define KRAIT_WORKER_END_BROKEN 3   /* killed by the core: it broke the worker protocol */
 
 const char *krait_strerror(int rc);
 int krait_native_version(void);

@@ -264,6 +264,7 @@ int krait__conn_flush(struct krait_server *srv, krait__conn *c)
             krait__conn_close(srv, c);
             return KRAIT__FLUSH_FAILED;
         }
+        KRAIT__STAT_ADD(srv, KRAIT_STAT_BYTES_OUT, n);
         krait__seg_advance(c, (uint64_t)n);
     }
     c->nseg = c->seg_i = 0;

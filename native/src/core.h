@@ -183,6 +183,8 @@ struct krait__conn {
     char *log;
     size_t log_len;
     int64_t t_start;          /* ns */
+    int stat_status;          /* status of the response being sent (krait__resp_start) */
+    int stat_kind;            /* KRAIT_KIND_* of the request being answered */
 
     char peer[48];            /* the client: the socket's peer, or what a trusted proxy's
                                  PROXY header said (proxy_done) */
@@ -265,6 +267,7 @@ typedef struct {
     int pidfd;                /* signals go here, never to a pid that may be reused; or -1 */
     uint32_t gen;             /* bumped each time the slot is given a new worker */
     int retiring;
+    int end;                  /* KRAIT_WORKER_END_*, once let go (krait_server_worker_end) */
     /* Requests sent to it, oldest first: jobs[0] runs, the others wait in its socket so that
      * it never idles between requests (architecture: "keep workers fed"). A job whose client
      * left keeps its place with conn NULL; its answer is dropped. */
@@ -293,9 +296,13 @@ typedef struct {
 #define KRAIT__MAX_WORKERS 256
 #define KRAIT__MAX_LOOPS 64
 
-/* A counter that one loop writes and another thread may read (krait_server_stat). */
+/* A counter that one loop writes and another thread may read (krait_server_stat): only the
+ * owning loop ever stores, so a relaxed load and store (no read-modify-write, no lock) is
+ * enough; a reader sees some recent value. */
 #define KRAIT__STAT_ADD(srv, k, n) \
     __atomic_store_n(&(srv)->stats[k], (srv)->stats[k] + (n), __ATOMIC_RELAXED)
+/* A gauge the owning loop publishes (the hub's worker and queue figures). */
+#define KRAIT__STAT_SET(srv, k, v) __atomic_store_n(&(srv)->stats[k], (int64_t)(v), __ATOMIC_RELAXED)
 
 /* Something Python is told by the driver, never from inside a handler. */
 typedef struct { int kind, a, b; } krait__event;
@@ -428,7 +435,7 @@ struct krait_server {
     int stop_requested;           /* krait_server_stop, from any thread (atomic) */
     int draining;
     int64_t drain_deadline;
-    int64_t stats[8];
+    int64_t stats[KRAIT_STAT_COUNT];  /* KRAIT_STAT_*: written by this loop only */
 };
 
 /* One parsed request, valid while it is being answered (slices point into conn->in). */

@@ -30,6 +30,7 @@
 #include "loop.h"
 #include "request.h"
 #include "response.h"
+#include "stats.h"
 #include "tls.h"
 #include "wio.h"
 #include "worker.h"
@@ -406,6 +407,7 @@ static void conn_read(struct krait_server *srv, krait__conn *c)
             krait__conn_close(srv, c);
             return;
         }
+        KRAIT__STAT_ADD(srv, KRAIT_STAT_BYTES_IN, n);
         if (!c->got_bytes) {
             c->got_bytes = 1;
             if (c->state == CS_HEAD)
@@ -745,6 +747,8 @@ static void begin_drain(struct krait_server *srv)
         return;
     srv->draining = 1;
     srv->drain_deadline = srv->now_ms + srv->limits[KRAIT_LIMIT_DRAIN];
+    if (srv->hub == srv)
+        KRAIT__STAT_SET(srv, KRAIT_STAT_DRAINING, 1);  /* /healthz answers 503 from now on */
     if (!srv->accept_paused)
         listeners_watch(srv, 0);
     if (srv->hub == srv) {
@@ -826,6 +830,8 @@ int krait__loop_start(struct krait_server *srv, int with_signals)
     if (with_signals && setup_signals(srv) < 0)
         return KRAIT_ESYS;
     update_clock(srv);
+    if (srv->hub == srv)
+        krait__stat_publish_hub(srv);  /* the workers added before the first turn */
     for (int i = 0; i < srv->nlisteners; i++) {
         struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
                                  .data.ptr = &srv->listeners[i].obj};
@@ -921,6 +927,8 @@ int krait__loop_turn(struct krait_server *srv, int timeout_ms)
     sweep_timers(srv);
     drive(srv);
     reap(srv);
+    if (srv->hub == srv)
+        krait__stat_publish_hub(srv);
     maybe_resume_accepting(srv);
     if (srv->log_len)
         krait__log_flush(srv);

@@ -15,6 +15,7 @@
 #include "request.h"
 #include "response.h"
 #include "static.h"
+#include "stats.h"
 #include "tables.h"
 #include "worker.h"
 #include "wsconn.h"
@@ -571,8 +572,18 @@ void krait__request_next(struct krait_server *srv, krait__conn *c)
     answered(srv, c);
 }
 
+/* The response is out: the metrics count it (stats.c); the next request is static until a
+ * worker takes it. */
+static void count_response(struct krait_server *srv, krait__conn *c)
+{
+    krait__stat_response(srv, c->stat_status, c->stat_kind, krait__mono_ns() - c->t_start);
+    c->stat_status = 0;
+    c->stat_kind = KRAIT_KIND_STATIC;
+}
+
 void krait__request_finish(struct krait_server *srv, krait__conn *c)
 {
+    count_response(srv, c);
     krait__log_finish(srv, c);
     krait__out_reset(c);
     c->cache_asked = 0;

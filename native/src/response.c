@@ -69,6 +69,7 @@ void krait__resp_start(struct krait_server *srv, krait__conn *c, int status)
 {
     char line[64];
     int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, krait__reason(status));
+    c->stat_status = status;  /* the metrics count it once it is out (krait__request_finish) */
     krait__out_add(c, line, (size_t)n);
     if (srv->server_header[0]) {
         krait__out_str(c, "Server: ");

@@ -485,7 +485,7 @@ int64_t krait_server_stat(krait_server *srv, int which)
 {
     if (which == KRAIT_STAT_CONNS)
         return __atomic_load_n(&srv->total_conns, __ATOMIC_RELAXED);
-    if (which < 0 || which >= 8)
+    if (which < 0 || which >= KRAIT_STAT_COUNT)
         return -1;
     int64_t sum = 0;
     for (int i = 0; i < KRAIT__MAX_LOOPS; i++) {
@@ -498,7 +498,7 @@ int64_t krait_server_stat(krait_server *srv, int which)
 
 int64_t krait_server_loop_stat(krait_server *srv, int loop, int which)
 {
-    if (loop < 0 || loop >= KRAIT__MAX_LOOPS || which < 0 || which >= 8)
+    if (loop < 0 || loop >= KRAIT__MAX_LOOPS || which < 0 || which >= KRAIT_STAT_COUNT)
         return -1;
     krait_server *lp = __atomic_load_n(&srv->loops[loop], __ATOMIC_ACQUIRE);
     if (!lp)

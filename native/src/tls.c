@@ -230,6 +230,7 @@ static ssize_t tls_result(krait_server *srv, krait__conn *c, int r)
         /* SSL_is_init_finished() is false after any fatal error, so it can't tell; a client
          * that drops the connection mid-handshake is not worth a line either. */
         if (!c->tls_ready && ERR_GET_REASON(code) != SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+            KRAIT__STAT_ADD(srv, KRAIT_STAT_TLS_FAILURES, 1);  /* the failures logged */
             log_handshake_failure(srv, c, code);
             if (ERR_GET_REASON(code) == SSL_R_HTTP_REQUEST) {
                 /* Plain HTTP on the TLS port: a readable answer costs nothing. */
@@ -247,6 +248,13 @@ static ssize_t tls_result(krait_server *srv, krait__conn *c, int r)
     }
 }
 
+/* info_cb marks the end of the handshake during an SSL_read or SSL_write: count it once. */
+static void count_handshake(krait_server *srv, krait__conn *c, int was_ready)
+{
+    if (!was_ready && c->tls_ready)
+        KRAIT__STAT_ADD(srv, KRAIT_STAT_TLS_HANDSHAKES, 1);
+}
+
 ssize_t krait__conn_recv(krait_server *srv, krait__conn *c, char *buf, size_t n)
 {
     if (!c->ssl) {
@@ -257,7 +265,9 @@ ssize_t krait__conn_recv(krait_server *srv, krait__conn *c, char *buf, size_t n)
         return r;
     }
     ERR_clear_error();
+    int was_ready = c->tls_ready;
     int r = SSL_read(c->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
+    count_handshake(srv, c, was_ready);
     if (r > 0)
         return r;
     return tls_result(srv, c, r);
@@ -280,7 +290,9 @@ ssize_t krait__conn_send(krait_server *srv, krait__conn *c, const char *buf, siz
         return r;
     }
     ERR_clear_error();
+    int was_ready = c->tls_ready;
     int r = SSL_write(c->ssl, buf, n > (1u << 30) ? (1 << 30) : (int)n);
+    count_handshake(srv, c, was_ready);
     if (r > 0)
         return r;
     ssize_t x = tls_result(srv, c, r);

@@ -301,6 +301,7 @@ static void hand_over(struct krait_server *srv, krait__conn *c)
 void krait__worker_dispatch(struct krait_server *srv, krait__conn *c, krait__request *rq, int route,
                             const char *file, const char *params, size_t params_len)
 {
+    c->stat_kind = rq->info.upgrade_websocket ? KRAIT_KIND_WEBSOCKET : KRAIT_KIND_PYTHON;
     /* Header and parameter slices for the frame. */
     krait__slice hs[2 * KRAIT__MAX_HEADERS_CAP];
     for (size_t i = 0; i < srv->nhdr; i++) {
@@ -607,6 +608,7 @@ static void worker_gone(struct krait_server *srv, krait__worker *w, int status_f
 /* A worker that breaks the protocol is broken: killed and replaced, its client gets 502. */
 static void kill_broken(struct krait_server *srv, krait__worker *w)
 {
+    w->end = KRAIT_WORKER_END_BROKEN;
     krait__wio_kill(w);
     worker_gone(srv, w, 502);
 }
@@ -693,6 +695,8 @@ int krait__worker_drive(struct krait_server *srv)
             if (w->eof || w->failed || (w->retiring && !w->njobs)) {
                 /* What it had sent was parsed first: an answer read together with the
                  * end-of-file is delivered. */
+                w->end = w->retiring && !w->njobs ? KRAIT_WORKER_END_RETIRED
+                                                  : KRAIT_WORKER_END_DIED;
                 worker_gone(srv, w, w->retiring && !w->njobs ? 0 : 502);
                 did = 1;
                 continue;
@@ -717,6 +721,7 @@ void krait__worker_sweep(struct krait_server *srv)
         krait__worker *w = &srv->workers[i];
         if (w->fd >= 0 && w->deadline && w->deadline <= srv->now_ms) {
             /* Overran its time: the client gets 504, the worker is killed and replaced. */
+            w->end = KRAIT_WORKER_END_TIMEOUT;
             krait__wio_kill(w);
             worker_gone(srv, w, 504);
         }

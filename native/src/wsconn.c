@@ -449,6 +449,7 @@ void krait__ws_begin(krait_server *srv, krait__conn *c)
 {
     c->ws_pending = 0;
     c->state = CS_WS;
+    KRAIT__STAT_ADD(srv, KRAIT_STAT_WS_OPEN, 1);  /* until krait__ws_gone */
     c->ws_key[0] = '\0';
     if (c->ws_close_after_flush) {
         /* The controller closed before the 101 was even out; that close frame is sent too. */
@@ -544,9 +545,11 @@ static int deliver_message(krait_server *srv, krait__conn *c)
     } else if (c->ws_msg_op == KRAIT__WS_TEXT && !krait__utf8_complete(&c->ws_utf8)) {
         return 1007;
     }
-    if (!c->ws_notified)
+    if (!c->ws_notified) {
         krait__wio_send_ws(srv, c, KRAIT__IPC_WS_MESSAGE, c->ws_msg_op == KRAIT__WS_TEXT ? 1 : 2,
                            c->body ? c->body : "", c->body_len);
+        KRAIT__STAT_ADD(srv, KRAIT_STAT_WS_IN, 1);
+    }
     c->ws_msg_op = 0;
     c->body_len = 0;
     if (c->body_cap > (1u << 20)) {
@@ -759,6 +762,8 @@ void krait__ws_from_worker(krait_server *srv, const void *frame, int slot, uint3
         krait__ws_close(srv, c, 1008, 1008);
         return;
     }
+    if (!c->ws_close_sent)
+        KRAIT__STAT_ADD(srv, KRAIT_STAT_WS_OUT, 1);  /* ws_send drops it after our close */
     ws_send(srv, c, f->body_kind == 1 ? KRAIT__WS_TEXT : KRAIT__WS_BINARY, f->body.p, f->body.n);
     krait__conn_post(srv, c);
 }
@@ -785,6 +790,8 @@ void krait__ws_gone(krait_server *srv, krait__conn *c)
 {
     if (c->state != CS_WS && !c->ws_pending)
         return;
+    if (c->state == CS_WS)
+        KRAIT__STAT_ADD(srv, KRAIT_STAT_WS_OPEN, -1);  /* counted open by krait__ws_begin */
     if (!c->ws_notified)
         krait__wio_send_ws(srv, c, KRAIT__IPC_WS_CLOSE, 1006, "", 0);
     c->ws_notified = 1;
@@ -838,5 +845,6 @@ void krait__ws_append_frame(krait_server *srv, krait__conn *c, const uint8_t *fr
     size_t from = c->out_len;
     krait__out_add(c, (const char *)frame, n);
     krait__seg_mem(c, from);
+    KRAIT__STAT_ADD(srv, KRAIT_STAT_WS_OUT, 1);
     krait__conn_post(srv, c);
 }

@@ -103,6 +103,22 @@ static void *client(void *arg)
     return NULL;
 }
 
+/* A scrape while the loops count: every counter read from another thread, as the metrics
+ * listener does (ThreadSanitizer checks that nothing here is a data race). */
+static int scraping = 1;
+static int64_t scrapes;
+
+static void *scraper(void *arg)
+{
+    int64_t v[KRAIT_STAT_COUNT];
+    while (__atomic_load_n(&scraping, __ATOMIC_ACQUIRE)) {
+        krait_server_stats(arg, v, KRAIT_STAT_COUNT);
+        scrapes++;
+        usleep(200);
+    }
+    return NULL;
+}
+
 static void *runner(void *arg)
 {
     krait_server_run(arg);
@@ -132,14 +148,18 @@ int main(void)
     port = krait_server_listen(srv, "127.0.0.1", 0, 0, err, sizeof err);
     ok(port > 0, "listen: %s", err);
 
-    pthread_t run, clients[CLIENTS];
+    pthread_t run, scrape, clients[CLIENTS];
     pthread_create(&run, NULL, runner, srv);
+    pthread_create(&scrape, NULL, scraper, srv);
     for (int i = 0; i < CLIENTS; i++)
         pthread_create(&clients[i], NULL, client, NULL);
     for (int i = 0; i < CLIENTS; i++)
         pthread_join(clients[i], NULL);
     krait_server_stop(srv);
     pthread_join(run, NULL);
+    __atomic_store_n(&scraping, 0, __ATOMIC_RELEASE);
+    pthread_join(scrape, NULL);
+    ok(scrapes > 0, "scraped while serving");
 
     ok(bad_answers == 0, "every connection got 200, 503, 200 in order (%d did not)",
        bad_answers);
@@ -153,6 +173,28 @@ int main(void)
     ok(served == 3 * CLIENTS * CONNS_EACH, "each request counted once: %lld", (long long)served);
     ok(krait_server_stat(srv, KRAIT_STAT_REQUESTS) == served, "the sum is the total");
     ok(krait_server_stat(srv, KRAIT_STAT_CONNS) == 0, "no connection left open");
+
+    /* The metrics' counters, summed over the loops: two static 200s and one 503 for the
+     * script (no workers) per connection, each in one latency bucket; every byte sent. */
+    int64_t v[KRAIT_STAT_COUNT];
+    krait_server_stats(srv, v, KRAIT_STAT_COUNT);
+    int64_t n = CLIENTS * CONNS_EACH, in_buckets = 0, responses = 0;
+    ok(v[KRAIT_STAT_RESPONSES + 5 * KRAIT_KIND_STATIC + 1] == 2 * n, "static 2xx: %lld",
+       (long long)v[KRAIT_STAT_RESPONSES + 5 * KRAIT_KIND_STATIC + 1]);
+    ok(v[KRAIT_STAT_RESPONSES + 5 * KRAIT_KIND_PYTHON + 4] == n, "python 5xx: %lld",
+       (long long)v[KRAIT_STAT_RESPONSES + 5 * KRAIT_KIND_PYTHON + 4]);
+    for (int k = 0; k < 15; k++)
+        responses += v[KRAIT_STAT_RESPONSES + k];
+    for (int b = 0; b < KRAIT_LATENCY_BUCKETS; b++)
+        in_buckets += v[KRAIT_STAT_LATENCY + b];
+    ok(responses == 3 * n && in_buckets == 3 * n, "%lld responses, %lld in buckets",
+       (long long)responses, (long long)in_buckets);
+    ok(v[KRAIT_STAT_BYTES_IN] == n * (int64_t)(sizeof "GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n"
+                                               "GET /page.py HTTP/1.1\r\nHost: a\r\n\r\n"
+                                               "GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n" - 1),
+       "bytes in: %lld", (long long)v[KRAIT_STAT_BYTES_IN]);
+    ok(v[KRAIT_STAT_BYTES_OUT] > 0 && v[KRAIT_STAT_LATENCY_SUM_NS] > 0, "bytes out, time taken");
+    ok(v[KRAIT_STAT_DRAINING] == 1, "stopped: draining");
 
     /* One access-log line per request, never two run together. */
     close(logfd);
