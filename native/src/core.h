@@ -368,6 +368,7 @@ struct krait_server {
      * descriptor they go to is the hub's log_fd, read and swapped (SIGUSR1: logrotate) only
      * under the hub's log_lock. */
     int log_on;
+    int log_format;           /* KRAIT_LOG_COMBINED or KRAIT_LOG_JSON, every loop's copy */
     int log_fd;
     char *logbuf; size_t log_len, log_cap;
 

@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#define JC_FN __attribute__((unused)) static
+
 enum { JC_STRING = 1, JC_NUMBER, JC_TRUE, JC_FALSE, JC_NULL };
 
 typedef struct {
@@ -21,7 +23,7 @@ typedef struct {
     size_t val_len;
 } jc_pair;
 
-static int jc_hex(int c)
+JC_FN int jc_hex(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -32,7 +34,7 @@ static int jc_hex(int c)
     return -1;
 }
 
-static size_t jc_put_utf8(unsigned char *out, uint32_t cp)
+JC_FN size_t jc_put_utf8(unsigned char *out, uint32_t cp)
 {
     if (cp < 0x80) {
         out[0] = (unsigned char)cp;
@@ -58,7 +60,7 @@ static size_t jc_put_utf8(unsigned char *out, uint32_t cp)
 
 /* One raw UTF-8 character at s[0..n): its code point and length, or 0 if invalid. Decodes the
  * value and checks its range (the encoder under test checks lead and second bytes instead). */
-static size_t jc_utf8(const unsigned char *s, size_t n, uint32_t *cp)
+JC_FN size_t jc_utf8(const unsigned char *s, size_t n, uint32_t *cp)
 {
     size_t len;
     uint32_t v, min;
@@ -89,7 +91,7 @@ static size_t jc_utf8(const unsigned char *s, size_t n, uint32_t *cp)
 
 /* Decode a JSON string's inside s[0..n) into out (at least n bytes); returns the length, or -1
  * if it is not a valid JSON string of valid UTF-8. */
-static long jc_string(const char *str, size_t n, unsigned char *out)
+JC_FN long jc_string(const char *str, size_t n, unsigned char *out)
 {
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0, o = 0;
@@ -149,7 +151,7 @@ static long jc_string(const char *str, size_t n, unsigned char *out)
 /* The log's convention undone: each "\xHH" of a decoded value is byte HH (a literal backslash
  * was logged as \x5c, so every backslash starts one). out needs n bytes; -1 for a backslash
  * that starts no \xHH. */
-static long jc_bytes(const unsigned char *d, size_t n, unsigned char *out)
+JC_FN long jc_bytes(const unsigned char *d, size_t n, unsigned char *out)
 {
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
@@ -166,7 +168,7 @@ static long jc_bytes(const unsigned char *d, size_t n, unsigned char *out)
 }
 
 /* The end of the string starting after its opening quote at s[i], or 0. */
-static size_t jc_skip_string(const char *s, size_t n, size_t i)
+JC_FN size_t jc_skip_string(const char *s, size_t n, size_t i)
 {
     while (i < n && s[i] != '"')
         i += s[i] == '\\' ? 2 : 1;
@@ -174,7 +176,7 @@ static size_t jc_skip_string(const char *s, size_t n, size_t i)
 }
 
 /* A JSON number (RFC 8259 §6) at s[i..n): its end, or 0. */
-static size_t jc_skip_number(const char *s, size_t n, size_t i)
+JC_FN size_t jc_skip_number(const char *s, size_t n, size_t i)
 {
     if (i < n && s[i] == '-')
         i++;
@@ -198,7 +200,7 @@ static size_t jc_skip_number(const char *s, size_t n, size_t i)
 /* Parse one line s[0..n): '{', pairs, '}', '\n', nothing else, no spaces (the log writes
  * none). Fills up to max pairs; returns their number, or -1 if the line is not such an
  * object of valid strings (each string is decoded to check it). */
-static int jc_line(const char *s, size_t n, jc_pair *pairs, int max)
+JC_FN int jc_line(const char *s, size_t n, jc_pair *pairs, int max)
 {
     static unsigned char scratch[1 << 16];
     size_t i = 0;
