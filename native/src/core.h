@@ -10,7 +10,8 @@
  *   response.c                  response heads, error pages, the access-log line
  *   conn.c                      connection buffers, output segments, flush, close, timers
  *   tls.c                       plain or TLS socket I/O
- *   tables.c http.c ws.c ipc.c cache.c   sans-IO: maps, parsers, codecs, validators
+ *   tables.c http.c ws.c ipc.c cache.c logjson.c   sans-IO: maps, parsers, codecs,
+ *                                                  validators, the JSON log line
  *
  * cffi never reads this header; Python sees only native/include/krait.h. */
 #ifndef KRAIT_CORE_H
