@@ -202,6 +202,45 @@ def test_https_has_the_tls_version(tmp_path: Path, pki: Path, krait_server) -> N
     assert plain["tls"] is None, plain
 
 
+WS_INIT = ("from krait import config\n"
+           "config.routes = [config.Route('WEBSOCKET', url='/ws', target='ws.py'), "
+           "config.Route()]\n")
+WS_ECHO = ("import krait\n"
+           "from krait.websockets import WebsocketsCtrlBase, WebsocketsResponse\n"
+           "class Echo(WebsocketsCtrlBase):\n"
+           "    def on_in_message(self, message):\n"
+           "        self.push_out_message(message)\n"
+           "krait.websockets.response = WebsocketsResponse(Echo())\n")
+
+
+def test_websocket_handshake_and_request_ids(site: Path, krait_server) -> None:  # noqa: ANN001
+    """A 101 has its worker and the worker's id; a trusted proxy's id is the line's, and a
+    value the log must not take (a quote in it) is replaced by the worker's own, as in the
+    header."""
+    write_site(site, {".py/init.py": WS_INIT, "ws.py": WS_ECHO})
+    server = krait_server(site, "--access-log-format", "json", "--workers", "1",
+                          "--trusted-proxy", "127.0.0.1")
+    with server.connect() as s:
+        s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  b"Sec-WebSocket-Version: 13\r\n\r\n")
+        assert HttpReader(s).read()[0] == 101
+        ws = one(wait_lines(server, 1), path="/ws")
+    # The worker's id for the handshake (the 101 itself does not carry the header).
+    assert (ws["status"], ws["bytes"]) == (101, 0) and re.match(r"^[0-9a-f]{12}-\d+$", ws["id"])
+    assert ws["worker_pid"] is not None and ws["loop"] == 0, ws
+    chosen = "proxy-chosen:id/1+2="
+    status, headers, _ = exchange(server, b"GET /page.py?proxy HTTP/1.1\r\nHost: x\r\n"
+                                  b"X-Request-ID: " + chosen.encode() + b"\r\n\r\n")
+    assert status == 200 and headers["x-request-id"] == chosen
+    status, headers, _ = exchange(server, b"GET /page.py?bad HTTP/1.1\r\nHost: x\r\n"
+                                  b'X-Request-ID: a"b\r\n\r\n')
+    assert status == 200 and headers["x-request-id"] != 'a"b'
+    recs = wait_lines(server, 3)
+    assert one(recs, path="/page.py?proxy")["id"] == chosen
+    assert one(recs, path="/page.py?bad")["id"] == headers["x-request-id"]
+
+
 def test_lines_from_several_loops(site: Path, krait_server) -> None:  # noqa: ANN001
     """Three loops, one connection after another (so the loops take turns accepting): every
     line parses, and each loop wrote as many lines as it says it served."""
