@@ -3,11 +3,22 @@
  * written and under which lock are response.c's; this file only turns values into bytes. */
 #include "logjson.h"
 
-#include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 static const char hex[] = "0123456789abcdef";
+
+/* Printable ASCII but '"' and '\\': copied as they are, a run at a time. */
+#define R16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
+static const unsigned char safe[256] = {
+    R16(0), R16(0),
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,   /* 0x20-0x2f: '"' is 0x22 */
+    R16(1),
+    R16(1),
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,   /* 0x50-0x5f: '\\' is 0x5c */
+    R16(1),
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0,   /* 0x70-0x7f: DEL */
+    R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0)};
+#define SAFE(c) safe[(unsigned char)(c)]
 
 /* The length of the valid UTF-8 sequence at s[0..n) (RFC 3629 §4: no overlong forms, no
  * surrogates, nothing above U+10FFFF), or 0 when s[0] does not start one. s[0] >= 0x80. */
@@ -47,13 +58,23 @@ size_t krait__json_escape(char *dst, size_t cap, const char *src, size_t n, size
     size_t o = 0, i = 0;
     while (i < n) {
         unsigned char c = s[i];
+        if (SAFE(c)) {
+            /* The common case (a path, a user agent): one copy for the whole run. */
+            size_t j = i + 1;
+            while (j < n && SAFE(s[j]))
+                j++;
+            size_t run = j - i < cap - o ? j - i : cap - o;
+            memcpy(dst + o, s + i, run);
+            o += run;
+            i += run;
+            if (i < j)
+                break;  /* out of room */
+            continue;
+        }
         char unit[6];
         size_t un, take = 1;
         const unsigned char *pass = NULL;
-        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
-            unit[0] = (char)c;
-            un = 1;
-        } else if (c == '"') {
+        if (c == '"') {
             unit[0] = '\\';
             unit[1] = '"';
             un = 2;
@@ -98,6 +119,54 @@ typedef struct {
     int cut;
 } out;
 
+/* Decimal digits of v (snprintf costs more than the rest of a line: measured in design.md). */
+static void num_u(out *b, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        b->d[b->len++] = tmp[--n];
+}
+
+static void num_i(out *b, int64_t v)
+{
+    if (v < 0) {
+        b->d[b->len++] = '-';
+        num_u(b, (uint64_t)0 - (uint64_t)v);
+    } else {
+        num_u(b, (uint64_t)v);
+    }
+}
+
+/* v in exactly width digits (v < 10^width). */
+static void num_w(out *b, unsigned v, int width)
+{
+    for (int k = width - 1; k >= 0; k--) {
+        b->d[b->len + (size_t)k] = (char)('0' + v % 10);
+        v /= 10;
+    }
+    b->len += (size_t)width;
+}
+
+/* The proleptic Gregorian date of a day count from 1970-01-01 (Howard Hinnant's
+ * civil_from_days): pure arithmetic, where gmtime_r takes glibc's time-zone lock. */
+static void civil(int64_t days, int64_t *y, unsigned *m, unsigned *d)
+{
+    days += 719468;
+    int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+    unsigned doe = (unsigned)(days - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
 static void lit(out *b, const char *s)
 {
     size_t n = strlen(s);
@@ -125,8 +194,8 @@ static void field(out *b, const char *key, krait__logjson_str v, size_t cap)
 /* The fixed text of a head: the keys, quotes, time and version. The caps and this add up to
  * less than KRAIT__LOGJSON_HEAD_MAX (checked below), so no field can push past the buffer. */
 #define HEAD_FIXED                                                                                 \
-    (sizeof "{\"time\":\"+99999-12-31T23:59:59.999Z\",\"remote\":,\"method\":,\"path\":,"          \
-            "\"version\":\"HTTP/1.2147483647\",\"host\":,\"referer\":,\"ua\":,\"tls\":,")
+    (sizeof "{\"time\":\"9999-12-31T23:59:59.999Z\",\"remote\":,\"method\":,\"path\":,"          \
+            "\"version\":\"HTTP/1.-2147483648\",\"host\":,\"referer\":,\"ua\":,\"tls\":,")
 _Static_assert(HEAD_FIXED + KRAIT__LOGJSON_REMOTE_MAX + KRAIT__LOGJSON_METHOD_MAX +
                        KRAIT__LOGJSON_PATH_MAX + KRAIT__LOGJSON_HOST_MAX +
                        KRAIT__LOGJSON_REFERER_MAX + KRAIT__LOGJSON_UA_MAX +
@@ -138,23 +207,37 @@ size_t krait__logjson_head_render(char *dst, size_t cap, const krait__logjson_he
     if (cap < KRAIT__LOGJSON_HEAD_MAX)
         return 0;
     out b = {dst, 0, 0};
-    /* ISO 8601 in UTC with milliseconds: 2026-12-07T12:00:00.123Z. */
-    int64_t sec = h->time_ms / 1000, ms = h->time_ms % 1000;
+    /* ISO 8601 in UTC with milliseconds: 2026-12-07T12:00:00.123Z; years 0000-9999 (an
+     * instant outside them, from a clock gone wrong, is null). */
+    int64_t ms = h->time_ms % 1000, sec = h->time_ms / 1000;
     if (ms < 0) {
         ms += 1000;
         sec--;
     }
-    time_t t = (time_t)sec;
-    struct tm tm;
-    char tmp[64];
-    int n = -1;
-    if (gmtime_r(&t, &tm) && tm.tm_year > -1900 && tm.tm_year < 99999 - 1900)
-        n = snprintf(tmp, sizeof tmp, "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (int)ms);
-    if (n > 0 && (size_t)n < sizeof tmp) {
-        memcpy(b.d, tmp, (size_t)n);
-        b.len = (size_t)n;
+    int64_t days = sec / 86400, sod = sec % 86400;
+    if (sod < 0) {
+        sod += 86400;
+        days--;
+    }
+    int64_t year;
+    unsigned month, day;
+    civil(days, &year, &month, &day);
+    if (year >= 0 && year <= 9999) {
+        lit(&b, "{\"time\":\"");
+        num_w(&b, (unsigned)year, 4);
+        b.d[b.len++] = '-';
+        num_w(&b, month, 2);
+        b.d[b.len++] = '-';
+        num_w(&b, day, 2);
+        b.d[b.len++] = 'T';
+        num_w(&b, (unsigned)(sod / 3600), 2);
+        b.d[b.len++] = ':';
+        num_w(&b, (unsigned)(sod / 60 % 60), 2);
+        b.d[b.len++] = ':';
+        num_w(&b, (unsigned)(sod % 60), 2);
+        b.d[b.len++] = '.';
+        num_w(&b, (unsigned)ms, 3);
+        lit(&b, "Z\",");
     } else {
         lit(&b, "{\"time\":null,");
     }
@@ -162,9 +245,9 @@ size_t krait__logjson_head_render(char *dst, size_t cap, const krait__logjson_he
     field(&b, "\"method\":", h->method, KRAIT__LOGJSON_METHOD_MAX);
     field(&b, "\"path\":", h->path, KRAIT__LOGJSON_PATH_MAX);
     if (h->version_minor >= 0) {
-        n = snprintf(tmp, sizeof tmp, "\"version\":\"HTTP/1.%d\",", h->version_minor);
-        memcpy(b.d + b.len, tmp, (size_t)n);
-        b.len += (size_t)n;
+        lit(&b, "\"version\":\"HTTP/1.");
+        num_i(&b, h->version_minor);
+        lit(&b, "\",");
     } else {
         lit(&b, "\"version\":null,");
     }
@@ -204,23 +287,24 @@ size_t krait__logjson_tail_render(char *dst, size_t cap, const krait__logjson_ta
         lit(&b, "\"id\":null,");
     }
     int64_t ns = t->duration_ns > 0 ? t->duration_ns : 0;
-    char tmp[192];
-    int n = snprintf(tmp, sizeof tmp,
-                     "\"status\":%d,\"bytes\":%llu,\"duration\":%lld.%06lld,\"loop\":%d,",
-                     t->status, (unsigned long long)t->bytes, (long long)(ns / 1000000000),
-                     (long long)(ns % 1000000000 / 1000), t->loop);
-    if (n > 0 && (size_t)n < sizeof tmp) {
-        memcpy(b.d + b.len, tmp, (size_t)n);
-        b.len += (size_t)n;
-    }
-    if (t->worker >= 0 && t->worker_pid > 0)
-        n = snprintf(tmp, sizeof tmp, "\"worker\":%d,\"worker_pid\":%d,", t->worker,
-                     t->worker_pid);
-    else
-        n = snprintf(tmp, sizeof tmp, "\"worker\":null,\"worker_pid\":null,");
-    if (n > 0 && (size_t)n < sizeof tmp) {
-        memcpy(b.d + b.len, tmp, (size_t)n);
-        b.len += (size_t)n;
+    lit(&b, "\"status\":");
+    num_i(&b, t->status);
+    lit(&b, ",\"bytes\":");
+    num_u(&b, t->bytes);
+    lit(&b, ",\"duration\":");
+    num_u(&b, (uint64_t)(ns / 1000000000));
+    b.d[b.len++] = '.';
+    num_w(&b, (unsigned)(ns % 1000000000 / 1000), 6);
+    lit(&b, ",\"loop\":");
+    num_i(&b, t->loop);
+    if (t->worker >= 0 && t->worker_pid > 0) {
+        lit(&b, ",\"worker\":");
+        num_i(&b, t->worker);
+        lit(&b, ",\"worker_pid\":");
+        num_i(&b, t->worker_pid);
+        b.d[b.len++] = ',';
+    } else {
+        lit(&b, ",\"worker\":null,\"worker_pid\":null,");
     }
     lit(&b, t->truncated ? "\"truncated\":true}\n" : "\"truncated\":false}\n");
     return b.len;

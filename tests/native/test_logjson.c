@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "harness.h"
 #include "json_check.h"
@@ -47,6 +48,15 @@ static void expect(const char *in, size_t n, const char *want, const char *what)
 static void test_vectors(void)
 {
     expect("/a/b?c=d", 8, "/a/b?c=d", "plain");
+    /* Every printable ASCII character but '"' and '\\' passes as it is, space included. */
+    char ascii[128];
+    size_t na = 0;
+    for (int c = 0x20; c < 0x7f; c++)
+        if (c != '"' && c != '\\')
+            ascii[na++] = (char)c;
+    ascii[na] = '\0';
+    expect(ascii, na, ascii, "printable ASCII");
+    expect("Mozilla/5.0 (X11; Linux x86_64)", 31, "Mozilla/5.0 (X11; Linux x86_64)", "spaces");
     expect("\"", 1, "\\\"", "quote");
     expect("\\", 1, "\\\\x5c", "backslash: the text \\x5c");
     expect("\n\r\t", 3, "\\u000a\\u000d\\u0009", "controls: \\u00XX");
@@ -266,8 +276,49 @@ static void test_long_fields(void)
         }
 }
 
+/* The head's time against gmtime_r, over years 0000-9999 and around their edges. */
+static void test_time(void)
+{
+    const int64_t first = -62167219200000LL, last = 253402300799999LL;  /* 0000, 9999 */
+    int bad = 0;
+    uint64_t x = 88172645463325252ULL;
+    char line[KRAIT__LOGJSON_HEAD_MAX], want[64];
+    for (int i = 0; i < 200000; i++) {
+        int64_t ms;
+        if (i < 4000) {  /* the edges, and each day around 1970 and 2000-2001 */
+            const int64_t base[] = {first, last - 1999, 0, 951782400000LL};
+            ms = base[i % 4] + (int64_t)(i / 4) * (i % 4 < 2 ? 1 : 86399999);
+        } else {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;  /* xorshift64 */
+            ms = first + (int64_t)(x % (uint64_t)(last - first + 1));
+        }
+        krait__logjson_head h = {.time_ms = ms, .version_minor = -1};
+        size_t n = krait__logjson_head_render(line, sizeof line, &h, NULL);
+        int64_t sec = ms / 1000 - (ms % 1000 < 0);
+        time_t t = (time_t)sec;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        int w = snprintf(want, sizeof want, "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",",
+                         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                         tm.tm_sec, (int)(ms - sec * 1000));
+        if (n < (size_t)w || memcmp(line, want, (size_t)w) != 0) {
+            if (bad++ < 5)
+                ok(0, "time %lld: got %.40s, want %s", (long long)ms, line, want);
+        }
+    }
+    ok(bad == 0, "%d times differ from gmtime_r", bad);
+    const int64_t outside[] = {first - 1, last + 1, INT64_MIN, INT64_MAX};
+    for (size_t i = 0; i < sizeof outside / sizeof outside[0]; i++) {
+        krait__logjson_head h = {.time_ms = outside[i], .version_minor = -1};
+        krait__logjson_head_render(line, sizeof line, &h, NULL);
+        ok(strncmp(line, "{\"time\":null,", 13) == 0, "time %lld is null: %.40s",
+           (long long)outside[i], line);
+    }
+}
+
 int main(void)
 {
+    test_time();
     test_vectors();
     test_every_byte();
     test_caps();
