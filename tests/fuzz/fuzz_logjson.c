@@ -75,6 +75,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t w = krait__json_escape(esc, sizeof esc, field[0], flen[0], &used);
     CHECK(used == flen[0]);  /* the buffer holds six times any input */
     check_escaped(esc, w, field[0], used);
+    /* Printable ASCII but '"' and '\\' passes as it is; anything else is longer escaped. */
+    int plain = 1;
+    for (size_t i = 0; i < flen[0]; i++) {
+        unsigned char c = (unsigned char)field[0][i];
+        plain &= c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+    }
+    if (plain)
+        CHECK(w == flen[0] && memcmp(esc, field[0], w) == 0);
     w = krait__json_escape(esc, cap, field[0], flen[0], &used);
     CHECK(w <= cap);
     CHECK(used == flen[0] || w + 6 > cap);  /* stopped only for want of room */
