@@ -315,6 +315,6 @@ def test_an_unknown_format_stops_startup(site: Path) -> None:
                                      "config.access_log_format = 'JSON lines'\n"})
     bad_config = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     out = bad_config.stdout + bad_config.stderr
-    assert bad_config.returncode != 0
+    assert bad_config.returncode == 1
     assert re.search(r"init\.py:2: krait\.config\.access_log_format must be \"combined\" or "
                      r"\"json\", not 'JSON lines'", out), out
