@@ -85,6 +85,7 @@ _COUNT_FLAGS = {
 def build_parser() -> argparse.ArgumentParser:
     """The ``krait`` command line; ``--help`` shows every option with its default."""
     from krait import __version__, config
+    from krait._site import ACCESS_LOG_FORMATS
 
     cpus = os.cpu_count() or 1
     p = _Parser(prog="krait", description="Serve a Krait site: static files from C, "
@@ -124,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", default="-", metavar="FILE|-|off",
                    help="access log file, '-' for standard output, 'off' for none "
                         "(default: -)")
+    p.add_argument("--access-log-format", default=None, choices=ACCESS_LOG_FORMATS,
+                   help="the access log's lines: 'combined' (Apache's Combined Log Format "
+                        "plus the seconds taken) or 'json' (one JSON object per line) "
+                        "(default: krait.config.access_log_format, combined)")
     p.add_argument("--debug", action="store_true",
                    help="show the debug page (traceback, source, request) on errors "
                         "(default: off)")
@@ -226,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                      "start with a PROXY header")
     opts = Options(site_root=site_root or "", host=args.host, port=http_port,
                    https_port=https_port, workers=args.workers, loops=args.loops,
-                   access_log=args.access_log, debug=args.debug, reload=args.reload,
+                   access_log=args.access_log, access_log_format=args.access_log_format,
+                   debug=args.debug, reload=args.reload,
                    limits=limits, trusted_proxies=list(args.trusted_proxy),
                    proxy_protocol=args.proxy_protocol,
                    pubsub=args.pubsub, port_given=args.port is not None, unix=args.unix,

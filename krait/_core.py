@@ -101,6 +101,11 @@ class Server:
     def set_access_log(self, fd: int) -> None:
         check(lib.krait_server_set_access_log(self.ptr, fd))
 
+    def set_access_log_format(self, json: bool) -> None:
+        """Write the access log as JSON lines (else the Combined Log Format); before run."""
+        check(lib.krait_server_set_access_log_format(
+            self.ptr, lib.KRAIT_LOG_JSON if json else lib.KRAIT_LOG_COMBINED))
+
     def swap_access_log(self, fd: int) -> int:
         """Every loop writes to ``fd`` from now on; returns the old descriptor (the caller's
         to close: no loop writes to it after this returns)."""

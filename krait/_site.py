@@ -527,6 +527,10 @@ class Rules:
         return -1, "", [], allow
 
 
+#: The access log's formats (``config.access_log_format``, ``--access-log-format``).
+ACCESS_LOG_FORMATS = ("combined", "json")
+
+
 def validate_settings() -> None:
     """Check the limits, cache ages, ``html_templates`` and the hardening settings of
     ``krait.config`` (invariant 6)."""
@@ -563,6 +567,11 @@ def validate_settings() -> None:
             set_at = config.where(name)
             raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.{name} must "
                                f"be a number of seconds, not {value!r}")
+    if config.access_log_format not in ACCESS_LOG_FORMATS:
+        set_at = config.where("access_log_format")
+        raise StartupError(f"{set_at + ': ' if set_at else ''}krait.config.access_log_format "
+                           f"must be \"combined\" or \"json\", not "
+                           f"{config.access_log_format!r}")
     if config.unix_socket is not None and (not isinstance(config.unix_socket, str) or
                                            not config.unix_socket):
         set_at = config.where("unix_socket")

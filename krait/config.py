@@ -236,6 +236,11 @@ websocket_ping_interval: float = 30.0
 #: holds the workers. ``None``: the ``KRAIT_LOOPS`` environment variable if set, else the
 #: number of CPUs krait may run on. ``--loops`` on the command line wins over both.
 loops: int | None = None
+#: The access log's format: ``"combined"`` (Apache's Combined Log Format plus the seconds
+#: taken, the default) or ``"json"`` (one JSON object per line; docs/deployment.md lists the
+#: fields). ``--access-log-format`` on the command line wins. Read at start: a reload (SIGHUP)
+#: keeps the format the server started with.
+access_log_format: str = "combined"
 #: A Unix socket to listen on (plain HTTP), e.g. ``"/run/krait/site.sock"``, for a proxy on
 #: the same machine. Alone, it replaces the TCP port (``--port`` given too: both).
 #: ``--unix`` on the command line wins. A stale socket file at the path is replaced; anything

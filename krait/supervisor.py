@@ -220,6 +220,8 @@ class Options:
     #: ``--loops``; None: ``config.loops``, then ``$KRAIT_LOOPS``, then the CPUs.
     loops: int | None = None
     access_log: str = "-"
+    #: ``--access-log-format``, over ``config.access_log_format``.
+    access_log_format: str | None = None
     debug: bool = False
     reload: bool = False
     limits: dict[str, float] = field(default_factory=dict)
@@ -248,6 +250,8 @@ class Options:
         overrides: dict[str, Any] = dict(self.limits)
         if self.pubsub is not None:
             overrides["pubsub"] = self.pubsub
+        if self.access_log_format is not None:
+            overrides["access_log_format"] = self.access_log_format
         if self.unix is not None:
             overrides["unix_socket"] = self.unix
         if self.unix_mode is not None:
@@ -474,6 +478,7 @@ class Supervisor:
         server.set_callbacks(self)
         self.loops = loop_count(opts.loops)
         server.set_loops(self.loops)
+        server.set_access_log_format(config.access_log_format == "json")
         if opts.access_log in ("", "-"):
             server.set_access_log(1)
         elif opts.access_log.lower() not in ("off", "none"):

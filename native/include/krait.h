@@ -120,6 +120,12 @@ int krait_server_add_static_dir(krait_server *srv, int verbs, const char *prefix
 /* Access log destination (an fd the caller keeps open), or -1 for none; before
  * krait_server_run. */
 int krait_server_set_access_log(krait_server *srv, int fd);
+/* The access log's format: KRAIT_LOG_COMBINED (the default: Combined Log Format plus the
+ * seconds taken) or KRAIT_LOG_JSON (one JSON object per line, docs/deployment.md); before
+ * krait_server_run. KRAIT_EINVAL for another value. */
+#define KRAIT_LOG_COMBINED 0
+#define KRAIT_LOG_JSON 1
+int krait_server_set_access_log_format(krait_server *srv, int format);
 /* Reopen (SIGUSR1, logrotate): from now on every loop writes its lines to fd (>= 0; the log
  * must be on). The swap is made under the lock the loops write under, so no line is split
  * between the two and none goes to the old descriptor after this returns. Returns the old

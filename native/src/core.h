@@ -10,7 +10,8 @@
  *   response.c                  response heads, error pages, the access-log line
  *   conn.c                      connection buffers, output segments, flush, close, timers
  *   tls.c                       plain or TLS socket I/O
- *   tables.c http.c ws.c ipc.c cache.c   sans-IO: maps, parsers, codecs, validators
+ *   tables.c http.c ws.c ipc.c cache.c logjson.c   sans-IO: maps, parsers, codecs,
+ *                                                  validators, the JSON log line
  *
  * cffi never reads this header; Python sees only native/include/krait.h. */
 #ifndef KRAIT_CORE_H
@@ -386,6 +387,7 @@ struct krait_server {
      * descriptor they go to is the hub's log_fd, read and swapped (SIGUSR1: logrotate) only
      * under the hub's log_lock. */
     int log_on;
+    int log_format;           /* KRAIT_LOG_COMBINED or KRAIT_LOG_JSON, every loop's copy */
     int log_fd;
     char *logbuf; size_t log_len, log_cap;
 

@@ -1,4 +1,5 @@
-/* Response heads, error pages and the access log (Combined Log Format + seconds taken). */
+/* Response heads, error pages and the access log: Combined Log Format plus the seconds taken
+ * (rendered here), or JSON lines (a record kept here, rendered by logjson.c). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdarg.h>
@@ -9,7 +10,9 @@
 
 #include "conn.h"
 #include "ipc.h"
+#include "logjson.h"
 #include "response.h"
+#include "tls.h"
 
 int64_t krait__mono_ns(void)
 {
@@ -147,7 +150,7 @@ void krait__error(struct krait_server *srv, krait__conn *c, krait__request *rq, 
         krait__out_add(c, body, n);
     krait__seg_mem(c, from);
     if (!rq && c->log_len)
-        krait__log_status(c, status, (uint64_t)(head ? 0 : n));  /* keep the request's line */
+        krait__log_status(srv, c, status, (uint64_t)(head ? 0 : n));  /* keep the request's line */
     else
         krait__log_begin(srv, c, rq, status, (uint64_t)(head ? 0 : n));
 }
@@ -222,14 +225,83 @@ static void put_field(logbuf *b, const char *p, size_t n)
     }
 }
 
+/* KRAIT_LOG_JSON: c->log holds this record, then the line's head (logjson.c) rendered when
+ * the request is parsed; c->log_len is the head's length. The answer's fields are set as they
+ * become known and the tail is rendered at finish. The buffer is malloc'd, so the record at
+ * its start is aligned. */
+typedef struct {
+    int status;
+    uint64_t bytes;
+    int worker, worker_pid;   /* -1, 0: no worker answered */
+    int cut;                  /* a field of the head was cut */
+    size_t id_len;            /* 0: no request id */
+    char id[KRAIT__LOGJSON_ID_MAX];
+} json_rec;
+
+#define JSON_LOG_SIZE (sizeof(json_rec) + KRAIT__LOGJSON_HEAD_MAX)
+
+static krait__logjson_str header_str(const krait__header *h)
+{
+    krait__logjson_str s = {NULL, 0};
+    if (h) {
+        s.p = h->value;
+        s.n = h->value_len;
+    }
+    return s;
+}
+
+static void json_begin(struct krait_server *srv, krait__conn *c, krait__request *rq, int status,
+                       uint64_t bytes)
+{
+    json_rec *r = (json_rec *)(void *)c->log;
+    r->status = status;
+    r->bytes = bytes;
+    r->worker = -1;
+    r->worker_pid = 0;
+    r->id_len = 0;
+    /* The wall-clock time the request began: now, less what the monotonic clock says has
+     * passed since (c->t_start is monotonic). */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t since = krait__mono_ns() - c->t_start;
+    krait__logjson_head h = {
+        .time_ms = ((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec - (since > 0 ? since : 0)) /
+                   1000000,
+        .remote = {c->peer, strnlen(c->peer, sizeof c->peer)},
+        .version_minor = -1,
+    };
+    const char *tls = krait__tls_version(c);
+    if (tls) {
+        h.tls.p = tls;
+        h.tls.n = strlen(tls);
+    }
+    if (rq && rq->method) {
+        h.method.p = rq->method;
+        h.method.n = rq->method_len;
+        h.path.p = rq->target;
+        h.path.n = rq->target_len;
+        h.version_minor = rq->version_minor;
+        h.host = header_str(krait__find_header(srv, "host"));
+        h.referer = header_str(krait__find_header(srv, "referer"));
+        h.ua = header_str(krait__find_header(srv, "user-agent"));
+    }
+    c->log_len = krait__logjson_head_render(c->log + sizeof(json_rec), KRAIT__LOGJSON_HEAD_MAX,
+                                            &h, &r->cut);
+}
+
 void krait__log_begin(struct krait_server *srv, krait__conn *c, krait__request *rq, int status,
                       uint64_t bytes)
 {
     c->log_len = 0;
     if (!srv->log_on)
         return;
-    if (!c->log && !(c->log = malloc(KRAIT__LOG_LINE)))
+    int json = srv->log_format == KRAIT_LOG_JSON;
+    if (!c->log && !(c->log = malloc(json ? JSON_LOG_SIZE : KRAIT__LOG_LINE)))
         return;
+    if (json) {
+        json_begin(srv, c, rq, status, bytes);
+        return;
+    }
     /* Room is kept for the status rewrite and the time taken. */
     logbuf b = {c->log, KRAIT__LOG_LINE - 64, 0};
     putf(&b, "%s - - [%s] \"", c->peer, srv->log_date);
@@ -257,10 +329,16 @@ void krait__log_begin(struct krait_server *srv, krait__conn *c, krait__request *
     c->log_len = b.len;
 }
 
-void krait__log_status(krait__conn *c, int status, uint64_t bytes)
+void krait__log_status(struct krait_server *srv, krait__conn *c, int status, uint64_t bytes)
 {
     if (!c->log_len || !c->log)
         return;
+    if (srv->log_format == KRAIT_LOG_JSON) {
+        json_rec *r = (json_rec *)(void *)c->log;
+        r->status = status;
+        r->bytes = bytes;
+        return;
+    }
     /* The line holds '"<request>" <status> <bytes> "' once; the request part has no bare
      * quote (escaped), so the first '" ' ends it. */
     char *q = memmem(c->log, c->log_len, "\" ", 2);
@@ -280,24 +358,77 @@ void krait__log_status(krait__conn *c, int status, uint64_t bytes)
     c->log_len = c->log_len - old + (size_t)n;
 }
 
+void krait__log_worker(struct krait_server *srv, krait__conn *c, int slot, int pid,
+                       const krait__ipc_frame *f)
+{
+    if (!c->log_len || !c->log || srv->log_format != KRAIT_LOG_JSON)
+        return;
+    json_rec *r = (json_rec *)(void *)c->log;
+    r->worker = slot;
+    r->worker_pid = pid;
+    r->id_len = 0;
+    const uint8_t *at = f->headers_at;
+    for (size_t i = 0; i < f->nheaders; i++) {
+        krait__slice name, value;
+        krait__ipc_next_pair(&at, &name, &value);
+        if (name.n == 12 && strncasecmp(name.p, "x-request-id", 12) == 0 &&
+            krait__request_id_ok(value.p, value.n)) {
+            memcpy(r->id, value.p, value.n);
+            r->id_len = value.n;
+        }
+    }
+}
+
+/* Room in the server's buffer for more bytes; 0 when it cannot grow (the line is dropped). */
+static int logbuf_room(struct krait_server *srv, size_t more)
+{
+    if (srv->log_len + more <= srv->log_cap)
+        return 1;
+    size_t ncap = srv->log_cap ? srv->log_cap * 2 : 65536;
+    while (ncap < srv->log_len + more)
+        ncap *= 2;
+    char *p = realloc(srv->logbuf, ncap);
+    if (!p)
+        return 0;
+    srv->logbuf = p;
+    srv->log_cap = ncap;
+    return 1;
+}
+
+static void json_finish(struct krait_server *srv, krait__conn *c)
+{
+    json_rec *r = (json_rec *)(void *)c->log;
+    krait__logjson_tail t = {
+        .id = r->id, .id_len = r->id_len,
+        .status = r->status, .bytes = r->bytes,
+        .duration_ns = krait__mono_ns() - c->t_start,
+        .loop = srv->loop_index,
+        .worker = r->worker, .worker_pid = r->worker_pid,
+        .truncated = r->cut,
+    };
+    if (!logbuf_room(srv, c->log_len + KRAIT__LOGJSON_TAIL_MAX))
+        return;
+    memcpy(srv->logbuf + srv->log_len, c->log + sizeof(json_rec), c->log_len);
+    srv->log_len += c->log_len;
+    srv->log_len += krait__logjson_tail_render(srv->logbuf + srv->log_len,
+                                               KRAIT__LOGJSON_TAIL_MAX, &t);
+}
+
 void krait__log_finish(struct krait_server *srv, krait__conn *c)
 {
     if (!c->log_len || !srv->log_on || !c->log) {
         c->log_len = 0;
         return;
     }
+    if (srv->log_format == KRAIT_LOG_JSON) {
+        json_finish(srv, c);
+        c->log_len = 0;
+        return;
+    }
     double secs = (double)(krait__mono_ns() - c->t_start) / 1e9;
-    if (srv->log_len + c->log_len + 32 > srv->log_cap) {
-        size_t ncap = srv->log_cap ? srv->log_cap * 2 : 65536;
-        while (ncap < srv->log_len + c->log_len + 32)
-            ncap *= 2;
-        char *p = realloc(srv->logbuf, ncap);
-        if (!p) {
-            c->log_len = 0;
-            return;
-        }
-        srv->logbuf = p;
-        srv->log_cap = ncap;
+    if (!logbuf_room(srv, c->log_len + 32)) {
+        c->log_len = 0;
+        return;
     }
     memcpy(srv->logbuf + srv->log_len, c->log, c->log_len);
     srv->log_len += c->log_len;

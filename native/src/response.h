@@ -25,10 +25,15 @@ const krait__header *krait__find_header(struct krait_server *srv, const char *na
 int krait__header_ok(const krait__slice *name, const krait__slice *value);
 
 /* Access log: the line is prepared with the request, its status and size rewritten once the
- * answer is known, and it is moved to the server's buffer when the response has been sent. */
+ * answer is known, and it is moved to the server's buffer when the response has been sent
+ * (KRAIT_LOG_JSON: the request's half is rendered at begin, the answer's at finish). */
 void krait__log_begin(struct krait_server *srv, krait__conn *c, krait__request *rq, int status,
                       uint64_t bytes);
-void krait__log_status(krait__conn *c, int status, uint64_t bytes);
+void krait__log_status(struct krait_server *srv, krait__conn *c, int status, uint64_t bytes);
+/* The worker (slot, pid) whose RESPONSE frame f answers c, and the X-Request-ID among its
+ * headers (when valid): fields of the JSON line only. */
+void krait__log_worker(struct krait_server *srv, krait__conn *c, int slot, int pid,
+                       const krait__ipc_frame *f);
 void krait__log_finish(struct krait_server *srv, krait__conn *c);
 void krait__log_flush(struct krait_server *srv);
 

@@ -464,6 +464,16 @@ int krait_server_set_access_log(krait_server *srv, int fd)
     return KRAIT_OK;
 }
 
+int krait_server_set_access_log_format(krait_server *srv, int format)
+{
+    if (srv->hub != srv || srv->loops[1])
+        return KRAIT_EINVAL;  /* copied by the loops when they start, like log_on */
+    if (format != KRAIT_LOG_COMBINED && format != KRAIT_LOG_JSON)
+        return KRAIT_EINVAL;
+    srv->log_format = format;
+    return KRAIT_OK;
+}
+
 int krait_server_swap_access_log(krait_server *srv, int fd)
 {
     if (fd < 0 || srv->hub != srv || !srv->log_on)
@@ -563,6 +573,7 @@ krait_server *krait__server_clone(krait_server *hub, int index)
     lp->n_cache_rules = hub->n_cache_rules;
     lp->cache_questions = hub->cache_questions;  /* asked on the hub: "Routing" in design.md */
     lp->log_on = hub->log_on;
+    lp->log_format = hub->log_format;
     lp->log_fd = -1;  /* the hub's, read under its log_lock */
     lp->clock_offset_ms = hub->clock_offset_ms;
     init_loop_lists(lp);

@@ -275,6 +275,11 @@ ssize_t krait__conn_recv(krait_server *srv, krait__conn *c, char *buf, size_t n)
 
 /* OpenSSL holds bytes epoll can't see: decrypted ones not yet read, or (read-ahead) received
  * ones not yet decrypted, possibly only part of a record (a read then just finds EAGAIN). */
+const char *krait__tls_version(krait__conn *c)
+{
+    return c->ssl ? SSL_get_version(c->ssl) : NULL;
+}
+
 int krait__conn_pending(krait__conn *c)
 {
     return c->ssl ? SSL_has_pending(c->ssl) : 0;

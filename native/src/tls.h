@@ -11,6 +11,8 @@ ssize_t krait__conn_send(struct krait_server *srv, krait__conn *c, const char *b
                          int more);
 ssize_t krait__conn_sendfile(struct krait_server *srv, krait__conn *c, int fd, off_t off,
                              size_t n);
+/* The protocol of a TLS connection ("TLSv1.3", OpenSSL's SSL_get_version), NULL over TCP. */
+const char *krait__tls_version(krait__conn *c);
 /* OpenSSL holds input that epoll cannot see. */
 int krait__conn_pending(krait__conn *c);
 /* Whether krait__tls_send_segs is the way this connection's output leaves (TLS, no kTLS). */

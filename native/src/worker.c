@@ -431,7 +431,8 @@ static void deliver(struct krait_server *srv, krait__worker *w, const krait__ipc
                 /* The worker accepted the WebSocket: the connection stays bound to it. */
                 krait__out_reset(c);
                 krait__ws_accept_response(srv, c, f);
-                krait__log_status(c, 101, 0);
+                krait__log_worker(srv, c, (int)(w - srv->workers), w->pid, f);
+                krait__log_status(srv, c, 101, 0);
                 c->state = CS_WRITE;
                 krait__conn_post(srv, c);
                 return;
@@ -517,7 +518,8 @@ static void deliver(struct krait_server *srv, krait__worker *w, const krait__ipc
         if (file_fd >= 0)
             close(file_fd);
         krait__seg_mem(c, from);
-        krait__log_status(c, status, c->head_only || no_body ? 0 : blen);
+        krait__log_worker(srv, c, (int)(w - srv->workers), w->pid, f);
+        krait__log_status(srv, c, status, c->head_only || no_body ? 0 : blen);
         c->state = CS_WRITE;
         krait__timer_set(srv, c, -1);
         krait__conn_post(srv, c);

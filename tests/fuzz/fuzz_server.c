@@ -27,7 +27,8 @@
  *                  right for a cache-rule question, wrong for anything else
  * An input of odd length runs with cache-rule questions (a regex cache rule: every static
  * file's flags are asked of a worker once, then cached); an even one with cache rules the
- * core evaluates itself.
+ * core evaluates itself. An input whose length has bit 1 set writes the access log as JSON
+ * lines, and at the end every line must parse (tests/native/json_check.h) with its 17 keys.
  * The first route is a static folder outside the site root (krait_server_add_static_dir at
  * /static: a second temporary folder, with a .py file, a .gz sibling, an index, a hidden file
  * and links out of it), which some templates ask for and forged route answers may name.
@@ -46,10 +47,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../native/json_check.h"
 #include "core.h"
 #include "krait.h"
 #include "loop.h"
@@ -95,6 +98,11 @@ static const char *const templates[] = {
     "PROXY TCP4 203.0.113.9 10.0.0.1 56324 80\r\n",
     "PROXY TCP6 2001:db8::9 2001:db8::1 1 443\r\nGET /page HTTP/1.1\r\nHost: x\r\n\r\n",
     "PROXY UNKNOWN\r\nGET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+    /* Bytes the access log must escape (quotes, backslashes, invalid UTF-8), in the target
+     * and in the headers it logs. */
+    ("GET /a\"b\\c%00\xff\xc3(\xed\xa0\x80\xc3\xa9 HTTP/1.1\r\nHost: x\"\\\xc2\x9b\r\n"
+     "Referer: \xf4\x90\x80\x80\r\nUser-Agent: \"\\\t\xfe\r\n\r\n"),
+    "GET /page?q=\"\\\xff HTTP/1.1\r\nHost: x\r\nUser-Agent: \xe2\x82\r\n\r\n",
 };
 #define NTEMPLATES (sizeof templates / sizeof templates[0])
 
@@ -271,11 +279,12 @@ static void worker_answer(fake_worker *w, uint8_t s, uint8_t b)
     f[o++] = (uint8_t)kind;
     static const char *const hdrs[][2] = {
         {"Content-Type", "text/plain"}, {"X-Bad\r\nName", "v"}, {"X-Ok", "a\r\nSet-Cookie: x"},
-        {"Sec-WebSocket-Protocol", "chat"}, {"Transfer-Encoding", "chunked"}, {"", "empty"}};
+        {"Sec-WebSocket-Protocol", "chat"}, {"Transfer-Encoding", "chunked"}, {"", "empty"},
+        {"X-Request-ID", "4f1c2a9e0b7d-17"}, {"x-request-id", "not \"an\" id"}};
     int nh = (b >> 2) % 4;
     f[o++] = (uint8_t)nh, f[o++] = 0;
     for (int i = 0; i < nh; i++) {
-        const char *const *h = hdrs[(b + i) % 6];
+        const char *const *h = hdrs[(b + i) % 8];
         for (int k = 0; k < 2; k++) {
             size_t l = strlen(h[k]);
             put_u32(f + o, (uint32_t)l);
@@ -422,6 +431,27 @@ static void client_drain(int fd)
     }
 }
 
+/* Every line of the log is whole; as JSON, each is one object with the line's 17 keys. */
+static void check_log(int fd, int json)
+{
+    static char buf[1 << 20];
+    ssize_t n = pread(fd, buf, sizeof buf, 0);
+    if (n <= 0)
+        return;
+    if (buf[n - 1] != '\n')
+        abort();
+    char *line = buf;
+    while (line < buf + n) {
+        char *end = memchr(line, '\n', (size_t)(buf + n - line));
+        jc_pair pairs[32];
+        if (json && jc_line(line, (size_t)(end + 1 - line), pairs, 32) != 17) {
+            fprintf(stderr, "not a JSON log line: %.*s\n", (int)(end - line), line);
+            abort();
+        }
+        line = end + 1;
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char err[256];
@@ -458,8 +488,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     krait_server_add_trusted_proxy(srv, "10.0.0.0/8");
     krait_server_add_trusted_proxy(srv, "unix");  /* no Unix listener here: never used */
     krait_server_set_proxy_protocol(srv, 1);
-    int logfd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    /* The log goes to memory, read back at the end: JSON lines are checked. */
+    int logfd = memfd_create("fuzz-access-log", MFD_CLOEXEC);
+    if (logfd < 0)
+        abort();
     krait_server_set_access_log(srv, logfd);
+    int json = (size & 2) != 0;
+    if (json && krait_server_set_access_log_format(srv, KRAIT_LOG_JSON) != KRAIT_OK)
+        abort();
     for (int i = 0; i < MAX_CLIENTS; i++)
         clients[i] = -1;
     for (int i = 0; i < MAX_WORKERS; i++)
@@ -646,6 +682,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     krait__loop_end(srv);
     krait_server_free(srv);
     srv = NULL;
+    check_log(logfd, json);
     close(logfd);
     for (int k = 0; k < MAX_CLIENTS; k++)
         if (clients[k] >= 0)
