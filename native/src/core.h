@@ -191,8 +191,8 @@ struct krait__conn {
                                  PROXY header said (proxy_done) */
     int peer_port;
     int proxy_wait;           /* a PROXY header must come first: its bytes are in in[] so far */
-    int proxy_done;           /* a PROXY header relayed a client (all but v2 LOCAL): peer is
-                                 that client's, or the proxy's when the header named none */
+    int proxy_done;           /* it began with a PROXY header: peer is the client it named, or
+                                 the proxy's when it named none (LOCAL, UNKNOWN, UNSPEC) */
     struct ssl_st *ssl;       /* TLS session, or NULL for plain HTTP */
     int tls_want_write;       /* the TLS engine needs the socket writable to go on */
     int tls_ready;            /* the TLS handshake has completed */

@@ -356,9 +356,11 @@ static int proxy_read(struct krait_server *srv, krait__conn *c)
         inet_ntop(info.family == 4 ? AF_INET : AF_INET6, info.src, c->peer, sizeof c->peer);
         c->peer_port = info.src_port;
     }
-    /* A relayed client's headers are its own, even under the proxy's address (v1 UNKNOWN, a
-     * v2 Unix-socket client); only a v2 LOCAL connection is the proxy itself speaking. */
-    c->proxy_done = info.relayed;
+    /* Whatever the header says, the bytes after it may be a client's: HAProxy sends LOCAL for
+     * a relayed client whose address is not IP (a unix@ or abns@ frontend) as well as for its
+     * own health checks, so no connection that began with a header has X-Forwarded-* a proxy
+     * vouches for. */
+    c->proxy_done = 1;
     return 1;
 }
 
