@@ -2,20 +2,25 @@
 Prometheus text exposition format (0.0.4) and ``GET /healthz`` for load balancers, on a
 socket of its own, never the site's.
 
-It is a small HTTP/1.1 server in a thread of the master (docs/design.md, "Metrics"): one
+It is a small HTTP/1.1 server in one thread of the master (docs/design.md, "Metrics"): one
 request per connection (``Connection: close``), a request head of at most 8 KiB, a few
-seconds to send it, at most :data:`MAX_CLIENTS` connections at once (more are closed at
-once). A scrape reads every counter of the core in one call (:meth:`Server.stats`: relaxed
-atomic loads summed over the loops, no lock, the GIL released) and the worker restarts the
-supervisor counts, then renders a page of text: well under a millisecond.
+seconds to send it, at most :data:`MAX_CLIENTS` connections at once (a newcomer beyond them
+replaces the oldest, so idle connections cannot keep a health check out). A scrape reads
+every counter of the core in one call (:meth:`Server.stats`: relaxed atomic loads summed over
+the loops, no lock, the GIL released) and the worker restarts the supervisor counts, then
+renders a page of text: well under a millisecond.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import selectors
 import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from krait._core import Server, lib
 
@@ -23,8 +28,8 @@ from krait._core import Server, lib
 MAX_HEAD = 8192
 #: Seconds a client has to send its whole request head, and to take the answer.
 CLIENT_TIMEOUT = 5.0
-#: Connections answered at once; another one meanwhile is closed without an answer.
-MAX_CLIENTS = 4
+#: Connections held at once; a newcomer beyond them replaces the oldest.
+MAX_CLIENTS = 256
 #: The causes of a worker restart, as the ``cause`` label of ``krait_worker_restarts_total``.
 RESTART_CAUSES = ("crash", "timeout", "recycle", "memory", "reload")
 #: Route kinds, in the order of the core's KRAIT_KIND_* constants.
@@ -99,7 +104,7 @@ def render(stats: list[int], restarts: dict[str, int], accepted: int) -> str:
         le = "+Inf" if bound < 0 else f"{bound / 1e6:g}"
         out.append(f'krait_request_duration_seconds_bucket{{le="{le}"}} {total}\n')
     out.append(f"krait_request_duration_seconds_sum "
-               f"{stats[lib.KRAIT_STAT_LATENCY_SUM_NS] / 1e9!r}\n")
+               f"{stats[lib.KRAIT_STAT_LATENCY_SUM_US] / 1e6!r}\n")
     out.append(f"krait_request_duration_seconds_count {total}\n")
     for name, kind, text, value in (
         ("krait_connections_open", "gauge", "Client connections open now.",
@@ -149,6 +154,14 @@ def render(stats: list[int], restarts: dict[str, int], accepted: int) -> str:
     return "".join(out)
 
 
+@dataclass
+class _Client:
+    """A metrics connection: when it must have sent its request head, and what it has sent."""
+
+    deadline: float
+    buf: bytes = field(default=b"")
+
+
 class MetricsListener:
     """The listening socket and its thread. Bound by the constructor (so a bad address stops
     start-up), served from :meth:`start` until :meth:`stop`, which must come before the
@@ -171,12 +184,13 @@ class MetricsListener:
         except OSError:
             sock.close()
             raise
-        sock.settimeout(0.5)  # the accepting thread looks at the stop flag this often
+        sock.setblocking(False)
         self._sock = sock
         self._server = server
         self._restarts = restarts
         self._loops = loops
-        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._stopping = threading.Event()
         # Held while the core's counters are read; stop() takes it, so no scrape reads a
         # server that is being freed.
         self._lock = threading.Lock()
@@ -193,75 +207,96 @@ class MetricsListener:
     def start(self) -> None:
         """Serve in a daemon thread (after the loop signals are blocked: it inherits the
         mask)."""
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True,
-                                        name="krait-metrics")
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="krait-metrics")
         self._thread.start()
 
     def stop(self) -> None:
         """Stop answering: a scrape in progress finishes first; the socket closes."""
         with self._lock:
             self._closed = True
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread at once
-        except OSError:
-            pass
+        self._stopping.set()
+        os.write(self._wake_w, b"x")  # wakes the thread's select at once
         if self._thread is not None:
             self._thread.join()
             self._thread = None
         self._sock.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
-    def _accept_loop(self) -> None:
-        while not self._closed:
+    def _serve(self) -> None:
+        """One thread, every connection non-blocking in one selector: a client that sends
+        nothing holds a few bytes of memory, never a thread. Each has :data:`CLIENT_TIMEOUT`
+        in all; at :data:`MAX_CLIENTS` the oldest is dropped for the newcomer, so idle
+        connections cannot keep a load balancer's health check out."""
+        sel = selectors.DefaultSelector()
+        sel.register(self._sock, selectors.EVENT_READ, None)
+        sel.register(self._wake_r, selectors.EVENT_READ, None)
+        clients: dict[socket.socket, _Client] = {}  # in arrival order (dicts keep it)
+        try:
+            while not self._closed:
+                now = time.monotonic()
+                for conn in [c for c, st in clients.items() if st.deadline <= now]:
+                    self._drop(sel, clients, conn)
+                timeout = (min(st.deadline for st in clients.values()) - now) if clients \
+                    else None
+                for key, _ in sel.select(timeout):
+                    if key.fileobj is self._sock:
+                        self._accept(sel, clients)
+                    elif isinstance(key.fileobj, socket.socket):
+                        self._readable(sel, clients, key.fileobj)
+        finally:
+            for conn in list(clients):
+                self._drop(sel, clients, conn)
+            sel.close()
+
+    def _accept(self, sel: selectors.BaseSelector, clients: dict[socket.socket, _Client]) -> None:
+        for _ in range(64):  # a burst, then back to the clients
             try:
                 conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self._closed:
-                    return
-                continue  # out of descriptors, a reset in the backlog: go on
-            if not self._slots.acquire(blocking=False):
-                conn.close()  # enough scrapes at once
-                continue
-            try:
-                threading.Thread(target=self._client, args=(conn,), daemon=True,
-                                 name="krait-metrics-client").start()
-            except RuntimeError:
-                self._slots.release()
-                conn.close()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: the connection stays in the backlog and the socket
+                    # stays readable; wait a little instead of spinning.
+                    self._stopping.wait(0.1)
+                return  # a reset in the backlog, or the socket closed by stop()
+            if len(clients) >= MAX_CLIENTS:
+                self._drop(sel, clients, next(iter(clients)))
+            conn.setblocking(False)
+            clients[conn] = _Client(time.monotonic() + CLIENT_TIMEOUT)
+            sel.register(conn, selectors.EVENT_READ, None)
 
-    def _client(self, conn: socket.socket) -> None:
+    def _readable(self, sel: selectors.BaseSelector, clients: dict[socket.socket, _Client],
+                  conn: socket.socket) -> None:
+        st = clients[conn]
         try:
-            conn.settimeout(CLIENT_TIMEOUT)
-            head = self._read_head(conn)
-            if head is not None:
-                conn.settimeout(CLIENT_TIMEOUT)
-                conn.sendall(self._answer(head))
+            data = conn.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(sel, clients, conn)
+            return
+        st.buf += data
+        if len(st.buf) <= MAX_HEAD and b"\r\n\r\n" not in st.buf and b"\n\n" not in st.buf:
+            return
+        answer = self._answer(st.buf[:MAX_HEAD + 1])
+        # The answer is a few KiB: the socket's buffer takes it whole; a client that does not
+        # read it loses what did not fit (one short try, never a wait).
+        try:
+            conn.send(answer)
         except OSError:
             pass
-        finally:
-            conn.close()
-            self._slots.release()
+        self._drop(sel, clients, conn)
 
     @staticmethod
-    def _read_head(conn: socket.socket) -> bytes | None:
-        """The request head, or None when the client left first or took longer than
-        :data:`CLIENT_TIMEOUT` in all (a trickle of bytes does not extend it); a head past
-        :data:`MAX_HEAD` is returned cut (and answered 431)."""
-        deadline = time.monotonic() + CLIENT_TIMEOUT
-        buf = b""
-        while b"\r\n\r\n" not in buf and b"\n\n" not in buf:
-            if len(buf) > MAX_HEAD:
-                return buf[:MAX_HEAD + 1]
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            conn.settimeout(left)
-            data = conn.recv(4096)
-            if not data:
-                return None
-            buf += data
-        return buf
+    def _drop(sel: selectors.BaseSelector, clients: dict[socket.socket, _Client],
+              conn: socket.socket) -> None:
+        sel.unregister(conn)
+        del clients[conn]
+        conn.close()
 
     def _answer(self, head: bytes) -> bytes:
         if len(head) > MAX_HEAD:

@@ -257,7 +257,7 @@ int64_t krait_server_stat(krait_server *srv, int which);
  * the last bucket unbounded (+Inf), then the sum of all latencies in nanoseconds. */
 #define KRAIT_STAT_LATENCY 31
 #define KRAIT_LATENCY_BUCKETS 15    /* 14 bounded buckets and +Inf */
-#define KRAIT_STAT_LATENCY_SUM_NS 46
+#define KRAIT_STAT_LATENCY_SUM_US 46
 #define KRAIT_STAT_COUNT 47
 /* The upper bound of latency bucket i in microseconds (0.5 ms to 10 s); -1 for +Inf or i out
  * of range. */

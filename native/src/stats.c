@@ -35,7 +35,9 @@ void krait__stat_response(struct krait_server *srv, int status, int kind, int64_
         ns = 0;
     KRAIT__STAT_ADD(srv, KRAIT_STAT_RESPONSES + kind * 5 + status / 100 - 1, 1);
     KRAIT__STAT_ADD(srv, KRAIT_STAT_LATENCY + krait__latency_bucket(ns), 1);
-    KRAIT__STAT_ADD(srv, KRAIT_STAT_LATENCY_SUM_NS, ns);
+    /* Microseconds: a sum in nanoseconds would pass INT64_MAX after 292 years of summed
+     * latency, which long streams and many loops reach in days. */
+    KRAIT__STAT_ADD(srv, KRAIT_STAT_LATENCY_SUM_US, (ns + 500) / 1000);
 }
 
 void krait__stat_publish_hub(struct krait_server *srv)

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import websocket
 
+from krait._metrics import MAX_CLIENTS
 from tests.conftest import KraitProcess, raw_request, recv_all, write_site
 from tests.integration.test_tls import pki  # noqa: F401 - the module's certificates fixture
 
@@ -489,14 +490,18 @@ def test_the_listener_is_bounded(tmp_path: Path, krait_server) -> None:
     huge = b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * 9000
     assert raw_request(mport, huge).startswith(b"HTTP/1.1 431 ")
     assert raw_request(mport, b"nonsense\r\n\r\n").startswith(b"HTTP/1.1 400 ")
-    # Four connections that send nothing hold every place; a fifth is closed unanswered.
-    idle = [socket.create_connection(("127.0.0.1", mport), timeout=TIMEOUT) for _ in range(4)]
+    # Connections that send nothing never keep a health check out: past MAX_CLIENTS of them
+    # a newcomer replaces the oldest, and each is closed at its deadline anyway.
+    idle = [socket.create_connection(("127.0.0.1", mport), timeout=TIMEOUT)
+            for _ in range(MAX_CLIENTS + 20)]
     try:
-        with socket.create_connection(("127.0.0.1", mport), timeout=TIMEOUT) as fifth:
-            assert recv_all(fifth, TIMEOUT) == b""
+        for _ in range(5):
+            assert raw_request(mport, b"GET /healthz HTTP/1.1\r\n\r\n").startswith(
+                b"HTTP/1.1 200 ")
+        # The oldest were dropped for the newcomers, at once, unanswered.
+        assert recv_all(idle[0], TIMEOUT) == b""
+        # The newest are closed at their deadline (5 s to send a head), unanswered too.
+        assert recv_all(idle[-1], 15) == b""
     finally:
         for s in idle:
             s.close()
-    # Their places come back once they have gone.
-    assert wait_for(lambda: raw_request(mport, b"GET /healthz HTTP/1.1\r\n\r\n")
-                    .startswith(b"HTTP/1.1 200 "), "a place again")

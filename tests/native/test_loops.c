@@ -193,7 +193,7 @@ int main(void)
                                                "GET /page.py HTTP/1.1\r\nHost: a\r\n\r\n"
                                                "GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n" - 1),
        "bytes in: %lld", (long long)v[KRAIT_STAT_BYTES_IN]);
-    ok(v[KRAIT_STAT_BYTES_OUT] > 0 && v[KRAIT_STAT_LATENCY_SUM_NS] > 0, "bytes out, time taken");
+    ok(v[KRAIT_STAT_BYTES_OUT] > 0 && v[KRAIT_STAT_LATENCY_SUM_US] > 0, "bytes out, time taken");
     ok(v[KRAIT_STAT_DRAINING] == 1, "stopped: draining");
 
     /* One access-log line per request, never two run together. */

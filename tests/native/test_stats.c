@@ -87,8 +87,8 @@ static void test_counting(void)
     ok(v[KRAIT_STAT_LATENCY + 2] == 1, "2 ms in le=0.0025");
     ok(v[KRAIT_STAT_LATENCY + 5] == 1, "20 ms in le=0.025");
     ok(v[KRAIT_STAT_LATENCY + KRAIT_LATENCY_BUCKETS - 1] == 1, "100 s in +Inf");
-    ok(v[KRAIT_STAT_LATENCY_SUM_NS] ==
-           100000 + 700000 + 20000000 + 2000000 + 100000000000LL + 500000, "sum of latencies");
+    ok(v[KRAIT_STAT_LATENCY_SUM_US] ==
+           100 + 700 + 20000 + 2000 + 100000000LL + 500, "sum of latencies (us)");
     ok(v[KRAIT_STAT_BYTES_OUT] == 1300, "bytes summed over loops");
     ok(krait_server_stat(hub, KRAIT_STAT_BYTES_OUT) == 1300, "krait_server_stat agrees");
     ok(krait_server_loop_stat(hub, 1, KRAIT_STAT_BYTES_OUT) == 1234, "one loop's own");
