@@ -10,6 +10,7 @@ import re
 import socket
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,40 @@ def test_proxy_protocol_changes_the_client_not_the_server(tmp_path: Path,
     # The header's destination (198.51.100.1:443) is the proxy's business: the connection's
     # own end is what the worker is told.
     assert _where(body) == ("127.0.0.1", server.port, "203.0.113.9")
+
+
+class _KraitOnV6(KraitProcess):
+    """A krait listening on [::1] (the later --host wins over the fixture's 127.0.0.1)."""
+
+    def _wait_ready(self) -> int:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            m = re.search(r"serving .* at http://\[::1\]:(\d+)/", self.log())
+            if m:
+                return int(m[1])
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"krait exited with {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"krait did not start:\n{self.log()}")
+
+
+def test_ipv6(tmp_path: Path) -> None:
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    server = _KraitOnV6(_site(tmp_path / "site"), ["--workers", "1", "--host", "::1"],
+                        tmp_path)
+    try:
+        def connect() -> socket.socket:
+            return socket.create_connection(("::1", server.port), timeout=5)
+
+        assert _where(_ask(connect, HTTP10 % b"/where.py")[1]) == ("::1", server.port, "::1")
+        # In SERVER_NAME an IPv6 address is in brackets (RFC 3875 server-name), as in a URL.
+        env = json.loads(_ask(connect, HTTP10 % b"/app/")[1])
+        assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("[::1]", str(server.port))
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
