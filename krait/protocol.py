@@ -8,8 +8,8 @@ golden vectors in ``tests/ipc_vectors.json``. Wire format (integers little-endia
     pairs := u16 count | (str name, str value) * count
 
     REQUEST  (1, core -> worker): u8 flags | i32 route | str method | str path | str query
-             | str version | str file | str remote_addr | u16 remote_port | pairs params
-             | pairs headers | str body
+             | str version | str file | str remote_addr | u16 remote_port
+             | str server_addr | u16 server_port | pairs params | pairs headers | str body
     RESPONSE (2, worker -> core): u16 status | u8 body_kind | pairs headers | str body
     CHUNK    (3, worker -> core): str data
     END      (4, worker -> core): empty
@@ -124,7 +124,8 @@ class RequestFrame:
     # The fields, in frame order (compared by __eq__, shown by __repr__); headers is a property
     # over _headers/_raw.
     _FIELDS = ("id", "flags", "route", "method", "path", "query", "version", "file",
-               "remote_addr", "remote_port", "params", "headers", "body")
+               "remote_addr", "remote_port", "server_addr", "server_port", "params", "headers",
+               "body")
     __slots__ = tuple(f for f in _FIELDS if f != "headers") + ("_headers", "_raw")
 
     id: int
@@ -137,11 +138,15 @@ class RequestFrame:
     file: str  #: absolute path of the resolved target file, or ``""``
     remote_addr: str
     remote_port: int
+    #: The connection's own end: the address the client reached (``"unix"`` on a Unix socket)
+    server_addr: str
+    server_port: int  #: ... and its port (0 on a Unix socket)
     params: list[tuple[str, str]]  #: URL parameters of a regex route
     body: bytes  #: the body, or with ``REQ_BODY_FILE`` the spooled file's path
 
     def __init__(self, id: int, flags: int, route: int, method: str, path: str, query: str,
                  version: str, file: str, remote_addr: str, remote_port: int,
+                 server_addr: str, server_port: int,
                  params: list[tuple[str, str]], headers: list[tuple[str, str]] | None,
                  body: bytes, _raw: tuple[bytes, int] | None = None) -> None:
         self.id = id
@@ -154,6 +159,8 @@ class RequestFrame:
         self.file = file
         self.remote_addr = remote_addr
         self.remote_port = remote_port
+        self.server_addr = server_addr
+        self.server_port = server_port
         self.params = params
         self.body = body
         self._headers = headers
@@ -191,7 +198,8 @@ class RequestFrame:
         return encode_request(
             self.id, self.method, self.path, flags=self.flags, route=self.route,
             query=self.query, version=self.version, file=self.file,
-            remote_addr=self.remote_addr, remote_port=self.remote_port, params=self.params,
+            remote_addr=self.remote_addr, remote_port=self.remote_port,
+            server_addr=self.server_addr, server_port=self.server_port, params=self.params,
             headers=self.headers, body=self.body)
 
 
@@ -258,8 +266,9 @@ def _finish(parts: list[bytes], ftype: int, frame_id: int, max_frame: int = MAX_
 
 def encode_request(id: int, method: Text, path: Text, *, flags: int = 0, route: int = -1,
                    query: Text = "", version: Text = "HTTP/1.1", file: Text = "",
-                   remote_addr: Text = "", remote_port: int = 0, params: Pairs = (),
-                   headers: Pairs = (), body: Text = b"") -> bytes:
+                   remote_addr: Text = "", remote_port: int = 0, server_addr: Text = "",
+                   server_port: int = 0, params: Pairs = (), headers: Pairs = (),
+                   body: Text = b"") -> bytes:
     """Encode a REQUEST frame, as ``krait__ipc_encode_request`` does.
 
     Header names are lower-cased (ASCII letters only). Workers never send requests; this
@@ -270,6 +279,9 @@ def encode_request(id: int, method: Text, path: Text, *, flags: int = 0, route: 
     :param path: percent-decoded path.
     :param flags: ``REQ_*`` bits (u8).
     :param route: route index, -1 for none (i32).
+    :param remote_addr: the client's address; ``remote_port`` its port (u16).
+    :param server_addr: the connection's own address (``"unix"`` on a Unix socket);
+        ``server_port`` its port (u16, 0 on a Unix socket).
     :param params: URL parameters as ``(name, value)`` pairs.
     :param headers: request headers as ``(name, value)`` pairs.
     :param body: the body, or the spooled file's path with ``REQ_BODY_FILE``.
@@ -279,6 +291,8 @@ def encode_request(id: int, method: Text, path: Text, *, flags: int = 0, route: 
         raise ValueError(f"flags {flags} is not a u8")
     if not 0 <= remote_port <= _U16_MAX:
         raise ValueError(f"remote_port {remote_port} is not a u16")
+    if not 0 <= server_port <= _U16_MAX:
+        raise ValueError(f"server_port {server_port} is not a u16")
     try:
         fixed = _REQ_FIXED.pack(flags, route)
     except struct.error:
@@ -288,6 +302,8 @@ def encode_request(id: int, method: Text, path: Text, *, flags: int = 0, route: 
     for text in (method, path, query, version, file, remote_addr):
         _put_str(parts, text)
     parts.append(_U16.pack(remote_port))
+    _put_str(parts, server_addr)
+    parts.append(_U16.pack(server_port))
     _put_pairs(parts, _encode_pairs(params, lower_names=False))
     _put_pairs(parts, _encode_pairs(headers, lower_names=True))
     _put_str(parts, body)
@@ -713,6 +729,10 @@ def decode_request(buf: bytes | bytearray | memoryview) -> RequestFrame:
             text.append(buf[pos + 4:pos + 4 + n].decode(_ENC, _ERRORS))
             pos += 4 + n
         (port,) = _U16.unpack_from(buf, pos)
+        (n,) = unpack(buf, pos + 2)
+        server_addr = buf[pos + 6:pos + 6 + n].decode(_ENC, _ERRORS)
+        pos += 6 + n
+        (server_port,) = _U16.unpack_from(buf, pos)
         params, pos = _decode_pairs(buf, pos + 2)
         # The headers are decoded on first use (RequestFrame.headers); here they are only
         # stepped over, which checks that they lie within the frame.
@@ -732,7 +752,8 @@ def decode_request(buf: bytes | bytearray | memoryview) -> RequestFrame:
         raise ValueError(f"{len(buf) - pos} trailing bytes after the request body")
     method, path, query, version, file, remote_addr = text
     return RequestFrame(frame_id, flags, route, method, path, query, version, file,
-                        remote_addr, port, params, None, body, (buf, headers_at))
+                        remote_addr, port, server_addr, server_port, params, None, body,
+                        (buf, headers_at))
 
 
 def decode_response(buf: bytes | bytearray | memoryview) -> ResponseFrame:

@@ -352,6 +352,9 @@ class Request:
     :param body: the body, ``b""`` when there is none. Ignored (pass ``b""``) when ``body_file``
         is given.
     :param remote_addr: the client's address, e.g. ``"203.0.113.7"``.
+    :param server_addr: the address the client reached, this end of the connection, e.g.
+        ``"192.0.2.10"``; ``"unix"`` on a Unix socket.
+    :param server_port: the port the client reached; 0 on a Unix socket.
     :param scheme: ``"http"`` or ``"https"``.
     :param body_file: the path of the file a large body was spooled to by the server; the body is
         then read from it lazily, on first access to :attr:`body`.
@@ -364,7 +367,8 @@ class Request:
     def __init__(self, http_method: str, url: str, query_string: str | bytes | None,
                  http_version: str, headers: HeadersArg | Callable[[], HeadersArg],
                  body: bytes | str | None, *,
-                 remote_addr: str = "", scheme: str = "http",
+                 remote_addr: str = "", server_addr: str = "", server_port: int = 0,
+                 scheme: str = "http",
                  body_file: str | os.PathLike[str] | None = None,
                  request_id: str | None = None) -> None:
         #: The method as sent (``"HEAD"`` stays ``"HEAD"`` although it is routed as GET).
@@ -382,6 +386,16 @@ class Request:
         self._header_source: Any = headers
         #: The client's address.
         self.remote_addr: str = remote_addr
+        #: The address the client connected to: this end of the connection (the server's
+        #: own, from ``getsockname``), e.g. ``"192.0.2.10"`` or ``"::1"`` (no brackets). On a
+        #: server listening on every address (``0.0.0.0``) it is the one the client used.
+        #: ``"unix"`` on a Unix socket. A proxy in front (``X-Forwarded-*``, a PROXY protocol
+        #: header) never changes it: behind one it is the address the proxy connected to.
+        #: ``""`` outside the server.
+        self.server_addr: str = server_addr
+        #: The port the client connected to (the listener's, e.g. ``8080``), whatever the
+        #: ``Host`` header says; 0 on a Unix socket and outside the server.
+        self.server_port: int = server_port
         #: ``"http"`` or ``"https"``.
         self.scheme: str = scheme
         #: The request's id, also sent back in the ``X-Request-ID`` response header: the

@@ -429,7 +429,8 @@ class Worker:
         addr, scheme, request_id = self.client(frame)
         return Request(frame.method, frame.path, frame.query, frame.version,
                        lambda: frame.headers, b"" if body_file else frame.body,
-                       remote_addr=addr, scheme=scheme, body_file=body_file,
+                       remote_addr=addr, server_addr=frame.server_addr,
+                       server_port=frame.server_port, scheme=scheme, body_file=body_file,
                        request_id=request_id), request_id
 
     def client(self, frame: protocol.RequestFrame) -> tuple[str, str, str]:

@@ -167,15 +167,28 @@ def build_environ(frame: protocol.RequestFrame, prefix: str, remote_addr: str, s
         if key in env:
             value = env[key] + ("; " if key == "HTTP_COOKIE" else ",") + value
         env[key] = value
+    # RFC 3875 §4.1.14-15 (CGI, which PEP 3333 follows): SERVER_NAME is the host the client
+    # asked for, SERVER_PORT the port the request came in on. So the name is the Host header's
+    # when there is one (as Apache's UseCanonicalName Off), else the address the connection
+    # reached; the port is always the connection's (as gunicorn, uWSGI behind nginx's
+    # $server_port, waitress and wsgiref give it), never guessed from the scheme. PEP 3333's
+    # URL reconstruction takes HTTP_HOST first, so these matter for a request without Host.
     host = env.get("HTTP_HOST", "")
-    default_port = "443" if scheme == "https" else "80"
     if host.startswith("["):
         end = host.find("]")
         name, port = host[:end + 1], host[end + 2:] if host[end + 1:end + 2] == ":" else ""
     else:
         name, _, port = host.partition(":")
-    env["SERVER_NAME"] = name or "localhost"
-    env["SERVER_PORT"] = port if port.isdigit() else default_port
+    if frame.server_port:
+        addr = frame.server_addr
+        env["SERVER_NAME"] = name or (f"[{addr}]" if ":" in addr else addr)
+        env["SERVER_PORT"] = str(frame.server_port)
+    else:
+        # A Unix socket has no port, and its path is no host name: the Host header's (as
+        # gunicorn does there), else localhost and the scheme's port (PEP 3333 wants both
+        # non-empty).
+        env["SERVER_NAME"] = name or "localhost"
+        env["SERVER_PORT"] = port if port.isdigit() else ("443" if scheme == "https" else "80")
     return env
 
 

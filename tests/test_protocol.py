@@ -87,14 +87,15 @@ def test_golden_request(v):
     encoded = P.encode_request(
         v["id"], v["method"], v["path"], flags=v["flags"], route=v["route"], query=v["query"],
         version=v["version"], file=v["file"], remote_addr=v["remote_addr"],
-        remote_port=v["remote_port"], params=pairs(v["params"]), headers=pairs(v["headers"]),
+        remote_port=v["remote_port"], server_addr=v["server_addr"],
+        server_port=v["server_port"], params=pairs(v["params"]), headers=pairs(v["headers"]),
         body=bytes.fromhex(v["body_hex"]))
     assert encoded == frame
     r = P.decode_request(frame)
     assert (r.id, r.flags, r.route, r.method, r.path, r.query, r.version, r.file,
-            r.remote_addr, r.remote_port) == (
+            r.remote_addr, r.remote_port, r.server_addr, r.server_port) == (
         v["id"], v["flags"], v["route"], v["method"], v["path"], v["query"], v["version"],
-        v["file"], v["remote_addr"], v["remote_port"])
+        v["file"], v["remote_addr"], v["remote_port"], v["server_addr"], v["server_port"])
     assert r.params == pairs(v["params"])
     assert r.headers == [(lower_ascii(n), val) for n, val in v["headers"]]
     assert r.body == bytes.fromhex(v["body_hex"])
@@ -170,6 +171,7 @@ def test_request_round_trip_random():
             flags=rng.randrange(256), route=rng.randrange(-2**31, 2**31),
             query=_random_text(rng), version=_random_text(rng), file=_random_text(rng),
             remote_addr=_random_text(rng), remote_port=rng.randrange(65536),
+            server_addr=_random_text(rng), server_port=rng.randrange(65536),
             params=[(_random_text(rng), _random_text(rng)) for _ in range(rng.randrange(4))],
             headers=[(_random_text(rng).lower(), _random_text(rng))
                      for _ in range(rng.randrange(6))],
@@ -226,7 +228,8 @@ def test_body_file_property():
 
 @pytest.mark.parametrize("kwargs", [
     dict(flags=256), dict(flags=-1), dict(route=2**31), dict(route=-2**31 - 1),
-    dict(remote_port=65536), dict(remote_port=-1), dict(headers=[("a", "b")] * 65536),
+    dict(remote_port=65536), dict(remote_port=-1), dict(server_port=65536),
+    dict(server_port=-1), dict(headers=[("a", "b")] * 65536),
     dict(params=[("a", "b")] * 65536),
 ])
 def test_encode_request_rejects(kwargs):
@@ -547,6 +550,7 @@ class _Request(ctypes.Structure):
     _fields_ = [("id", ctypes.c_uint32), ("flags", ctypes.c_uint8), ("route", ctypes.c_int32),
                 ("method", _Slice), ("path", _Slice), ("query", _Slice), ("version", _Slice),
                 ("file", _Slice), ("remote_addr", _Slice), ("remote_port", ctypes.c_uint16),
+                ("server_addr", _Slice), ("server_port", ctypes.c_uint16),
                 ("params", ctypes.POINTER(_Slice)), ("nparams", ctypes.c_size_t),
                 ("headers", ctypes.POINTER(_Slice)), ("nheaders", ctypes.c_size_t),
                 ("body", _Slice)]
@@ -674,18 +678,20 @@ _PAIRS = st.lists(st.tuples(_BYTES, _BYTES), max_size=5)
 
 @settings(max_examples=500, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(0, 255), st.integers(-2**31, 2**31 - 1),
-       st.lists(_BYTES, min_size=6, max_size=6), st.integers(0, 65535), _PAIRS, _PAIRS,
-       st.binary(max_size=64))
-def test_c_encoder_agrees_with_python(libipc, rid, flags, route, text, port, params, headers,
-                                      body):
+       st.lists(_BYTES, min_size=7, max_size=7), st.integers(0, 65535), st.integers(0, 65535),
+       _PAIRS, _PAIRS, st.binary(max_size=64))
+def test_c_encoder_agrees_with_python(libipc, rid, flags, route, text, port, sport, params,
+                                      headers, body):
     keep: list = []
-    r = _Request(rid, flags, route, *[_c_slice(t, keep) for t in text], port)
+    r = _Request(rid, flags, route, *[_c_slice(t, keep) for t in text[:6]], port,
+                 _c_slice(text[6], keep), sport)
     r.params, r.nparams = _c_pairs(params, keep)
     r.headers, r.nheaders = _c_pairs(headers, keep)
     r.body = _c_slice(body, keep)
     expected = P.encode_request(rid, text[0], text[1], flags=flags, route=route, query=text[2],
                                 version=text[3], file=text[4], remote_addr=text[5],
-                                remote_port=port, params=params, headers=headers, body=body)
+                                remote_port=port, server_addr=text[6], server_port=sport,
+                                params=params, headers=headers, body=body)
     assert libipc.krait__ipc_request_size(ctypes.byref(r)) == len(expected)
     out = ctypes.create_string_buffer(len(expected))
     assert libipc.krait__ipc_encode_request(ctypes.byref(r), out, len(expected)) == len(expected)

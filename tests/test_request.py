@@ -43,7 +43,8 @@ def multipart_request(body, content_type=None, **kwargs) -> Request:
 
 def test_basic_attributes():
     req = Request("HEAD", "/a b/ü", "x=1", "HTTP/1.1", [("Host", "example.com")], b"hi",
-                  remote_addr="203.0.113.7", scheme="https")
+                  remote_addr="203.0.113.7", server_addr="192.0.2.10", server_port=8443,
+                  scheme="https")
     assert req.http_method == "HEAD"
     assert req.url == "/a b/ü"
     assert req.query_string == "x=1"
@@ -52,6 +53,7 @@ def test_basic_attributes():
     assert req.headers == {"host": "example.com"}
     assert req.body == b"hi"
     assert req.remote_addr == "203.0.113.7"
+    assert (req.server_addr, req.server_port) == ("192.0.2.10", 8443)
     assert req.scheme == "https"
     assert req.body_file is None
 
@@ -63,6 +65,7 @@ def test_defaults():
     assert req.headers == {}
     assert req.body == b""
     assert req.remote_addr == ""
+    assert (req.server_addr, req.server_port) == ("", 0)
     assert req.scheme == "http"
 
 

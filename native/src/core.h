@@ -190,6 +190,9 @@ struct krait__conn {
     char peer[48];            /* the client: the socket's peer, or what a trusted proxy's
                                  PROXY header said (proxy_done) */
     int peer_port;
+    char local[48];           /* this end of the socket, as peer is written (getsockname at
+                                 accept; "unix" on a Unix socket); a PROXY header leaves it */
+    int local_port;           /* 0 on a Unix socket */
     int proxy_wait;           /* a PROXY header must come first: its bytes are in in[] so far */
     int proxy_done;           /* it began with a PROXY header: peer is the client it named, or
                                  the proxy's when it named none (LOCAL, UNKNOWN, UNSPEC) */

@@ -59,14 +59,16 @@ static size_t pairs_size(const krait__slice *kv, size_t npairs)
 
 size_t krait__ipc_request_size(const krait__ipc_request *r)
 {
-    /* header, u8 flags, i32 route, six strings, u16 port, two pair lists, the body string */
-    size_t n = KRAIT__IPC_HEADER + 1 + 4 + 2;
+    /* header, u8 flags, i32 route, six strings, u16 port, a string and u16 port, two pair
+     * lists, the body string */
+    size_t n = KRAIT__IPC_HEADER + 1 + 4 + 2 + 2;
     n = add_sat(n, str_size(r->method));
     n = add_sat(n, str_size(r->path));
     n = add_sat(n, str_size(r->query));
     n = add_sat(n, str_size(r->version));
     n = add_sat(n, str_size(r->file));
     n = add_sat(n, str_size(r->remote_addr));
+    n = add_sat(n, str_size(r->server_addr));
     n = add_sat(n, pairs_size(r->params, r->nparams));
     n = add_sat(n, pairs_size(r->headers, r->nheaders));
     return add_sat(n, str_size(r->body));
@@ -129,6 +131,9 @@ long krait__ipc_encode_request(const krait__ipc_request *r, uint8_t *out, size_t
     o = put_str(o, r->file);
     o = put_str(o, r->remote_addr);
     put_u16(o, r->remote_port);
+    o += 2;
+    o = put_str(o, r->server_addr);
+    put_u16(o, r->server_port);
     o += 2;
     o = put_pairs(o, r->params, r->nparams, 0);
     o = put_pairs(o, r->headers, r->nheaders, 1);

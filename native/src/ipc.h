@@ -12,7 +12,10 @@
  *     u8 flags (KRAIT__REQ_*) | i32 route (index in krait.config.routes, -1 = none/default)
  *     | str method | str path (percent-decoded) | str query (raw, without '?')
  *     | str version ("HTTP/1.1") | str file (absolute path of the resolved target file, or "")
- *     | str remote_addr | u16 remote_port | pairs params (URL parameters)
+ *     | str remote_addr | u16 remote_port
+ *     | str server_addr | u16 server_port (the connection's own end, the address and port the
+ *       client reached: "unix" and 0 on a Unix socket; a PROXY header changes remote_addr only)
+ *     | pairs params (URL parameters)
  *     | pairs headers (names lower-cased, in arrival order, repeats kept)
  *     | str body (the bytes, or with KRAIT__REQ_BODY_FILE the path of the spooled body file)
  *   RESPONSE (2, worker → core), id = the request's id:
@@ -73,6 +76,8 @@ typedef struct {
     int32_t route;
     krait__slice method, path, query, version, file, remote_addr;
     uint16_t remote_port;
+    krait__slice server_addr;
+    uint16_t server_port;
     const krait__slice *params;   size_t nparams;   /* 2*nparams slices: name, value, ... */
     const krait__slice *headers;  size_t nheaders;  /* 2*nheaders slices: name, value, ... */
     krait__slice body;

@@ -108,6 +108,40 @@ static void maybe_resume_accepting(struct krait_server *srv)
     listeners_watch(srv, 1);
 }
 
+/* An address as the connection keeps it (peer, local; 48 bytes): the IP address in text, or
+ * "unix" for a Unix socket (its path is not an address a client used), or "-" for any other
+ * family. Returns the port, 0 when there is none. */
+static int addr_text(const struct sockaddr_storage *ss, char out[48])
+{
+    snprintf(out, 48, "-");
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, out, 48);
+        return ntohs(a->sin_port);
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, out, 48);
+        return ntohs(a->sin6_port);
+    }
+    if (ss->ss_family == AF_UNIX)
+        snprintf(out, 48, "unix");
+    return 0;
+}
+
+/* The connection's own end: the address and port the client reached (getsockname, once per
+ * connection: a listener bound to 0.0.0.0 or [::] accepts on whichever address the client
+ * named). A PROXY header never changes it; requests carry it as server_addr/server_port. */
+static void local_end(krait__conn *c)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    memset(&ss, 0, sizeof ss);
+    if (getsockname(c->fd, (struct sockaddr *)&ss, &sl) < 0)
+        ss.ss_family = AF_UNSPEC;
+    c->local_port = addr_text(&ss, c->local);
+}
+
 /* Is this socket peer (as accept_some writes it: an address, or "unix") a trusted proxy? */
 static int proxy_trusted(struct krait_server *srv, const char *peer)
 {
@@ -138,6 +172,7 @@ static krait__conn *adopt(struct krait_server *srv, int fd, int tls, const char 
     c->home = srv->loop_index;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     c->peer_port = peer_port;
+    local_end(c);
     /* --proxy-protocol: a trusted proxy's connection starts with a PROXY header; anyone
      * else's bytes are never read as one (they cannot name a client). */
     c->proxy_wait = srv->proxy_protocol && proxy_trusted(srv, peer);
@@ -228,19 +263,8 @@ static int accept_some(struct krait_server *srv, int lfd, int tls, int batch)
             }
             return accepted;
         }
-        char peer[48] = "-";
-        int port = 0;
-        if (ss.ss_family == AF_INET) {
-            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-            inet_ntop(AF_INET, &a->sin_addr, peer, sizeof peer);
-            port = ntohs(a->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-            inet_ntop(AF_INET6, &a->sin6_addr, peer, sizeof peer);
-            port = ntohs(a->sin6_port);
-        } else if (ss.ss_family == AF_UNIX) {
-            snprintf(peer, sizeof peer, "unix");
-        }
+        char peer[48];
+        int port = addr_text(&ss, peer);
         int one = 1;
         if (ss.ss_family != AF_UNIX)
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

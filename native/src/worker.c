@@ -348,6 +348,8 @@ params_done:;
         .file = {file, strlen(file)},
         .remote_addr = {c->peer, strlen(c->peer)},
         .remote_port = (uint16_t)c->peer_port,
+        .server_addr = {c->local, strlen(c->local)},
+        .server_port = (uint16_t)c->local_port,
         .params = ps, .nparams = np,
         .headers = hs, .nheaders = srv->nhdr,
         .body = {"", 0},

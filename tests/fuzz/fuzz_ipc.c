@@ -176,6 +176,7 @@ static void request_roundtrip(const uint8_t *data, size_t size)
         route = route << 8 | next_byte(&c);
     r.route = (int32_t)route;
     r.remote_port = (uint16_t)(next_byte(&c) << 8 | next_byte(&c));
+    r.server_port = (uint16_t)(next_byte(&c) << 8 | next_byte(&c));
     r.nparams = next_byte(&c) % (MAX_PAIRS + 1);
     r.nheaders = next_byte(&c) % (MAX_PAIRS + 1);
     r.method = next_slice(&c);
@@ -184,6 +185,7 @@ static void request_roundtrip(const uint8_t *data, size_t size)
     r.version = next_slice(&c);
     r.file = next_slice(&c);
     r.remote_addr = next_slice(&c);
+    r.server_addr = next_slice(&c);
     for (size_t i = 0; i < 2 * r.nparams; i++)
         params[i] = next_slice(&c);
     for (size_t i = 0; i < 2 * r.nheaders; i++)
@@ -210,6 +212,9 @@ static void request_roundtrip(const uint8_t *data, size_t size)
     expect_str(&p, end, r.file, 0);
     expect_str(&p, end, r.remote_addr, 0);
     CHECK(end - p >= 2 && (uint16_t)(p[0] | p[1] << 8) == r.remote_port);
+    p += 2;
+    expect_str(&p, end, r.server_addr, 0);
+    CHECK(end - p >= 2 && (uint16_t)(p[0] | p[1] << 8) == r.server_port);
     p += 2;
     expect_pairs(&p, end, params, r.nparams, 0);
     expect_pairs(&p, end, headers, r.nheaders, 1);
