@@ -11,7 +11,7 @@ from krait import _native  # type: ignore[attr-defined]
 ffi = _native.ffi
 lib = _native.lib
 
-NATIVE_VERSION = 1
+NATIVE_VERSION = 2
 if lib.krait_native_version() != NATIVE_VERSION:  # pragma: no cover - a broken install
     raise ImportError(
         f"krait._native is version {lib.krait_native_version()}, expected {NATIVE_VERSION}: "

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 /* cdef:begin */
-#define KRAIT_NATIVE_VERSION 1
+#define KRAIT_NATIVE_VERSION 2
 
 /* Error codes: 0 or a count on success, a negative KRAIT_E* on failure. */
 #define KRAIT_OK 0
