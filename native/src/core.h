@@ -190,6 +190,7 @@ struct krait__conn {
     char peer[48];            /* the client: the socket's peer, or what a trusted proxy's
                                  PROXY header said (proxy_done) */
     int peer_port;
+    int peer_trusted;         /* the socket's peer is a --trusted-proxy (set at accept) */
     int proxy_wait;           /* a PROXY header must come first: its bytes are in in[] so far */
     int proxy_done;           /* it began with a PROXY header: peer is the client it named, or
                                  the proxy's when it named none (LOCAL, UNKNOWN, UNSPEC) */
