@@ -39,6 +39,15 @@ def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
         return None
 
 
+def format_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The address as text: ``str(ip)``, but an IPv4-mapped IPv6 address is ``::ffff:a.b.c.d``
+    on every Python version (3.13 writes it so; older ones wrote ``::ffff:a0b:c0d``), as the
+    core writes a socket's peer and the JSON access log's ``remote`` (native/src/xff.c)."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return f"::ffff:{ip.ipv4_mapped}"
+    return str(ip)
+
+
 class TrustedProxies:
     """The set of trusted proxy networks.
 
@@ -89,7 +98,7 @@ class TrustedProxies:
                     break
             ip = parse_address(addr)
             # Garbage in the header (a zone id, a port, text): keep what the socket says.
-            addr = peer if ip is None else str(ip)
+            addr = peer if ip is None else format_address(ip)
         if forwarded_proto:
             proto = forwarded_proto.split(",")[-1].strip().lower()
             if proto in ("http", "https"):

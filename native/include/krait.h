@@ -274,6 +274,15 @@ int krait_server_worker_end(krait_server *srv, int slot);
 #define KRAIT_WORKER_END_TIMEOUT 2  /* killed by the core: a request overran worker_timeout */
 #define KRAIT_WORKER_END_BROKEN 3   /* killed by the core: it broke the worker protocol */
 
+/* The client address the JSON access log writes as remote (docs/design.md, "The access log's
+ * client address"): for a request from peer (an address, or "unix") carrying the
+ * X-Forwarded-For field lines lines[i] (lens[i] bytes each), behind the --trusted-proxy specs
+ * given, the walk krait/_proxy.py does. No server needed: for tests and tools. out gets at
+ * most 48 bytes, NUL included. Returns 1 when it differs from peer, 0 when not, KRAIT_EINVAL
+ * for a bad spec or more than 64 specs or lines. */
+int krait_xff_client(const char *const *specs, int nspecs, const char *peer,
+                     const char *const *lines, const size_t *lens, int nlines, char *out);
+
 const char *krait_strerror(int rc);
 int krait_native_version(void);
 /* cdef:end */

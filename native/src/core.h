@@ -193,6 +193,7 @@ struct krait__conn {
     char local[48];           /* this end of the socket, as peer is written (getsockname at
                                  accept; "unix" on a Unix socket); a PROXY header leaves it */
     int local_port;           /* 0 on a Unix socket */
+    int peer_trusted;         /* the socket's peer is a --trusted-proxy (set at accept) */
     int proxy_wait;           /* a PROXY header must come first: its bytes are in in[] so far */
     int proxy_done;           /* it began with a PROXY header: peer is the client it named, or
                                  the proxy's when it named none (LOCAL, UNKNOWN, UNSPEC) */

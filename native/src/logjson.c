@@ -194,9 +194,9 @@ static void field(out *b, const char *key, krait__logjson_str v, size_t cap)
 /* The fixed text of a head: the keys, quotes, time and version. The caps and this add up to
  * less than KRAIT__LOGJSON_HEAD_MAX (checked below), so no field can push past the buffer. */
 #define HEAD_FIXED                                                                                 \
-    (sizeof "{\"time\":\"9999-12-31T23:59:59.999Z\",\"remote\":,\"method\":,\"path\":,"          \
+    (sizeof "{\"time\":\"9999-12-31T23:59:59.999Z\",\"remote\":,\"peer\":,\"method\":,\"path\":,"          \
             "\"version\":\"HTTP/1.-2147483648\",\"host\":,\"referer\":,\"ua\":,\"tls\":,")
-_Static_assert(HEAD_FIXED + KRAIT__LOGJSON_REMOTE_MAX + KRAIT__LOGJSON_METHOD_MAX +
+_Static_assert(HEAD_FIXED + 2 * KRAIT__LOGJSON_REMOTE_MAX + KRAIT__LOGJSON_METHOD_MAX +
                        KRAIT__LOGJSON_PATH_MAX + KRAIT__LOGJSON_HOST_MAX +
                        KRAIT__LOGJSON_REFERER_MAX + KRAIT__LOGJSON_UA_MAX +
                        KRAIT__LOGJSON_TLS_MAX <= KRAIT__LOGJSON_HEAD_MAX,
@@ -242,6 +242,7 @@ size_t krait__logjson_head_render(char *dst, size_t cap, const krait__logjson_he
         lit(&b, "{\"time\":null,");
     }
     field(&b, "\"remote\":", h->remote, KRAIT__LOGJSON_REMOTE_MAX);
+    field(&b, "\"peer\":", h->peer, KRAIT__LOGJSON_REMOTE_MAX);
     field(&b, "\"method\":", h->method, KRAIT__LOGJSON_METHOD_MAX);
     field(&b, "\"path\":", h->path, KRAIT__LOGJSON_PATH_MAX);
     if (h->version_minor >= 0) {

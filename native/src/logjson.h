@@ -19,7 +19,7 @@
 #define KRAIT__LOGJSON_TLS_MAX 34
 /* The longest head krait__logjson_head_render makes (the fields at their caps plus the keys,
  * time and version); the caller's buffer has at least this room. */
-#define KRAIT__LOGJSON_HEAD_MAX 2048
+#define KRAIT__LOGJSON_HEAD_MAX 2176
 /* The longest tail, newline included (an id of 128 characters and every number at its
  * widest). A whole line is at most HEAD_MAX + TAIL_MAX bytes: under PIPE_BUF (4096). */
 #define KRAIT__LOGJSON_TAIL_MAX 320
@@ -33,7 +33,9 @@ typedef struct {
 
 typedef struct {
     int64_t time_ms;          /* when the request began, Unix time in milliseconds */
-    krait__logjson_str remote, method, path, host, referer, ua, tls;
+    /* remote: the client (behind trusted proxies, X-Forwarded-For resolved); peer: the
+     * connection's own address when it differs, else p NULL (null). */
+    krait__logjson_str remote, peer, method, path, host, referer, ua, tls;
     int version_minor;        /* "HTTP/1.<minor>", or -1 for null (no request line) */
 } krait__logjson_head;
 
@@ -60,8 +62,8 @@ typedef struct {
  * (may be NULL) gets the input bytes they stand for (< n: cut). */
 size_t krait__json_escape(char *dst, size_t cap, const char *src, size_t n, size_t *used);
 
-/* The head of a line: '{' and the fields time, remote, method, path, version, host, referer,
- * ua, tls, each followed by ','. cap must be at least KRAIT__LOGJSON_HEAD_MAX. Sets *cut when
+/* The head of a line: '{' and the fields time, remote, peer, method, path, version, host,
+ * referer, ua, tls, each followed by ','. cap must be at least KRAIT__LOGJSON_HEAD_MAX. Sets *cut when
  * a string was cut to its cap. Returns the bytes written. */
 size_t krait__logjson_head_render(char *dst, size_t cap, const krait__logjson_head *h, int *cut);
 

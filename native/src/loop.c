@@ -175,7 +175,8 @@ static krait__conn *adopt(struct krait_server *srv, int fd, int tls, const char 
     local_end(c);
     /* --proxy-protocol: a trusted proxy's connection starts with a PROXY header; anyone
      * else's bytes are never read as one (they cannot name a client). */
-    c->proxy_wait = srv->proxy_protocol && proxy_trusted(srv, peer);
+    c->peer_trusted = (srv->ntrusted || srv->trust_unix) && proxy_trusted(srv, peer);
+    c->proxy_wait = srv->proxy_protocol && c->peer_trusted;
     c->events = EPOLLIN | EPOLLRDHUP;
     struct epoll_event ev = {.events = c->events, .data.ptr = c};
     if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {

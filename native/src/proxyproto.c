@@ -240,6 +240,21 @@ int krait__cidr_parse(const char *text, krait__cidr *out)
     return 0;
 }
 
+int krait__cidr_match_bin(const krait__cidr *nets, size_t n, int family, const uint8_t *a)
+{
+    for (size_t k = 0; k < n; k++) {
+        const krait__cidr *c = &nets[k];
+        if (c->family != family)
+            continue;
+        uint8_t m[16];
+        memcpy(m, a, family == 4 ? 4 : 16);
+        clear_host_bits(m, family == 4 ? 4 : 16, c->bits);
+        if (memcmp(m, c->addr, family == 4 ? 4 : 16) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 int krait__cidr_match(const krait__cidr *nets, size_t n, const char *text)
 {
     uint8_t a[16];
@@ -257,15 +272,5 @@ int krait__cidr_match(const krait__cidr *nets, size_t n, const char *text)
     } else {
         return 0;
     }
-    for (size_t k = 0; k < n; k++) {
-        const krait__cidr *c = &nets[k];
-        if (c->family != family)
-            continue;
-        uint8_t m[16];
-        memcpy(m, a, sizeof m);
-        clear_host_bits(m, family == 4 ? 4 : 16, c->bits);
-        if (memcmp(m, c->addr, family == 4 ? 4 : 16) == 0)
-            return 1;
-    }
-    return 0;
+    return krait__cidr_match_bin(nets, n, family, a);
 }

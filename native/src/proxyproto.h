@@ -54,5 +54,7 @@ int krait__cidr_parse(const char *text, krait__cidr *out);
  * networks? An IPv4-mapped IPv6 address (::ffff:10.0.0.1) is compared as the IPv4 address,
  * with IPv4 networks only. Anything that is not an address (say "unix") is in none. */
 int krait__cidr_match(const krait__cidr *nets, size_t n, const char *text);
+/* The same for an address already parsed: family 4 or 6, a[0..4) or a[0..16), network order. */
+int krait__cidr_match_bin(const krait__cidr *nets, size_t n, int family, const uint8_t *a);
 
 #endif

@@ -13,6 +13,7 @@
 #include "logjson.h"
 #include "response.h"
 #include "tls.h"
+#include "xff.h"
 
 int64_t krait__mono_ns(void)
 {
@@ -284,6 +285,16 @@ static void json_begin(struct krait_server *srv, krait__conn *c, krait__request 
         h.host = header_str(krait__find_header(srv, "host"));
         h.referer = header_str(krait__find_header(srv, "referer"));
         h.ua = header_str(krait__find_header(srv, "user-agent"));
+    }
+    /* Behind a trusted HTTP proxy the client is in X-Forwarded-For: the walk the worker does
+     * for remote_addr (xff.c). Only for a trusted peer; a client a PROXY header named is final. */
+    char client[KRAIT__XFF_ADDR];
+    if (rq && rq->method && c->peer_trusted && !c->proxy_done &&
+        krait__xff_client(srv->trusted, srv->ntrusted, srv->trust_unix, c->peer, srv->hdr,
+                          srv->nhdr, client)) {
+        h.peer = h.remote;
+        h.remote.p = client;
+        h.remote.n = strlen(client);
     }
     c->log_len = krait__logjson_head_render(c->log + sizeof(json_rec), KRAIT__LOGJSON_HEAD_MAX,
                                             &h, &r->cut);

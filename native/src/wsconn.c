@@ -20,6 +20,7 @@
 
 #include "conn.h"
 #include "ipc.h"
+#include "logjson.h"
 #include "response.h"
 #include "wio.h"
 #include "wsconn.h"
@@ -209,9 +210,17 @@ void krait__ws_accept_response(krait_server *srv, krait__conn *c, const void *fr
         krait__out_add(c, "\r\n", 2);
     }
     const uint8_t *at = f->headers_at;
+    krait__slice rid = {NULL, 0};
     for (size_t i = 0; i < f->nheaders; i++) {
         krait__slice name, value;
         krait__ipc_next_pair(&at, &name, &value);
+        /* The worker's request id, as the access log takes it (the last valid one, 1-128 of
+         * [A-Za-z0-9-_.:+/=]): the same id on the 101 as in the log and on every answer. */
+        if (name.n == 12 && strncasecmp(name.p, "x-request-id", 12) == 0) {
+            if (krait__request_id_ok(value.p, value.n))
+                rid = value;
+            continue;
+        }
         /* Only what a handshake answer may carry from the script. */
         if (!(name.n == 22 && strncasecmp(name.p, "sec-websocket-protocol", 22) == 0) &&
             !(name.n == 10 && strncasecmp(name.p, "set-cookie", 10) == 0))
@@ -221,6 +230,11 @@ void krait__ws_accept_response(krait_server *srv, krait__conn *c, const void *fr
         krait__out_add(c, name.p, name.n);
         krait__out_add(c, ": ", 2);
         krait__out_add(c, value.p, value.n);
+        krait__out_add(c, "\r\n", 2);
+    }
+    if (rid.p) {
+        krait__out_str(c, "X-Request-ID: ");
+        krait__out_add(c, rid.p, rid.n);
         krait__out_add(c, "\r\n", 2);
     }
     krait__out_add(c, "\r\n", 2);

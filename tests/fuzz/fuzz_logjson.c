@@ -97,7 +97,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     krait__logjson_head h = {
         .time_ms = (int64_t)(v >> 16) - ((int64_t)1 << 46),
         .path = s[0], .ua = s[1], .referer = s[2], .host = s[3], .method = s[4],
-        .remote = s[5], .tls = s[6],
+        .remote = s[5], .peer = s[5], .tls = s[6],
         .version_minor = (int)(v & 3) - 1,
     };
     int cut = -1;
@@ -114,10 +114,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(tn > 0 && tn <= KRAIT__LOGJSON_TAIL_MAX);
     jc_pair p[32];
     int np = jc_line(line, hn + tn, p, 32);
-    CHECK(np == 17);
-    /* The head's strings, in order: remote, method, path, host, referer, ua, tls. */
-    const struct { int k; int f; } strs[] = {{1, 5}, {2, 4}, {3, 0}, {5, 3}, {6, 2}, {7, 1},
-                                              {8, 6}};
+    CHECK(np == 18);
+    /* The head's strings, in order: remote, peer, method, path, host, referer, ua, tls. */
+    const struct { int k; int f; } strs[] = {{1, 5}, {2, 5}, {3, 4}, {4, 0}, {6, 3}, {7, 2},
+                                              {8, 1}, {9, 6}};
     int any_cut = 0;
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
         const jc_pair *q = &p[strs[i].k];
@@ -134,13 +134,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         any_cut |= (size_t)b < flen[f];
     }
     CHECK(any_cut == cut);
-    CHECK((p[16].type == JC_TRUE) == (cut == 1));
+    CHECK((p[17].type == JC_TRUE) == (cut == 1));
     /* The id: as given when valid, else null. */
     if (nf > 7 && krait__request_id_ok(field[7], flen[7]))
-        CHECK(p[9].type == JC_STRING && p[9].val_len == flen[7] &&
-              memcmp(p[9].val, field[7], flen[7]) == 0);
+        CHECK(p[10].type == JC_STRING && p[10].val_len == flen[7] &&
+              memcmp(p[10].val, field[7], flen[7]) == 0);
     else
-        CHECK(p[9].type == JC_NULL);
+        CHECK(p[10].type == JC_NULL);
 
     for (int i = 0; i < nf; i++)
         free(field[i]);

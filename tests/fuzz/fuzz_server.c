@@ -431,7 +431,7 @@ static void client_drain(int fd)
     }
 }
 
-/* Every line of the log is whole; as JSON, each is one object with the line's 17 keys. */
+/* Every line of the log is whole; as JSON, each is one object with the line's 18 keys. */
 static void check_log(int fd, int json)
 {
     static char buf[1 << 20];
@@ -444,7 +444,7 @@ static void check_log(int fd, int json)
     while (line < buf + n) {
         char *end = memchr(line, '\n', (size_t)(buf + n - line));
         jc_pair pairs[32];
-        if (json && jc_line(line, (size_t)(end + 1 - line), pairs, 32) != 17) {
+        if (json && jc_line(line, (size_t)(end + 1 - line), pairs, 32) != 18) {
             fprintf(stderr, "not a JSON log line: %.*s\n", (int)(end - line), line);
             abort();
         }

@@ -29,11 +29,11 @@ from tests.integration.test_tls import _https_port, pki  # noqa: F401 - the fixt
 from tests.integration.test_tls import _site as tls_site
 
 #: Every line has exactly these keys, in this order.
-KEYS = ["time", "remote", "method", "path", "version", "host", "referer", "ua", "tls", "id",
+KEYS = ["time", "remote", "peer", "method", "path", "version", "host", "referer", "ua", "tls", "id",
         "status", "bytes", "duration", "loop", "worker", "worker_pid", "truncated"]
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 #: A whole line's bound (KRAIT__LOGJSON_HEAD_MAX + KRAIT__LOGJSON_TAIL_MAX).
-LINE_MAX = 2048 + 320
+LINE_MAX = 2176 + 320
 
 PAGE = ("import krait, os\n"
         "krait.response = krait.Response(body='%d %s' % (os.getpid(), "
@@ -64,7 +64,8 @@ def parse(raw: bytes) -> list[dict[str, Any]]:
             assert type(rec[key]) is int, rec
         assert type(rec["duration"]) is float and rec["duration"] >= 0, rec
         assert type(rec["truncated"]) is bool, rec
-        for key in ("remote", "method", "path", "version", "host", "referer", "ua", "tls", "id"):
+        for key in ("remote", "peer", "method", "path", "version", "host", "referer", "ua", "tls",
+                    "id"):
             assert rec[key] is None or type(rec[key]) is str, rec
         assert (rec["worker"] is None) == (rec["worker_pid"] is None), rec
         out.append(rec)

@@ -8,10 +8,30 @@ from pathlib import Path
 
 import pytest
 import requests
+import websocket
 
 from tests.conftest import write_site
+from tests.integration.test_access_log_json import wait_lines
 
 TIMEOUT = 10.0
+
+#: A WebSocket page that answers every message with its request's id.
+WS_ID = """\
+import krait
+from krait.websockets import WebsocketsCtrlBase, WebsocketsResponse
+
+
+class Say(WebsocketsCtrlBase):
+    def __init__(self, rid):
+        super().__init__(use_in_message_queue=False)
+        self.rid = rid
+
+    def on_in_message(self, message):
+        self.push_out_message(self.rid)
+
+
+krait.websockets.response = WebsocketsResponse(Say(krait.request.request_id))
+"""
 
 
 @pytest.fixture
@@ -24,6 +44,10 @@ def site(tmp_path: Path) -> Path:
         "file.py": "import krait\n"
                    "krait.response = krait.FileResponse(krait.get_full_path('data.txt'))\n",
         "data.txt": "data\n",
+        "ws/id.py": WS_ID,
+        ".py/init.py": "from krait import config\nconfig.routes = [\n"
+                       "    config.Route('WEBSOCKET', url='/ws_id', target='ws/id.py'),\n"
+                       "    config.Route(),\n]\n",
     })
 
 
@@ -67,3 +91,28 @@ def test_a_trusted_proxy_sets_the_id(site: Path, krait_server, sent: str, taken:
     assert r.status_code == 200
     assert (r.text == sent) is taken
     assert r.headers["X-Request-ID"] == r.text
+
+
+@pytest.mark.parametrize("sent, taken", [
+    (None, False),
+    ("3f2b9c1e-7a4d-4c1b-9e1f-0a1b2c3d4e5f", True),
+    ("has space", False),
+])
+def test_the_websocket_101_carries_the_id(site: Path, krait_server, sent: str | None,
+                                          taken: bool) -> None:
+    """The core builds the 101 from the worker's answer: the id the page reads is on it, and
+    it is the id of the handshake's access log line."""
+    server = krait_server(site, "--workers", "1", "--trusted-proxy", "127.0.0.1",
+                          "--access-log-format", "json")
+    header = [f"X-Request-ID: {sent}"] if sent else []
+    ws = websocket.create_connection(server.url.replace("http", "ws", 1) + "/ws_id",
+                                     timeout=TIMEOUT, header=header)
+    try:
+        rid = ws.headers.get("x-request-id")
+        ws.send("id?")
+        assert ws.recv() == rid and rid
+        assert (rid == sent) is taken
+    finally:
+        ws.close()
+    (rec,) = [r for r in wait_lines(server, 1) if r["path"] == "/ws_id"]
+    assert rec["status"] == 101 and rec["id"] == rid, rec

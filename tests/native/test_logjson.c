@@ -139,7 +139,7 @@ static krait__logjson_head head_of(const char *path, size_t path_n, const char *
     return h;
 }
 
-static const char *const keys[] = {"time", "remote", "method", "path", "version", "host",
+static const char *const keys[] = {"time", "remote", "peer", "method", "path", "version", "host",
                                    "referer", "ua", "tls", "id", "status", "bytes", "duration",
                                    "loop", "worker", "worker_pid", "truncated"};
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -179,7 +179,7 @@ static void test_line(void)
                              .duration_ns = 1234567, .loop = 2, .worker = 3, .worker_pid = 4711};
     line_checked(&h, &t, p, &cut, "a plain line");
     const char *want =
-        "{\"time\":\"2026-12-07T12:00:00.123Z\",\"remote\":\"203.0.113.9\",\"method\":\"GET\","
+        "{\"time\":\"2026-12-07T12:00:00.123Z\",\"remote\":\"203.0.113.9\",\"peer\":null,\"method\":\"GET\","
         "\"path\":\"/x?y=1\",\"version\":\"HTTP/1.1\",\"host\":\"example.org\",\"referer\":null,"
         "\"ua\":\"curl/8.5.0\",\"tls\":\"TLSv1.3\",\"id\":\"4f1c2a9e0b7d-17\",\"status\":200,"
         "\"bytes\":1234,\"duration\":0.001234,\"loop\":2,\"worker\":3,\"worker_pid\":4711,"
@@ -192,11 +192,11 @@ static void test_line(void)
     krait__logjson_tail t0 = {.status = 400, .worker = -1, .duration_ns = -5};
     line_checked(&none, &t0, p, &cut, "no request");
     ok(val_is(&p[0], JC_STRING, "1969-12-31T23:59:58.500Z"), "a time before 1970");
-    for (int i = 2; i <= 8; i++)
+    for (int i = 2; i <= 9; i++)
         ok(p[i].type == JC_NULL, "field %d null without a request", i);
-    ok(val_is(&p[9], JC_NULL, "null") && val_is(&p[14], JC_NULL, "null") &&
-           val_is(&p[15], JC_NULL, "null"), "id and worker null");
-    ok(val_is(&p[12], JC_NUMBER, "0.000000"), "a negative duration is 0");
+    ok(val_is(&p[10], JC_NULL, "null") && val_is(&p[15], JC_NULL, "null") &&
+           val_is(&p[16], JC_NULL, "null"), "id and worker null");
+    ok(val_is(&p[13], JC_NUMBER, "0.000000"), "a negative duration is 0");
 
     /* Ids: only the allowed characters, 1..128 of them. */
     char id[200];
@@ -211,7 +211,7 @@ static void test_line(void)
         ti.id = ids[i].id;
         ti.id_len = ids[i].n;
         line_checked(&h, &ti, p, &cut, "ids");
-        ok((p[9].type == JC_STRING) == ids[i].good, "id %zu written only when valid", i);
+        ok((p[10].type == JC_STRING) == ids[i].good, "id %zu written only when valid", i);
     }
 
     /* The widest numbers still fit the tail. */
@@ -250,19 +250,21 @@ static void test_long_fields(void)
             h.method.n = 300;
             h.remote.p = ua;
             h.remote.n = 300;
+            h.peer.p = ua;
+            h.peer.n = 300;
             h.tls.p = ua;
             h.tls.n = 300;
             krait__logjson_tail t = {.status = 200, .worker = -1};
             int cut = 0;
             size_t n = line_checked(&h, &t, p, &cut, "long fields");
-            ok(cut == 1 && val_is(&p[16], JC_TRUE, "true"), "a cut is flagged");
+            ok(cut == 1 && val_is(&p[17], JC_TRUE, "true"), "a cut is flagged");
             ok(n <= KRAIT__LOGJSON_HEAD_MAX + KRAIT__LOGJSON_TAIL_MAX, "line of %zu bytes", n);
             /* Each string decodes to a prefix of what was given. */
             const struct { int k; const char *src; size_t cap; } fs[] = {
-                {1, ua, KRAIT__LOGJSON_REMOTE_MAX}, {2, path, KRAIT__LOGJSON_METHOD_MAX},
-                {3, path, KRAIT__LOGJSON_PATH_MAX}, {5, path, KRAIT__LOGJSON_HOST_MAX},
-                {6, ua, KRAIT__LOGJSON_REFERER_MAX}, {7, ua, KRAIT__LOGJSON_UA_MAX},
-                {8, ua, KRAIT__LOGJSON_TLS_MAX}};
+                {1, ua, KRAIT__LOGJSON_REMOTE_MAX}, {2, ua, KRAIT__LOGJSON_REMOTE_MAX},
+                {3, path, KRAIT__LOGJSON_METHOD_MAX}, {4, path, KRAIT__LOGJSON_PATH_MAX},
+                {6, path, KRAIT__LOGJSON_HOST_MAX}, {7, ua, KRAIT__LOGJSON_REFERER_MAX},
+                {8, ua, KRAIT__LOGJSON_UA_MAX}, {9, ua, KRAIT__LOGJSON_TLS_MAX}};
             for (size_t k = 0; k < sizeof fs / sizeof fs[0]; k++) {
                 const jc_pair *q = &p[fs[k].k];
                 ok(q->type == JC_STRING && q->val_len + 2 <= fs[k].cap && q->val_len + 2 + 5 >=

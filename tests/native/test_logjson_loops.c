@@ -153,22 +153,22 @@ int main(void)
     while (f && fgets(line, sizeof line, f)) {
         lines++;
         jc_pair p[32];
-        if (jc_line(line, strlen(line), p, 32) != 17)
+        if (jc_line(line, strlen(line), p, 32) != 18)
             continue;
         valid++;
-        /* 13: loop, 10: status, 3: path, 14: worker (no worker ever answers here). */
-        long loop = strtol(p[13].val, NULL, 10);
+        /* 14: loop, 11: status, 4: path, 15: worker (no worker ever answers here). */
+        long loop = strtol(p[14].val, NULL, 10);
         if (loop >= 0 && loop < NLOOPS)
             per_loop[loop]++;
         for (int k = 0; k < 3; k++) {
             char st[8];
             snprintf(st, sizeof st, "%d", want[k]);
-            per_status[k] += val_is(&p[10], st);
+            per_status[k] += val_is(&p[11], st);
         }
-        ok(p[14].type == JC_NULL, "no worker: %s", line);
-        if (val_is(&p[10], "200"))
-            ok(val_is(&p[3], "/index.html?q=\\\"\\\\x5c\\\\xff\xc3\xa9") &&
-                   val_is(&p[7], "t\\\"\\\\x5c\\\\xfe"), "escaped: %s", line);
+        ok(p[15].type == JC_NULL, "no worker: %s", line);
+        if (val_is(&p[11], "200"))
+            ok(val_is(&p[4], "/index.html?q=\\\"\\\\x5c\\\\xff\xc3\xa9") &&
+                   val_is(&p[8], "t\\\"\\\\x5c\\\\xfe"), "escaped: %s", line);
     }
     if (f)
         fclose(f);
