@@ -16,8 +16,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
-#include "harness.h"
-#include "krait.h"
+#include "loops_harness.h"
 
 #define CLIENTS 4
 #define CONNS_EACH 10
@@ -32,15 +31,6 @@ static pthread_mutex_t bad_lock = PTHREAD_MUTEX_INITIALIZER;
 static void path_in(char *out, size_t n, const char *name)
 {
     snprintf(out, n, "%s/%s", dir, name);
-}
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (f) {
-        fputs(text, f);
-        fclose(f);
-    }
 }
 
 static struct sockaddr_un unix_addr(const char *path)
@@ -159,12 +149,6 @@ static struct counts count_log(const char *path)
     return c;
 }
 
-static void *runner(void *arg)
-{
-    krait_server_run(arg);
-    return NULL;
-}
-
 static void test_refusals(krait_server *srv)
 {
     char err[512] = "", path[400];
@@ -229,12 +213,9 @@ int main(void)
     path_in(path, sizeof path, "index.html");
     write_file(path, "hello\n");
     char err[512] = "";
-    krait_server *srv = krait_server_new(dir, err, sizeof err);
-    ok(srv != NULL, "server: %s", err);
+    krait_server *srv = site_server(dir, err, sizeof err);
     if (!srv)
         return done();
-    krait_server_add_mime(srv, "html", "text/html");
-    krait_server_add_route(srv, KRAIT_VERB_GET, NULL, 0, NULL, 0);
     ok(krait_server_set_loops(srv, 3) == KRAIT_OK, "3 loops");
     test_refusals(srv);
 
