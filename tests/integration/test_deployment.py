@@ -7,12 +7,8 @@ the other one."""
 from __future__ import annotations
 
 import re
-import shutil
-import signal
-import socket
 import ssl
 import subprocess
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +18,11 @@ import requests
 import websocket
 
 from tests.conftest import KraitProcess, write_site
+from tests.integration.haproxy import HAProxy, free_port, haproxy_binary
 from tests.integration.test_channels import FILES, RedisServer, redis_server, wait_log
 
-__all__ = ["redis_server"]  # a fixture of this module's tests, imported from test_channels
+# Fixtures of this module's tests, imported from test_channels and haproxy.
+__all__ = ["haproxy_binary", "redis_server"]
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "deployment.md"
 FIRST_LINE = "# /etc/haproxy/haproxy.cfg: krait on two machines, WebSockets included"
@@ -63,54 +61,6 @@ def local_config(http: int, https: int, pem: Path, web1: int, web2: int) -> str:
     return "global\n    maxconn 1000\n\n" + config
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def haproxy_binary() -> str:
-    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin")
-    if found is None:
-        pytest.skip("haproxy is not installed (Debian package haproxy; scripts/test installs it)")
-    return found
-
-
-class HAProxy:
-    def __init__(self, binary: str, config: Path, http: int, https: int) -> None:
-        check = subprocess.run([binary, "-c", "-f", str(config)], capture_output=True,
-                               text=True, timeout=30)
-        assert check.returncode == 0, check.stdout + check.stderr
-        self.log_path = config.with_suffix(".log")
-        self._log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.http, self.https = http, https
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", https), timeout=1).close()
-                break
-            except OSError:
-                assert self.proc.poll() is None, f"haproxy exited:\n{self.log()}"
-                assert time.monotonic() < deadline, f"haproxy did not listen:\n{self.log()}"
-                time.sleep(0.05)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # haproxy -db: hard stop
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
 def self_signed(folder: Path) -> Path:
     """A certificate and key for 127.0.0.1 in one PEM file, as HAProxy's ``crt`` takes it."""
     key, cert = folder / "key.pem", folder / "cert.pem"
@@ -124,7 +74,7 @@ def self_signed(folder: Path) -> Path:
 
 @pytest.fixture
 def deployment(tmp_path: Path, krait_server, redis_server: RedisServer,  # noqa: ANN001
-               haproxy_binary: str) -> Iterator[tuple[HAProxy, KraitProcess, KraitProcess]]:
+               haproxy_binary: str) -> Iterator[tuple[dict[str, int], KraitProcess, KraitProcess]]:
     machines = []
     for name in ("web1", "web2"):
         k = krait_server(write_site(tmp_path / name, SITE), "--workers", "2",
@@ -135,20 +85,20 @@ def deployment(tmp_path: Path, krait_server, redis_server: RedisServer,  # noqa:
     config = tmp_path / "haproxy.cfg"
     config.write_text(local_config(http, https, self_signed(tmp_path), machines[0].port,
                                    machines[1].port))
-    proxy = HAProxy(haproxy_binary, config, http, https)
+    proxy = HAProxy(haproxy_binary, config, https)
     try:
-        yield proxy, machines[0], machines[1]
+        yield {"http": http, "https": https}, machines[0], machines[1]
     finally:
         proxy.stop()
 
 
 def test_haproxy_two_kraits_and_redis_as_documented(deployment) -> None:  # noqa: ANN001
-    proxy, web1, web2 = deployment
-    base = f"https://127.0.0.1:{proxy.https}"
+    ports, web1, web2 = deployment
+    base = f"https://127.0.0.1:{ports['https']}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the self-signed certificate
         # Plain HTTP is sent to HTTPS, as configured.
-        r = requests.get(f"http://127.0.0.1:{proxy.http}/pid.py", allow_redirects=False,
+        r = requests.get(f"http://127.0.0.1:{ports['http']}/pid.py", allow_redirects=False,
                          timeout=10)
         assert r.status_code == 301 and r.headers["location"].startswith("https://")
 
@@ -158,7 +108,7 @@ def test_haproxy_two_kraits_and_redis_as_documented(deployment) -> None:  # noqa
         try:
             for _ in range(4):
                 ws = websocket.create_connection(
-                    f"wss://127.0.0.1:{proxy.https}/ws?c=news", timeout=10,
+                    f"wss://127.0.0.1:{ports['https']}/ws?c=news", timeout=10,
                     sslopt={"cert_reqs": ssl.CERT_NONE}, header=["Origin: " + base])
                 opened.append(ws)
                 assert ws.recv() == "ready"

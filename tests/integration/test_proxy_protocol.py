@@ -7,8 +7,6 @@ TCP mode sends them with ``send-proxy`` and ``send-proxy-v2``."""
 from __future__ import annotations
 
 import re
-import shutil
-import signal
 import socket
 import ssl
 import struct
@@ -20,6 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import HttpReader, KraitProcess, recv_all, write_site
+from tests.integration.haproxy import HAProxy, free_port, haproxy_binary
+
+__all__ = ["haproxy_binary"]  # a fixture of this module's tests, imported from haproxy
 
 WHO = ("import krait\n"
        "krait.response = krait.Response('HTTP/1.1', 200, [('Content-Type', 'text/plain')],\n"
@@ -314,20 +315,6 @@ def test_tls_header_before_the_handshake(tmp_path: Path, cert: tuple[Path, Path]
 
 # ---- a real HAProxy in TCP mode ---------------------------------------------------------------
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def haproxy_binary() -> str:
-    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin")
-    if found is None:
-        pytest.skip("haproxy is not installed (Debian package haproxy)")
-    return found
-
-
 def ipv6_loopback() -> bool:
     try:
         with socket.socket(socket.AF_INET6) as s:
@@ -335,38 +322,6 @@ def ipv6_loopback() -> bool:
         return True
     except OSError:
         return False
-
-
-class HAProxy:
-    """haproxy -db with a configuration; stopped by stop()."""
-
-    def __init__(self, binary: str, config: Path, wait_port: int) -> None:
-        check = subprocess.run([binary, "-c", "-f", str(config)], capture_output=True,
-                               text=True, timeout=30)
-        assert check.returncode == 0, check.stdout + check.stderr
-        self.log_path = config.with_suffix(".log")
-        self._log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", wait_port), timeout=1).close()
-                break
-            except OSError:
-                assert self.proc.poll() is None, self.log_path.read_text()
-                assert time.monotonic() < deadline, self.log_path.read_text()
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 @pytest.fixture
