@@ -19,10 +19,7 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import websocket
@@ -30,24 +27,10 @@ import websocket
 from krait._metrics import MAX_CLIENTS
 from tests.conftest import KraitProcess, raw_request, recv_all, write_site
 from tests.integration.test_tls import pki  # noqa: F401 - the module's certificates fixture
+from tests.integration.test_websockets import ECHO
+from tests.integration.test_workers import wait_for
 
 TIMEOUT = 10.0
-
-ECHO = '''\
-import krait
-from krait.websockets import WebsocketsCtrlBase, WebsocketsResponse
-
-
-class Echo(WebsocketsCtrlBase):
-    def __init__(self):
-        super().__init__(use_in_message_queue=False)
-
-    def on_in_message(self, message):
-        self.push_out_message(message)
-
-
-krait.websockets.response = WebsocketsResponse(Echo())
-'''
 
 # Holds its worker until the test creates the file "release" (bounded, so that a failing
 # test never leaves a worker behind).
@@ -201,16 +184,6 @@ def scrape(port: int) -> Scrape:
     return Scrape(body)
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def get_close(port: int, path: str) -> bytes:
     """One request on its own connection; everything the server sent."""
     return raw_request(port, f"GET {path} HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n"
@@ -249,9 +222,9 @@ def test_counts_match_the_traffic(tmp_path: Path, krait_server, loops: str) -> N
     expected = {("static", "2xx"): n_static, ("python", "2xx"): n_python,
                 ("static", "4xx"): n_missing, ("static", "3xx"): 1}
     n_http = n_static + n_python + n_missing + 1
-    s = wait_for(lambda: (x := scrape(mport)) and total(x) >= n_http and x, "the counts")
+    s = wait_for(lambda: (x := scrape(mport)) and total(x) >= n_http and x, what="the counts")
     # Bytes: exactly what went over those connections (plain HTTP, so no TLS overhead).
-    wait_for(lambda: scrape(mport).value("krait_sent_bytes_total") >= received, "bytes out")
+    wait_for(lambda: scrape(mport).value("krait_sent_bytes_total") >= received, what="bytes out")
     s = scrape(mport)
     assert s.value("krait_received_bytes_total") == sent
     assert s.value("krait_sent_bytes_total") == received
@@ -266,7 +239,7 @@ def test_counts_match_the_traffic(tmp_path: Path, krait_server, loops: str) -> N
             assert ws.recv() == f"message {i}"
         s = wait_for(lambda: (x := scrape(mport)) and
                      x.value("krait_websocket_messages_total", direction="out") == k and x,
-                     "the echoes counted")
+                     what="the echoes counted")
         assert s.value("krait_websocket_connections_open") == 1
         assert s.value("krait_connections_open") == 1
         assert s.value("krait_websocket_messages_total", direction="in") == k
@@ -275,7 +248,7 @@ def test_counts_match_the_traffic(tmp_path: Path, krait_server, loops: str) -> N
     expected["websocket", "1xx"] = 1
     s = wait_for(lambda: (x := scrape(mport)) and
                  x.value("krait_websocket_connections_open") == 0 and
-                 x.value("krait_connections_open") == 0 and x, "the WebSocket closed")
+                 x.value("krait_connections_open") == 0 and x, what="the WebSocket closed")
 
     counted = s.requests()
     assert len(counted) == 15  # every kind and class is listed, zero or not
@@ -307,7 +280,7 @@ def test_counts_match_the_traffic(tmp_path: Path, krait_server, loops: str) -> N
     assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\n\r\n")
     assert b"text/plain; version=0.0.4" in head
     # Those scrapes were not counted as the site's traffic.
-    after = wait_for(lambda: (x := scrape(mport)) and total(x) == n + 1 and x, "the 404")
+    after = wait_for(lambda: (x := scrape(mport)) and total(x) == n + 1 and x, what="the 404")
     assert after.requests()["static", "4xx"] == n_missing + 1
 
 
@@ -324,7 +297,7 @@ def test_queue_depth_and_busy_workers(tmp_path: Path, krait_server) -> None:
             s.sendall(b"GET /slow.py HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
             socks.append(s)
         s = wait_for(lambda: (x := scrape(mport)) and x.value("krait_queue_depth") == 2 and x,
-                     "two requests waiting")
+                     what="two requests waiting")
         assert s.value("krait_workers_busy") == 1 and s.value("krait_workers_idle") == 0
         (site / "release").touch()
         for sock in socks:
@@ -333,7 +306,7 @@ def test_queue_depth_and_busy_workers(tmp_path: Path, krait_server) -> None:
         for sock in socks:
             sock.close()
     s = wait_for(lambda: (x := scrape(mport)) and x.value("krait_queue_depth") == 0 and
-                 x.value("krait_workers_idle") == 1 and x, "an idle worker again")
+                 x.value("krait_workers_idle") == 1 and x, what="an idle worker again")
     assert s.requests()["python", "2xx"] == 3
 
 
@@ -358,14 +331,14 @@ def test_a_killed_worker_is_a_crash_and_an_overrun_a_timeout(tmp_path: Path,
     pid = pid_of_worker(server)
     os.kill(pid, signal.SIGKILL)
     s = wait_for(lambda: (x := scrape(mport)) and restarts(x)["crash"] == 1 and x,
-                 "a crash counted")
+                 what="a crash counted")
     assert restarts(s) == {"crash": 1, "timeout": 0, "recycle": 0, "memory": 0, "reload": 0}
-    assert wait_for(lambda: pid_of_worker(server) != pid, "a new worker")
+    assert wait_for(lambda: pid_of_worker(server) != pid, what="a new worker")
 
     answer = get_close(server.port, "/spin.py")
     assert answer.startswith(b"HTTP/1.1 504 "), answer[:100]
     s = wait_for(lambda: (x := scrape(mport)) and restarts(x)["timeout"] == 1 and x,
-                 "a timeout counted")
+                 what="a timeout counted")
     assert restarts(s) == {"crash": 1, "timeout": 1, "recycle": 0, "memory": 0, "reload": 0}
     assert "overran worker_timeout" in server.log()
     assert s.requests()["python", "5xx"] == 1  # the 504
@@ -379,12 +352,12 @@ def test_recycling_and_reload_are_counted(tmp_path: Path, krait_server) -> None:
     for _ in range(2):
         assert pid_of_worker(server) == first
     s = wait_for(lambda: (x := scrape(mport)) and restarts(x)["recycle"] == 1 and x,
-                 "a recycle counted")
+                 what="a recycle counted")
     assert restarts(s) == {"crash": 0, "timeout": 0, "recycle": 1, "memory": 0, "reload": 0}
-    wait_for(lambda: pid_of_worker(server) != first, "the replacement serving")
+    wait_for(lambda: pid_of_worker(server) != first, what="the replacement serving")
     server.proc.send_signal(signal.SIGHUP)
     s = wait_for(lambda: (x := scrape(mport)) and restarts(x)["reload"] == 1 and x,
-                 "a reload counted")
+                 what="a reload counted")
     assert restarts(s)["crash"] == 0 and restarts(s)["timeout"] == 0
 
 
@@ -395,7 +368,7 @@ def test_memory_recycling_is_counted(tmp_path: Path, krait_server) -> None:
     mport = metrics_port(server)
     pid_of_worker(server)
     s = wait_for(lambda: (x := scrape(mport)) and restarts(x)["memory"] == 1 and x,
-                 "a memory recycle counted")
+                 what="a memory recycle counted")
     assert restarts(s) == {"crash": 0, "timeout": 0, "recycle": 0, "memory": 1, "reload": 0}
 
 
@@ -422,7 +395,7 @@ def test_tls_handshakes_and_failures(tmp_path: Path, pki: Path, krait_server) ->
     socket.create_connection(("127.0.0.1", https), timeout=TIMEOUT).close()
     s = wait_for(lambda: (x := scrape(mport)) and
                  x.value("krait_tls_handshake_failures_total") == 1 and
-                 x.value("krait_connections_open") == 0 and x, "the failure counted")
+                 x.value("krait_connections_open") == 0 and x, what="the failure counted")
     assert s.value("krait_tls_handshakes_total") == 3
     assert s.requests()["static", "2xx"] == 3
 
@@ -438,11 +411,11 @@ def test_healthz_is_503_while_draining(tmp_path: Path, krait_server) -> None:
     sock = server.connect(timeout=TIMEOUT)
     try:
         sock.sendall(b"GET /slow.py HTTP/1.1\r\nHost: m\r\n\r\n")
-        wait_for(lambda: (site / "started").exists(), "the slow page to start")
+        wait_for(lambda: (site / "started").exists(), what="the slow page to start")
         server.proc.send_signal(signal.SIGTERM)
         # The in-flight request holds the drain open until the test releases it.
         status, body = wait_for(lambda: (x := http_get(mport, "/healthz")) and
-                                x[0] == 503 and x, "/healthz to answer 503")
+                                x[0] == 503 and x, what="/healthz to answer 503")
         assert body == "draining\n"
         assert scrape(mport).value("krait_draining") == 1
         assert server.proc.poll() is None
