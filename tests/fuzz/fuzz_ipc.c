@@ -8,13 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                 \
-        }                                                                            \
-    } while (0)
+#include "fuzz_common.h"
 
 /* Is s inside [lo, hi)? An empty slice may sit at hi or be NULL. */
 static int inside(krait__slice s, const uint8_t *lo, const uint8_t *hi)

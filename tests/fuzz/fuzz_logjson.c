@@ -15,15 +15,8 @@
 #include <string.h>
 
 #include "../native/json_check.h"
+#include "fuzz_common.h"
 #include "logjson.h"
-
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond);     \
-            abort();                                                                         \
-        }                                                                                    \
-    } while (0)
 
 #define NFIELDS 8
 

@@ -11,15 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_common.h"
 #include "xff.h"
-
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);           \
-            abort();                                                                           \
-        }                                                                                      \
-    } while (0)
 
 static const char *const PEERS[] = {"127.0.0.1", "10.1.2.3", "::1", "unix", "::ffff:10.0.0.1",
                                     "192.0.2.1", "2001:db8::5", "not an address"};
