@@ -19,8 +19,10 @@ import pytest
 
 from tests.conftest import HttpReader, KraitProcess, recv_all, write_site
 from tests.integration.haproxy import HAProxy, free_port, haproxy_binary
+from tests.integration.test_server_addr import cert
 
-__all__ = ["haproxy_binary"]  # a fixture of this module's tests, imported from haproxy
+# Fixtures of this module's tests: HAProxy's, and the certificate for 127.0.0.1.
+__all__ = ["cert", "haproxy_binary"]
 
 WHO = ("import krait\n"
        "krait.response = krait.Response('HTTP/1.1', 200, [('Content-Type', 'text/plain')],\n"
@@ -260,16 +262,6 @@ def test_unix_socket_peers(site: Path, tmp_path: Path, krait_server) -> None:  #
 
 
 # ---- TLS: the header comes before the handshake ------------------------------------------------
-
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("pki")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(d / "key.pem"),
-                    "-out", str(d / "cert.pem")], check=True, capture_output=True, timeout=60)
-    return d / "cert.pem", d / "key.pem"
-
 
 def tls_site(root: Path, cert: tuple[Path, Path]) -> Path:
     return write_site(root, {
