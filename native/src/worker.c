@@ -25,6 +25,7 @@
 #include "conn.h"
 #include "ipc.h"
 #include "response.h"
+#include "stats.h"
 #include "tables.h"
 #include "wio.h"
 #include "worker.h"
@@ -75,6 +76,9 @@ int krait_server_add_worker(krait_server *srv, int fd, int pid, int pidfd)
     if (slot >= srv->nworkers)
         srv->nworkers = slot + 1;
     srv->feed_needed = 1;  /* it can take a waiting request: the driver hands it over */
+    /* The metrics' worker gauges count it at once: the first workers are added before the
+     * loop's first turn, and a scrape may come in between (the banner is already out). */
+    krait__stat_publish_hub(srv);
     return slot;
 }
 
