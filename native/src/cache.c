@@ -54,7 +54,7 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
     return era * 146097 + (int64_t)doe - 719468;
 }
 
-static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+void krait__civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
 {
     z += 719468;
     int64_t era = (z >= 0 ? z : z - 146096) / 146097;
@@ -81,7 +81,7 @@ static int64_t civil_from_time(int64_t t, civil_time *c)
         rem += SECS_PER_DAY;
         days--;
     }
-    civil_from_days(days, &c->year, &c->mon, &c->day);
+    krait__civil_from_days(days, &c->year, &c->mon, &c->day);
     c->hour = (unsigned)(rem / 3600);
     c->min = (unsigned)(rem / 60 % 60);
     c->sec = (unsigned)(rem % 60);

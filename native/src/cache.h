@@ -15,6 +15,10 @@
 /* Write the IMF-fixdate for t into out (KRAIT__DATE_LEN bytes + NUL). */
 void krait__http_date(time_t t, char out[KRAIT__DATE_LEN + 1]);
 
+/* The proleptic Gregorian date of a day count from 1970-01-01 (H. Hinnant's civil_from_days):
+ * pure arithmetic, where gmtime_r takes glibc's time-zone lock. Also the JSON log's date. */
+void krait__civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d);
+
 /* Parse an HTTP date (IMF-fixdate, and the obsolete RFC 850 and asctime forms that
  * RFC 9110 §5.6.7 says recipients must accept). Returns 0 and sets *t, or -1. */
 int krait__http_date_parse(const char *s, size_t len, time_t *t);

@@ -1,6 +1,7 @@
 /* The access log's JSON line, sans-IO: escaping hostile bytes into JSON strings and rendering a
  * line's head (the request) and tail (the answer). Where the record comes from, when the line is
  * written and under which lock are response.c's; this file only turns values into bytes. */
+#include "cache.h"
 #include "logjson.h"
 
 #include <string.h>
@@ -152,21 +153,6 @@ static void num_w(out *b, unsigned v, int width)
     b->len += (size_t)width;
 }
 
-/* The proleptic Gregorian date of a day count from 1970-01-01 (Howard Hinnant's
- * civil_from_days): pure arithmetic, where gmtime_r takes glibc's time-zone lock. */
-static void civil(int64_t days, int64_t *y, unsigned *m, unsigned *d)
-{
-    days += 719468;
-    int64_t era = (days >= 0 ? days : days - 146096) / 146097;
-    unsigned doe = (unsigned)(days - era * 146097);
-    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    unsigned mp = (5 * doy + 2) / 153;
-    *d = doy - (153 * mp + 2) / 5 + 1;
-    *m = mp < 10 ? mp + 3 : mp - 9;
-    *y = (int64_t)yoe + era * 400 + (*m <= 2);
-}
-
 static void lit(out *b, const char *s)
 {
     size_t n = strlen(s);
@@ -221,7 +207,7 @@ size_t krait__logjson_head_render(char *dst, size_t cap, const krait__logjson_he
     }
     int64_t year;
     unsigned month, day;
-    civil(days, &year, &month, &day);
+    krait__civil_from_days(days, &year, &month, &day);
     if (year >= 0 && year <= 9999) {
         lit(&b, "{\"time\":\"");
         num_w(&b, (unsigned)year, 4);
